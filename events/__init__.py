@@ -1,0 +1,76 @@
+"""The log: event envelope, catalog, codec, encryption seam and Kafka wrappers."""
+
+from events._catalog import Catalog, catalog, event
+from events._codec import Codec, Record, canonical_json
+from events._crypto import Cipher, DecryptionError, FernetCipher, generate_key
+from events._envelope import SYSTEM, Actor, Event, EventPayload, Position, derive_id, sensitive
+from events._errors import (
+    BrokerUnavailable,
+    CatalogError,
+    EventDecodeError,
+    EventsError,
+    TopicConfigError,
+)
+from events._kafka import (
+    TOPICS,
+    EventProducer,
+    bootstrap_topics,
+    create_consumer,
+    log_end_offsets,
+)
+from events._task import (
+    TERMINAL_TYPES,
+    TaskCancelled,
+    TaskCompleted,
+    TaskError,
+    TaskFailed,
+    TaskFailedV1,
+    TaskSubmitted,
+    upcast_task_failed_v1_to_v2,
+)
+
+__all__ = [
+    "SYSTEM",
+    "TERMINAL_TYPES",
+    "TOPICS",
+    "Actor",
+    "BrokerUnavailable",
+    "Catalog",
+    "CatalogError",
+    "Cipher",
+    "Codec",
+    "DecryptionError",
+    "Event",
+    "EventDecodeError",
+    "EventPayload",
+    "EventProducer",
+    "EventsError",
+    "FernetCipher",
+    "Position",
+    "Record",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskError",
+    "TaskFailed",
+    "TaskFailedV1",
+    "TaskSubmitted",
+    "TopicConfigError",
+    "bootstrap_topics",
+    "canonical_json",
+    "catalog",
+    "create_consumer",
+    "derive_id",
+    "event",
+    "generate_key",
+    "log_end_offsets",
+    "sensitive",
+    "upcast_task_failed_v1_to_v2",
+]
+
+
+def codec_from_settings(keys: list[str]) -> Codec:
+    """The codec for a list of Fernet keys: encrypting when there is one, clear otherwise."""
+    return Codec(FernetCipher(keys) if keys else None)
+
+
+__all__ += ["codec_from_settings"]

@@ -1,0 +1,235 @@
+"""Kafka at the edge: topic bootstrap, the producer wrapper and consumer factory.
+
+aiokafka's errors never leave this module as themselves: they become BrokerUnavailable or
+TopicConfigError. The idempotent producer and transactions are deliberately not used (the
+embedded broker lacks them); consumers are idempotent instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from events._codec import Codec, Record
+from events._envelope import Event, Position
+from events._errors import BrokerUnavailable, TopicConfigError
+from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+TOPICS = ("events", "admin", "dlq")
+TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
+_TOPIC_EXISTS = 36
+
+
+async def bootstrap_topics(settings: Settings) -> dict[str, int]:
+    """Create wrench.events, wrench.admin and wrench.dlq if missing; check the ones that exist.
+
+    Returns each topic's partition count. An existing topic with another partition count is
+    a TopicConfigError naming both, since keys would land on other partitions.
+    """
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap,
+        request_timeout_ms=settings.kafka_request_timeout_ms,
+    )
+    try:
+        await admin.start()
+        names = [settings.topic(t) for t in TOPICS]
+        response = await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    num_partitions=settings.partitions,
+                    replication_factor=settings.replication_factor,
+                    topic_configs=TOPIC_CONFIGS,
+                )
+                for name in names
+            ]
+        )
+        for name, code, message in response.topic_errors:
+            if code not in (0, _TOPIC_EXISTS):
+                raise TopicConfigError(
+                    f"cannot create topic {name}: {message} (error {code})", topic=name
+                )
+        described = await admin.describe_topics(names)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {settings.kafka_bootstrap}: {exc}",
+            bootstrap=settings.kafka_bootstrap,
+        ) from exc
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d["partitions"]) for d in described}
+    for name, count in counts.items():
+        if count != settings.partitions:
+            raise TopicConfigError(
+                f"topic {name} exists with {count} partitions but WRENCH_PARTITIONS is "
+                f"{settings.partitions}; set WRENCH_PARTITIONS={count} or recreate the topic",
+                topic=name,
+                existing=count,
+                configured=settings.partitions,
+            )
+    log.info("topics ready", topics=counts)
+    return counts
+
+
+class EventProducer:
+    """Publishes events and raw records with acks=all, batching, compression and retries.
+
+    Starts lazily, so a process can come up while the broker is still down; every failure
+    to publish is a BrokerUnavailable and nothing is half-written.
+    """
+
+    def __init__(self, settings: Settings, codec: Codec) -> None:
+        self.settings = settings
+        self.codec = codec
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Connect now rather than on the first publish."""
+        await self._started()
+
+    async def stop(self) -> None:
+        """Flush what is pending and disconnect."""
+        async with self._lock:
+            if self._producer is not None:
+                producer, self._producer = self._producer, None
+                try:
+                    await producer.stop()
+                except KafkaError as exc:
+                    log.warning("producer stop failed", error=str(exc))
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                s = self.settings
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=s.kafka_bootstrap,
+                    acks="all",
+                    enable_idempotence=False,
+                    linger_ms=s.producer_linger_ms,
+                    compression_type=None if s.producer_compression == "none" else "gzip",
+                    request_timeout_ms=s.kafka_request_timeout_ms,
+                    retry_backoff_ms=200,
+                    max_batch_size=256 * 1024,
+                )
+                try:
+                    await producer.start()
+                except KafkaError as exc:
+                    await producer.stop()
+                    raise BrokerUnavailable(
+                        f"cannot reach the broker at {s.kafka_bootstrap}: {exc}",
+                        bootstrap=s.kafka_bootstrap,
+                    ) from exc
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, event: Event, topic: str | None = None) -> Position:
+        """Append one event to wrench.events (or ``topic``) and wait for the broker's ack."""
+        return (await self.publish_many([event], topic))[0]
+
+    async def publish_many(self, events: Iterable[Event], topic: str | None = None) -> list[Position]:
+        """Append events in order; per-key order is kept because each key has one partition."""
+        name = topic or self.settings.topic("events")
+        return await self.send_records(name, [self.codec.encode(e) for e in events])
+
+    async def send_records(
+        self, topic: str, records: Iterable[Record], partition: int | None = None
+    ) -> list[Position]:
+        """Produce raw records (the DLQ and restore use this) and wait for every ack."""
+        producer = await self._started()
+        try:
+            futures = [
+                await producer.send(
+                    topic,
+                    value=r.value,
+                    key=r.key,
+                    headers=list(r.headers),
+                    partition=partition,
+                )
+                for r in records
+            ]
+            metadata = await asyncio.gather(*futures)
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"the broker did not accept records for {topic}: {exc}", topic=topic
+            ) from exc
+        return [Position(m.partition, m.offset) for m in metadata]
+
+    async def partitions(self, topic: str) -> int:
+        """How many partitions ``topic`` has, from the producer's metadata."""
+        producer = await self._started()
+        try:
+            found = await producer.partitions_for(topic)
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"no metadata for {topic}: {exc}", topic=topic) from exc
+        return len(found)
+
+
+def create_consumer(
+    settings: Settings, *topics: str, group: str | None = None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """An aiokafka consumer with WrenchAI's defaults: manual commits, earliest reset, and the
+    group timeouts from settings. Not started."""
+    options: dict[str, Any] = dict(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.kafka_session_timeout_ms,
+        rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,
+        heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 5, 500),
+        request_timeout_ms=max(settings.kafka_request_timeout_ms, 40_000),
+        max_poll_interval_ms=300_000,
+    )
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def log_end_offsets(
+    settings: Settings, topic: str, timeout_s: float = 10.0
+) -> dict[int, int]:
+    """The next offset to be written in each partition of ``topic``, from fetch responses.
+
+    ListOffsets (``end_offsets``) under-reports on the embedded broker when the last batch held
+    several records, so this reads the high watermark that a fetch returns instead.
+    """
+    consumer = create_consumer(settings)
+    try:
+        await consumer.start()
+        partitions = await _partitions_of(consumer, topic, timeout_s)
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        # Fetch from near the end so each response is small but still carries the mark.
+        for tp, end in (await consumer.end_offsets(tps)).items():
+            consumer.seek(tp, max(end - 1, 0))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        marks: dict[int, int] = {}
+        while len(marks) < len(tps):
+            if loop.time() > deadline:
+                raise BrokerUnavailable(f"no high watermark for {topic} within {timeout_s}s")
+            await consumer.getmany(timeout_ms=100)
+            for tp in tps:
+                mark = consumer.highwater(tp)
+                if mark is not None:
+                    marks[tp.partition] = mark
+        return marks
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"cannot read the end of {topic}: {exc}", topic=topic) from exc
+    finally:
+        await consumer.stop()
+
+
+async def _partitions_of(consumer: AIOKafkaConsumer, topic: str, timeout_s: float) -> list[int]:
+    if topic not in await consumer.topics():
+        raise TopicConfigError(f"topic {topic} does not exist; run `wrenchai topics create`")
+    found = consumer.partitions_for_topic(topic) or set()
+    return sorted(found)

@@ -1,0 +1,1 @@
+"""Read models built from the log: migrations, the projector, the archive, rebuild, restore."""

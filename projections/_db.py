@@ -1,0 +1,57 @@
+"""Postgres at the edge: pools and connections with WrenchAI's codecs, errors mapped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import orjson
+
+from wrenchai.errors import WrenchError
+from wrenchai.settings import Settings
+
+
+class DatabaseUnavailable(WrenchError):
+    """Postgres could not be reached or refused the connection."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name,
+            encoder=lambda v: orjson.dumps(v).decode(),
+            decoder=orjson.loads,
+            schema="pg_catalog",
+        )
+
+
+async def connect(settings: Settings, **kwargs: Any) -> asyncpg.Connection:
+    """One connection, JSON columns as Python values."""
+    try:
+        conn = await asyncpg.connect(settings.database_url, **kwargs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to Postgres ({exc}); check WRENCH_DATABASE_URL",
+        ) from exc
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(settings: Settings, **kwargs: Any) -> asyncpg.Pool:
+    """A pool of ``database_pool_size`` connections, JSON columns as Python values."""
+    try:
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=1,
+            max_size=settings.database_pool_size,
+            init=_init_connection,
+            **kwargs,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to Postgres ({exc}); check WRENCH_DATABASE_URL",
+        ) from exc
+    assert pool is not None
+    return pool

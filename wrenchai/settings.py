@@ -1,0 +1,124 @@
+"""The one settings object. Every knob is a ``WRENCH_`` environment variable.
+
+Secrets also accept a ``*_FILE`` variant (``WRENCH_ENCRYPTION_KEYS_FILE``) that names a file
+holding the value, so they can come from a mounted secret instead of the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_SECRET_FIELDS = ("encryption_keys",)
+
+
+class Settings(BaseSettings):
+    """Configuration of every WrenchAI process (API, projector, workers, CLI)."""
+
+    model_config = SettingsConfigDict(env_prefix="WRENCH_", extra="ignore", frozen=True)
+
+    # -- the log -----------------------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated."
+    )
+    namespace: str = Field(
+        "",
+        description="Prefix for every topic and consumer group name, so that several "
+        "deployments (or test runs) can share one cluster.",
+    )
+    partitions: int = Field(6, ge=1, le=1024, description="Partition count of wrench.events.")
+    replication_factor: int = Field(1, ge=1, description="Replication factor of new topics.")
+    kafka_request_timeout_ms: int = Field(
+        10_000, ge=100, description="How long a produce may wait for the broker's ack."
+    )
+    kafka_session_timeout_ms: int = Field(
+        10_000, ge=1_000, description="Consumer group session timeout."
+    )
+    kafka_rebalance_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        description="Consumer group rebalance timeout. The embedded broker holds a join for "
+        "half of it, so dev and tests keep it low.",
+    )
+    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_compression: Literal["gzip", "none"] = Field(
+        "gzip", description="Compression of produced batches."
+    )
+
+    # -- Postgres ----------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/wrenchai",
+        description="Postgres connection URL of the read models and the event archive.",
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections per process pool.")
+
+    # -- projector ---------------------------------------------------------------------
+    projector_batch_size: int = Field(
+        500, ge=1, description="Most records the projector writes in one transaction."
+    )
+    projector_batch_ms: int = Field(
+        100, ge=1, description="Longest the projector waits to fill a batch."
+    )
+
+    # -- API ---------------------------------------------------------------------------
+    api_host: str = Field("127.0.0.1", description="Address the API listens on.")
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
+    default_tenant: str = Field(
+        "default", description="Tenant stamped on requests that carry no principal."
+    )
+    read_wait_timeout_s: float = Field(
+        5.0, gt=0, description="Longest a read with ?wait_for= waits for the projector."
+    )
+
+    # -- security ----------------------------------------------------------------------
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet keys for sensitive payload fields, newest "
+        "first (MultiFernet: the first encrypts, all decrypt). Unset: sensitive fields "
+        "are stored in clear and a warning is logged.",
+    )
+
+    # -- logging -----------------------------------------------------------------------
+    log_level: str = Field("info", description="Log level: debug, info, warning, error.")
+    log_format: Literal["console", "json"] = Field(
+        "json", description="console for people, json for machines."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: Any) -> Any:
+        """Fill ``X`` from the file named by ``WRENCH_X_FILE`` when ``X`` itself is unset."""
+        if not isinstance(data, dict):
+            return data
+        for name in _SECRET_FIELDS:
+            path = os.environ.get(f"WRENCH_{name.upper()}_FILE")
+            if path and not data.get(name) and not os.environ.get(f"WRENCH_{name.upper()}"):
+                data = {**data, name: Path(path).read_text().strip()}
+        return data
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in {"debug", "info", "warning", "error"}:
+            raise ValueError("log_level must be one of debug, info, warning, error")
+        return value
+
+    def topic(self, name: str) -> str:
+        """The full name of one of WrenchAI's topics (``events``, ``admin``, ``dlq``)."""
+        return f"{self.namespace}wrench.{name}"
+
+    def group(self, name: str) -> str:
+        """The full name of a consumer group (``projector`` → ``wrench-projector``)."""
+        return f"{self.namespace}wrench-{name}"
+
+    def fernet_keys(self) -> list[str]:
+        """The configured encryption keys, newest first."""
+        if self.encryption_keys is None:
+            return []
+        raw = self.encryption_keys.get_secret_value()
+        return [key.strip() for key in raw.split(",") if key.strip()]
