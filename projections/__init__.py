@@ -1,1 +1,40 @@
 """Read models built from the log: migrations, the projector, the archive, rebuild, restore."""
+
+from __future__ import annotations
+
+from projections._archive import GENESIS_HASH, chain_hash, headers_from_json, headers_to_json
+from projections._db import DatabaseUnavailable, connect, create_pool
+from projections._migrate import migrate
+from projections._projector import BatchOutcome, Projector, ProjectorRunner, run_projector
+from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
+from wrenchai.settings import Settings
+
+
+async def migrate_database(settings: Settings) -> list[str]:
+    """Connect and apply the migrations this database lacks."""
+    conn = await connect(settings)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+__all__ = [
+    "GENESIS_HASH",
+    "READ_MODELS",
+    "Applied",
+    "BatchOutcome",
+    "DatabaseUnavailable",
+    "Projector",
+    "ProjectorRunner",
+    "ReadModel",
+    "TasksModel",
+    "chain_hash",
+    "connect",
+    "create_pool",
+    "headers_from_json",
+    "headers_to_json",
+    "migrate",
+    "migrate_database",
+    "run_projector",
+]

@@ -1,0 +1,334 @@
+"""The projector: wrench.events into the archive, the read models and its own offsets.
+
+Each batch is one Postgres transaction that archives every record (hash-chained per
+partition), applies the events to the read models and moves the stored offsets. Kafka's
+committed offsets are only informational: on assignment the projector seeks to the offsets
+in Postgres, so a crash between the transaction and anything else loses and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from events import (
+    Codec,
+    EventDecodeError,
+    EventProducer,
+    Position,
+    Record,
+    codec_from_settings,
+    create_consumer,
+)
+from events._codec import Headers
+from projections._archive import GENESIS_HASH, chain_hash, headers_to_json
+from projections._db import connect
+from projections._migrate import migrate
+from projections._read_models import Applied, apply_all
+from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+ARCHIVE_COLUMNS = (
+    "topic", "partition", "offset", "status", "id", "type", "schema_version", "task_id",
+    "tenant_id", "occurred_at", "payload", "raw_key", "raw_value", "raw_headers", "error",
+    "prev_hash", "hash",
+)
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for logs, metrics and tests."""
+
+    applied: int = 0
+    duplicates: int = 0
+    poison: int = 0
+    skipped: int = 0
+    next_offsets: dict[int, int] = field(default_factory=dict)
+
+
+def _headers(record: ConsumerRecord[bytes, bytes]) -> Headers:
+    return tuple((k, bytes(v)) for k, v in (record.headers or ()))
+
+
+class Projector:
+    """Applies batches of records from one topic; knows nothing of how they were fetched."""
+
+    def __init__(self, settings: Settings, codec: Codec, dlq: EventProducer) -> None:
+        self.settings = settings
+        self.codec = codec
+        self.dlq = dlq
+        self.topic = settings.topic("events")
+        self.group = settings.group("projector")
+
+    async def stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
+        """The next offset to apply per partition, as committed with the read models."""
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+            self.group, self.topic,
+        )
+        return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def apply(
+        self, conn: asyncpg.Connection, batches: dict[int, Sequence[ConsumerRecord[bytes, bytes]]]
+    ) -> BatchOutcome:
+        """Archive and apply one batch (records per partition, in offset order) atomically."""
+        outcome = BatchOutcome()
+        async with conn.transaction():
+            rows: list[tuple[Any, ...]] = []
+            applied: list[Applied] = []
+            dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]] = []
+            for partition in sorted(batches):
+                fresh = await self._claim(conn, partition, batches[partition], outcome)
+                if fresh:
+                    await self._archive(conn, partition, fresh, rows, applied, dead, outcome)
+            await self._send_to_dlq(dead)
+            if rows:
+                await conn.copy_records_to_table("event_log", records=rows, columns=ARCHIVE_COLUMNS)
+            await apply_all(conn, applied)
+            await conn.executemany(
+                """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (group_id, topic, partition)
+                   DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()""",
+                [(self.group, self.topic, p, o) for p, o in outcome.next_offsets.items()],
+            )
+        return outcome
+
+    async def _claim(
+        self, conn: asyncpg.Connection, partition: int,
+        records: Sequence[ConsumerRecord[bytes, bytes]], outcome: BatchOutcome,
+    ) -> list[ConsumerRecord[bytes, bytes]]:
+        """Lock the partition's offset row and keep only records past it.
+
+        The row lock fences two projectors that briefly both hold a partition during a
+        rebalance: the second waits, then finds the records already applied.
+        """
+        stored = await conn.fetchval(
+            """SELECT next_offset FROM consumer_offsets
+               WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE""",
+            self.group, self.topic, partition,
+        )
+        next_offset = stored or 0
+        fresh = [r for r in records if r.offset >= next_offset]
+        outcome.skipped += len(records) - len(fresh)
+        if fresh and fresh[0].offset != next_offset:
+            raise OffsetGap(partition, next_offset, fresh[0].offset)
+        return fresh
+
+    async def _archive(
+        self, conn: asyncpg.Connection, partition: int,
+        records: Sequence[ConsumerRecord[bytes, bytes]], rows: list[tuple[Any, ...]],
+        applied: list[Applied], dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]],
+        outcome: BatchOutcome,
+    ) -> None:
+        prev = await conn.fetchval(
+            'SELECT hash FROM event_log WHERE topic = $1 AND partition = $2 AND "offset" = $3',
+            self.topic, partition, records[0].offset - 1,
+        ) if records[0].offset > 0 else GENESIS_HASH
+        if prev is None:
+            raise OffsetGap(partition, records[0].offset, records[0].offset)
+        decoded = [self._decode(r) for r in records]
+        ids = [e.id for e in decoded if not isinstance(e, EventDecodeError)]
+        seen = {r["id"] for r in await conn.fetch(
+            "SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)}
+        for record, result in zip(records, decoded, strict=True):
+            digest = chain_hash(prev, record.value)
+            base = (self.topic, partition, record.offset)
+            raw = (record.key, record.value, headers_to_json(_headers(record)))
+            if isinstance(result, EventDecodeError):
+                dead.append((record, result))
+                rows.append((*base, "poison", None, None, None, None, None, None, None, *raw,
+                             f"{result.reason}: {result.message}", prev, digest))
+                outcome.poison += 1
+            elif result.id in seen:
+                rows.append((*base, "duplicate", None, result.type, result.schema_version,
+                             result.task_id, result.tenant_id, result.occurred_at, None, *raw,
+                             f"duplicate of event {result.id}", prev, digest))
+                outcome.duplicates += 1
+            else:
+                seen.add(result.id)
+                stored = self.codec.parse(record.value, _headers(record))
+                rows.append((*base, "applied", result.id, stored["type"],
+                             stored["schema_version"], result.task_id, result.tenant_id,
+                             result.occurred_at, stored["payload"], *raw, None, prev, digest))
+                applied.append(Applied(result, Position(partition, record.offset)))
+                outcome.applied += 1
+            prev = digest
+        outcome.next_offsets[partition] = records[-1].offset + 1
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Any:
+        try:
+            return self.codec.decode(record.value, _headers(record))
+        except EventDecodeError as exc:
+            return exc
+
+    async def _send_to_dlq(
+        self, dead: Iterable[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]]
+    ) -> None:
+        """Copy poison records to wrench.dlq with the reason in headers, before the commit:
+        a failed commit may send a copy twice, but never zero times."""
+        records = [
+            Record(
+                key=r.key,
+                value=r.value or b"",
+                headers=(
+                    *_headers(r),
+                    ("dlq.reason", exc.reason.encode()),
+                    ("dlq.error", exc.message[:1000].encode()),
+                    ("dlq.topic", r.topic.encode()),
+                    ("dlq.partition", str(r.partition).encode()),
+                    ("dlq.offset", str(r.offset).encode()),
+                    ("dlq.consumer", self.group.encode()),
+                ),
+            )
+            for r, exc in dead
+        ]
+        if records:
+            await self.dlq.send_records(self.settings.topic("dlq"), records)
+            for r, exc in dead:
+                log.warning("poison record sent to the DLQ", partition=r.partition,
+                            offset=r.offset, reason=exc.reason, error=exc.message)
+
+
+class OffsetGap(Exception):
+    """The fetched records do not start where the stored offset says; re-seek and retry."""
+
+    def __init__(self, partition: int, expected: int, got: int) -> None:
+        super().__init__(f"partition {partition}: expected offset {expected}, fetched {got}")
+        self.partition = partition
+        self.expected = expected
+
+
+class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
+    """On assignment, continue from the offsets in Postgres, not Kafka's committed ones."""
+
+    def __init__(self, runner: ProjectorRunner) -> None:
+        self.runner = runner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        await self.runner.seek_to_stored(list(assigned))
+        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+class ProjectorRunner:
+    """The consumer loop around a Projector: fetch a batch, apply it, repeat; drain on stop."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.codec = codec_from_settings(settings.fernet_keys())
+        self.dlq = EventProducer(settings, self.codec)
+        self.projector = Projector(settings, self.codec, self.dlq)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.conn: asyncpg.Connection | None = None
+
+    async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        # Its own connection: a rebalance callback may run while a batch holds self.conn.
+        assert self.consumer is not None
+        conn = await connect(self.settings)
+        try:
+            stored = await self.projector.stored_offsets(conn)
+        finally:
+            await conn.close()
+        for tp in partitions:
+            self.consumer.seek(tp, stored.get(tp.partition, 0))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.conn = await connect(self.settings)
+        await migrate(self.conn)
+        self.consumer = create_consumer(
+            self.settings,
+            group=self.settings.group("projector"),
+            max_poll_records=self.settings.projector_batch_size,
+        )
+        self.consumer.subscribe([self.projector.topic], listener=_SeekToStored(self))
+        try:
+            await self.consumer.start()
+            log.info("projector started", topic=self.projector.topic, group=self.projector.group)
+            while not stop.is_set():
+                await self.step()
+            await self.drain()
+        finally:
+            await self._close()
+
+    async def step(self) -> BatchOutcome | None:
+        """Fetch up to one batch and apply it; None when nothing came within the batch time."""
+        assert self.consumer is not None and self.conn is not None
+        fetched = await self.consumer.getmany(
+            timeout_ms=self.settings.projector_batch_ms,
+            max_records=self.settings.projector_batch_size,
+        )
+        batches = {tp.partition: records for tp, records in fetched.items() if records}
+        if not batches:
+            return None
+        try:
+            outcome = await self.projector.apply(self.conn, batches)
+        except (OffsetGap, asyncpg.UniqueViolationError) as exc:
+            # Another projector got there first, or records were skipped: start again from
+            # what Postgres says.
+            log.warning("batch discarded; seeking to stored offsets", error=str(exc))
+            await self.seek_to_stored([tp for tp in fetched])
+            return None
+        await self._commit_to_kafka(outcome)
+        log.debug("batch applied", applied=outcome.applied, duplicates=outcome.duplicates,
+                  poison=outcome.poison, skipped=outcome.skipped)
+        return outcome
+
+    async def drain(self) -> None:
+        """On stop, keep applying until caught up with the log end (or a short deadline), so a
+        clean shutdown of the embedded stack leaves nothing unarchived."""
+        assert self.consumer is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_TIMEOUT_S
+        while loop.time() < deadline:
+            if await self.step() is None and await self._caught_up():
+                break
+        log.info("projector drained", caught_up=await self._caught_up())
+
+    async def _caught_up(self) -> bool:
+        assert self.consumer is not None
+        for tp in self.consumer.assignment():
+            mark = self.consumer.highwater(tp)
+            if mark is None or mark > await self.consumer.position(tp):
+                return False
+        return True
+
+    async def _commit_to_kafka(self, outcome: BatchOutcome) -> None:
+        """Mirror the offsets to Kafka for lag tooling; Postgres stays the record."""
+        assert self.consumer is not None
+        offsets = {TopicPartition(self.projector.topic, p): o for p, o in outcome.next_offsets.items()}
+        if offsets:
+            try:
+                await self.consumer.commit(offsets)
+            except KafkaError as exc:
+                log.info("kafka offset commit skipped", error=str(exc))
+
+    async def _close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.dlq.stop()
+        if self.conn is not None:
+            await self.conn.close()
+
+
+async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Run the projector until ``stop`` is set, or until SIGTERM/SIGINT when none is given."""
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    await ProjectorRunner(settings).run(stop)

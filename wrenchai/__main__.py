@@ -1,0 +1,3 @@
+from wrenchai.cli import main
+
+main()

@@ -1,0 +1,177 @@
+"""The ``wrenchai`` command line. Every command reads the one Settings object."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wrenchai.errors import WrenchError
+from wrenchai.logging import configure_logging
+from wrenchai.settings import Settings
+
+T = TypeVar("T")
+
+
+def _settings(process: str) -> Settings:
+    settings = Settings()
+    configure_logging(settings, process=process)
+    return settings
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; a WrenchError becomes its message on stderr and exit status 1."""
+    try:
+        return asyncio.run(main())
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+@click.group()
+def main() -> None:
+    """WrenchAI: an event-sourced platform for teams of AI agents."""
+
+
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".wrenchai"),
+              show_default=True, help="Where Postgres data, keys and logs live.")
+@click.option("--api-port", type=int, default=8000, show_default=True, help="Port of the API.")
+@click.option("--broker-port", type=int, default=9092, show_default=True,
+              help="Port of the embedded broker (when WRENCH_KAFKA_BOOTSTRAP is unset).")
+def dev(state_dir: Path, api_port: int, broker_port: int) -> None:
+    """Run the whole stack on embedded components: broker, Postgres, projector, workers, API."""
+    from wrenchai.stack import run_dev
+
+    try:
+        code = run_dev(state_dir=state_dir, api_port=api_port, broker_port=broker_port)
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        code = 1
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (default WRENCH_API_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default WRENCH_API_PORT).")
+def api(host: str | None, port: int | None) -> None:
+    """Serve the API with uvicorn."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings("api")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+@main.command()
+def projector() -> None:
+    """Run the projector: wrench.events into the archive and the read models."""
+    from projections import run_projector
+
+    settings = _settings("projector")
+    _run(lambda: run_projector(settings))
+
+
+@main.command()
+def migrate() -> None:
+    """Apply the database migrations this database lacks."""
+    from projections import migrate_database
+
+    settings = _settings("migrate")
+    applied = _run(lambda: migrate_database(settings))
+    click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+
+
+@main.group()
+def topics() -> None:
+    """Manage WrenchAI's topics."""
+
+
+@topics.command("create")
+def topics_create() -> None:
+    """Create wrench.events, wrench.admin and wrench.dlq (existing ones are checked)."""
+    from events import bootstrap_topics
+
+    settings = _settings("topics")
+    counts = _run(lambda: bootstrap_topics(settings))
+    for name, count in sorted(counts.items()):
+        click.echo(f"{name}: {count} partitions")
+
+
+@main.group()
+def schema() -> None:
+    """The event catalog as JSON Schema."""
+
+
+@schema.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the catalog as a markdown page (docs/events.md).")
+def schema_export(directory: Path, markdown: Path | None) -> None:
+    """Write one JSON Schema per event type and version into DIRECTORY."""
+    from events.schema import export_schemas, render_markdown
+
+    written = export_schemas(directory)
+    click.echo(f"wrote {len(written)} schema(s) to {directory}")
+    if markdown is not None:
+        markdown.write_text(render_markdown())
+        click.echo(f"wrote {markdown}")
+
+
+@main.group()
+def projections() -> None:
+    """Read-model maintenance."""
+
+
+@projections.command("rebuild")
+def projections_rebuild() -> None:
+    """Replay wrench.events from offset 0 into fresh tables and swap them in atomically."""
+    from projections import rebuild
+
+    settings = _settings("rebuild")
+    report = _run(lambda: rebuild(settings))
+    click.echo(str(report))
+
+
+@main.group()
+def audit() -> None:
+    """The event archive as an audit trail."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the archive's hash chain; exit 1 at the first broken link."""
+    from projections import verify_chain
+
+    settings = _settings("audit")
+    report = _run(lambda: verify_chain(settings))
+    click.echo(str(report))
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+def restore() -> None:
+    """Republish the archive into an empty broker, every record at its original offset."""
+    from projections import restore_log
+
+    settings = _settings("restore")
+    report = _run(lambda: restore_log(settings))
+    click.echo(str(report))
+
+
+if __name__ == "__main__":
+    main()
