@@ -12,7 +12,7 @@ archive with a hole in it, is an error for a person to look at.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Literal, cast
@@ -156,9 +156,7 @@ def _decide(topic: str, archived: dict[int, int], ends: dict[int, int]) -> Outco
     return "log_ahead"
 
 
-async def _republish(
-    settings: Settings, conn: asyncpg.Connection, topic: str
-) -> dict[int, int]:
+async def _republish(settings: Settings, conn: asyncpg.Connection, topic: str) -> dict[int, int]:
     """Send every archived record to its partition in offset order; check every offset."""
     # Raw records go out as they were archived; the codec is never used on this path.
     producer = EventProducer(settings, Codec())
@@ -194,7 +192,7 @@ async def _send_chunk(
 
 async def _chunks(
     conn: asyncpg.Connection, topic: str
-) -> AsyncIterator[tuple[int, int, list[Record]]]:
+) -> AsyncGenerator[tuple[int, int, list[Record]], None]:
     """(partition, first offset, records) in partition and offset order, never crossing a
     partition, streamed through a server-side cursor so the archive never sits in memory."""
     query = """SELECT partition, "offset", raw_key, raw_value, raw_headers FROM event_log
