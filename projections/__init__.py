@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from projections._archive import GENESIS_HASH, chain_hash, headers_from_json, headers_to_json
+from projections._audit import BrokenLink, VerifyReport, verify_archive, verify_chain
 from projections._db import DatabaseUnavailable, connect, create_pool
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, Projector, ProjectorRunner, run_projector
 from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
+from projections._rebuild import RebuildError, RebuildReport, rebuild
 from wrenchai.settings import Settings
 
 
@@ -24,11 +26,15 @@ __all__ = [
     "READ_MODELS",
     "Applied",
     "BatchOutcome",
+    "BrokenLink",
     "DatabaseUnavailable",
     "Projector",
     "ProjectorRunner",
     "ReadModel",
+    "RebuildError",
+    "RebuildReport",
     "TasksModel",
+    "VerifyReport",
     "chain_hash",
     "connect",
     "create_pool",
@@ -36,5 +42,8 @@ __all__ = [
     "headers_to_json",
     "migrate",
     "migrate_database",
+    "rebuild",
     "run_projector",
+    "verify_archive",
+    "verify_chain",
 ]

@@ -19,12 +19,17 @@ class DatabaseUnavailable(WrenchError):
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
-        "json", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads,
+        "json",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
         schema="pg_catalog",
     )
     # Binary jsonb (a version byte, then the text) so COPY can write it too.
     await conn.set_type_codec(
-        "jsonb", encoder=_jsonb_encode, decoder=_jsonb_decode, schema="pg_catalog",
+        "jsonb",
+        encoder=_jsonb_encode,
+        decoder=_jsonb_decode,
+        schema="pg_catalog",
         format="binary",
     )
 

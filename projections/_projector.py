@@ -39,9 +39,23 @@ from wrenchai.settings import Settings
 log = structlog.get_logger(__name__)
 
 ARCHIVE_COLUMNS = (
-    "topic", "partition", "offset", "status", "id", "type", "schema_version", "task_id",
-    "tenant_id", "occurred_at", "payload", "raw_key", "raw_value", "raw_headers", "error",
-    "prev_hash", "hash",
+    "topic",
+    "partition",
+    "offset",
+    "status",
+    "id",
+    "type",
+    "schema_version",
+    "task_id",
+    "tenant_id",
+    "occurred_at",
+    "payload",
+    "raw_key",
+    "raw_value",
+    "raw_headers",
+    "error",
+    "prev_hash",
+    "hash",
 )
 DRAIN_TIMEOUT_S = 5.0
 
@@ -75,7 +89,8 @@ class Projector:
         """The next offset to apply per partition, as committed with the read models."""
         rows = await conn.fetch(
             "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
-            self.group, self.topic,
+            self.group,
+            self.topic,
         )
         return {r["partition"]: r["next_offset"] for r in rows}
 
@@ -106,8 +121,11 @@ class Projector:
         return outcome
 
     async def _claim(
-        self, conn: asyncpg.Connection, partition: int,
-        records: Sequence[ConsumerRecord[bytes, bytes]], outcome: BatchOutcome,
+        self,
+        conn: asyncpg.Connection,
+        partition: int,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        outcome: BatchOutcome,
     ) -> list[ConsumerRecord[bytes, bytes]]:
         """Lock the partition's offset row and keep only records past it.
 
@@ -117,7 +135,9 @@ class Projector:
         stored = await conn.fetchval(
             """SELECT next_offset FROM consumer_offsets
                WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE""",
-            self.group, self.topic, partition,
+            self.group,
+            self.topic,
+            partition,
         )
         next_offset = stored or 0
         fresh = [r for r in records if r.offset >= next_offset]
@@ -127,41 +147,96 @@ class Projector:
         return fresh
 
     async def _archive(
-        self, conn: asyncpg.Connection, partition: int,
-        records: Sequence[ConsumerRecord[bytes, bytes]], rows: list[tuple[Any, ...]],
-        applied: list[Applied], dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]],
+        self,
+        conn: asyncpg.Connection,
+        partition: int,
+        records: Sequence[ConsumerRecord[bytes, bytes]],
+        rows: list[tuple[Any, ...]],
+        applied: list[Applied],
+        dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]],
         outcome: BatchOutcome,
     ) -> None:
-        prev = await conn.fetchval(
-            'SELECT hash FROM event_log WHERE topic = $1 AND partition = $2 AND "offset" = $3',
-            self.topic, partition, records[0].offset - 1,
-        ) if records[0].offset > 0 else GENESIS_HASH
+        prev = (
+            await conn.fetchval(
+                'SELECT hash FROM event_log WHERE topic = $1 AND partition = $2 AND "offset" = $3',
+                self.topic,
+                partition,
+                records[0].offset - 1,
+            )
+            if records[0].offset > 0
+            else GENESIS_HASH
+        )
         if prev is None:
             raise OffsetGap(partition, records[0].offset, records[0].offset)
         decoded = [self._decode(r) for r in records]
         ids = [e.id for e in decoded if not isinstance(e, EventDecodeError)]
-        seen = {r["id"] for r in await conn.fetch(
-            "SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)}
+        seen = {
+            r["id"]
+            for r in await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)
+        }
         for record, result in zip(records, decoded, strict=True):
             digest = chain_hash(prev, record.value)
             base = (self.topic, partition, record.offset)
             raw = (record.key, record.value, headers_to_json(_headers(record)))
             if isinstance(result, EventDecodeError):
                 dead.append((record, result))
-                rows.append((*base, "poison", None, None, None, None, None, None, None, *raw,
-                             f"{result.reason}: {result.message}", prev, digest))
+                rows.append(
+                    (
+                        *base,
+                        "poison",
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                        *raw,
+                        f"{result.reason}: {result.message}",
+                        prev,
+                        digest,
+                    )
+                )
                 outcome.poison += 1
             elif result.id in seen:
-                rows.append((*base, "duplicate", None, result.type, result.schema_version,
-                             result.task_id, result.tenant_id, result.occurred_at, None, *raw,
-                             f"duplicate of event {result.id}", prev, digest))
+                rows.append(
+                    (
+                        *base,
+                        "duplicate",
+                        None,
+                        result.type,
+                        result.schema_version,
+                        result.task_id,
+                        result.tenant_id,
+                        result.occurred_at,
+                        None,
+                        *raw,
+                        f"duplicate of event {result.id}",
+                        prev,
+                        digest,
+                    )
+                )
                 outcome.duplicates += 1
             else:
                 seen.add(result.id)
                 stored = self.codec.parse(record.value, _headers(record))
-                rows.append((*base, "applied", result.id, stored["type"],
-                             stored["schema_version"], result.task_id, result.tenant_id,
-                             result.occurred_at, stored["payload"], *raw, None, prev, digest))
+                rows.append(
+                    (
+                        *base,
+                        "applied",
+                        result.id,
+                        stored["type"],
+                        stored["schema_version"],
+                        result.task_id,
+                        result.tenant_id,
+                        result.occurred_at,
+                        stored["payload"],
+                        *raw,
+                        None,
+                        prev,
+                        digest,
+                    )
+                )
                 applied.append(Applied(result, Position(partition, record.offset)))
                 outcome.applied += 1
             prev = digest
@@ -197,8 +272,13 @@ class Projector:
         if records:
             await self.dlq.send_records(self.settings.topic("dlq"), records)
             for r, exc in dead:
-                log.warning("poison record sent to the DLQ", partition=r.partition,
-                            offset=r.offset, reason=exc.reason, error=exc.message)
+                log.warning(
+                    "poison record sent to the DLQ",
+                    partition=r.partition,
+                    offset=r.offset,
+                    reason=exc.reason,
+                    error=exc.message,
+                )
 
 
 class OffsetGap(Exception):
@@ -283,8 +363,13 @@ class ProjectorRunner:
             await self.seek_to_stored([tp for tp in fetched])
             return None
         await self._commit_to_kafka(outcome)
-        log.debug("batch applied", applied=outcome.applied, duplicates=outcome.duplicates,
-                  poison=outcome.poison, skipped=outcome.skipped)
+        log.debug(
+            "batch applied",
+            applied=outcome.applied,
+            duplicates=outcome.duplicates,
+            poison=outcome.poison,
+            skipped=outcome.skipped,
+        )
         return outcome
 
     async def drain(self) -> None:
@@ -309,7 +394,9 @@ class ProjectorRunner:
     async def _commit_to_kafka(self, outcome: BatchOutcome) -> None:
         """Mirror the offsets to Kafka for lag tooling; Postgres stays the record."""
         assert self.consumer is not None
-        offsets = {TopicPartition(self.projector.topic, p): o for p, o in outcome.next_offsets.items()}
+        offsets = {
+            TopicPartition(self.projector.topic, p): o for p, o in outcome.next_offsets.items()
+        }
         if offsets:
             try:
                 await self.consumer.commit(offsets)

@@ -51,24 +51,37 @@ class TasksModel:
         table = names["tasks"]
         if isinstance(event.payload, TaskSubmitted):
             p = event.payload
-            return [(
-                f"""INSERT INTO {table} (task_id, tenant_id, description, constraints, timeout,
+            return [
+                (
+                    f"""INSERT INTO {table} (task_id, tenant_id, description, constraints, timeout,
                         status, created_at, updated_at, last_event_id, last_partition, last_offset)
                     VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $6, $7, $8, $9)
                     ON CONFLICT (task_id) DO NOTHING""",
-                (event.task_id, event.tenant_id, p.description, p.constraints, p.timeout,
-                 event.occurred_at, event.id, pos.partition, pos.offset),
-            )]
+                    (
+                        event.task_id,
+                        event.tenant_id,
+                        p.description,
+                        p.constraints,
+                        p.timeout,
+                        event.occurred_at,
+                        event.id,
+                        pos.partition,
+                        pos.offset,
+                    ),
+                )
+            ]
         status = _STATUS_OF.get(event.type)
         if status is None or event.task_id is None:
             return []
         # A terminal task stays as it ended: a late cancel does not rewrite a completion.
-        return [(
-            f"""UPDATE {table} SET status = $2, updated_at = $3, last_event_id = $4,
+        return [
+            (
+                f"""UPDATE {table} SET status = $2, updated_at = $3, last_event_id = $4,
                     last_partition = $5, last_offset = $6
                 WHERE task_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')""",
-            (event.task_id, status, event.occurred_at, event.id, pos.partition, pos.offset),
-        )]
+                (event.task_id, status, event.occurred_at, event.id, pos.partition, pos.offset),
+            )
+        ]
 
 
 READ_MODELS: tuple[ReadModel, ...] = (TasksModel(),)

@@ -122,3 +122,15 @@ class Settings(BaseSettings):
             return []
         raw = self.encryption_keys.get_secret_value()
         return [key.strip() for key in raw.split(",") if key.strip()]
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``WRENCH_*`` variables, for a child process to read back."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"WRENCH_{name.upper()}"] = str(value)
+        return env

@@ -19,7 +19,9 @@ USER = Actor(kind="user", id="alice")
 def submitted(description: str = "write a report", tenant_id: str = "acme") -> Event:
     return Event.new(
         TaskSubmitted(description=description, constraints={"max_roles": 2}, timeout=60),
-        tenant_id=tenant_id, actor=USER, task_id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        actor=USER,
+        task_id=uuid.uuid4(),
     )
 
 

@@ -13,7 +13,10 @@ from wrenchai.settings import Settings
 
 
 async def test_submitted_task_appears_in_read_model_and_archive(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """A task.submitted becomes a tasks row with its position, and an archived, chained record."""
     event = submitted("summarise the quarterly numbers")
@@ -38,7 +41,10 @@ async def test_submitted_task_appears_in_read_model_and_archive(
 
 
 async def test_lifecycle_moves_status_and_terminal_status_sticks(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """completed then cancelled: the task stays completed; its last position is the completion."""
     first = submitted()
@@ -56,7 +62,10 @@ async def test_lifecycle_moves_status_and_terminal_status_sticks(
 
 
 async def test_same_event_published_twice_is_applied_once(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """A redelivered event id is archived as a duplicate (offsets stay whole) and applied once."""
     event = submitted()
@@ -67,14 +76,18 @@ async def test_same_event_published_twice_is_applied_once(
         return await archived(db) == 2
 
     await eventually(both_archived)
-    statuses = [r["status"] for r in await db.fetch(
-        'SELECT status FROM event_log ORDER BY "offset"')]
+    statuses = [
+        r["status"] for r in await db.fetch('SELECT status FROM event_log ORDER BY "offset"')
+    ]
     assert statuses == ["applied", "duplicate"]
     assert await db.fetchval("SELECT count(*) FROM tasks") == 1
 
 
 async def test_poison_record_goes_to_dlq_and_projector_moves_on(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """Garbage bytes land on wrench.dlq with the reason; the next event is still applied."""
     good = submitted()
@@ -86,7 +99,10 @@ async def test_poison_record_goes_to_dlq_and_projector_moves_on(
     await producer.publish(after)
 
     async def cancelled() -> bool:
-        return await db.fetchval("SELECT status FROM tasks WHERE task_id = $1", good.task_id) == "cancelled"
+        return (
+            await db.fetchval("SELECT status FROM tasks WHERE task_id = $1", good.task_id)
+            == "cancelled"
+        )
 
     await eventually(cancelled)
     poison = await db.fetchrow("SELECT * FROM event_log WHERE status = 'poison'")
@@ -107,7 +123,10 @@ async def test_poison_record_goes_to_dlq_and_projector_moves_on(
 
 
 async def test_events_of_other_types_are_archived_but_ignored_by_tasks(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """An event for a task the read model never saw creates no row and breaks nothing."""
     orphan = submitted().derive(TaskCancelled(), step="cancel", actor=USER)

@@ -1,0 +1,199 @@
+"""``wrenchai projections rebuild``: replay wrench.events from offset 0 into fresh tables and
+swap them in atomically.
+
+The replay runs beside the live projector. It first catches up to where the projector stood
+when the rebuild began; then, holding the projector's offsets table locked (which pauses the
+projector between batches), it replays the few records that arrived meanwhile and swaps the
+tables in the same transaction. Readers see the old tables until the commit, the new after.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from events import Codec, EventDecodeError, Position, codec_from_settings, create_consumer
+from projections._db import connect
+from projections._read_models import READ_MODELS, Applied, apply_all, owned_tables
+from wrenchai.errors import WrenchError
+from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SUFFIX = "__rebuild"
+
+
+class RebuildError(WrenchError):
+    """The replay could not reach the offsets the projector had stored."""
+
+    code = "REBUILD_ERROR"
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild replayed and swapped."""
+
+    replayed: int = 0
+    applied: int = 0
+    skipped: int = 0
+    tables: tuple[str, ...] = ()
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (
+            f"rebuilt {', '.join(self.tables)} from {self.replayed} record(s): "
+            f"{self.applied} applied, {self.skipped} skipped (poison or duplicate); "
+            f"offsets {dict(sorted(self.offsets.items()))}"
+        )
+
+
+class _Replay:
+    """Reads the log from offset 0 and applies each first occurrence of an event id."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, codec: Codec, topic: str) -> None:
+        self.consumer = consumer
+        self.codec = codec
+        self.topic = topic
+        self.seen: set[object] = set()
+        self.report = RebuildReport(tables=owned_tables())
+        self.names = {t: t + SUFFIX for t in owned_tables()}
+
+    async def until(self, conn: asyncpg.Connection, targets: dict[int, int]) -> None:
+        """Apply records until every partition's position reaches its target offset."""
+        while True:
+            behind = [
+                TopicPartition(self.topic, p)
+                for p, end in targets.items()
+                if await self.consumer.position(TopicPartition(self.topic, p)) < end
+            ]
+            if not behind:
+                return
+            fetched = await self.consumer.getmany(*behind, timeout_ms=1000, max_records=2000)
+            if not any(fetched.values()):
+                raise RebuildError(
+                    f"the log ends before the stored offsets {targets}; restore it first "
+                    "(wrenchai restore)",
+                    targets=targets,
+                )
+            batch: list[Applied] = []
+            for tp, records in fetched.items():
+                for record in records:
+                    if record.offset >= targets[tp.partition]:
+                        self.consumer.seek(tp, targets[tp.partition])
+                        break
+                    self._take(record.value, record.headers, tp.partition, record.offset, batch)
+            await apply_all(conn, batch, self.names)
+
+    def _take(
+        self,
+        value: bytes | None,
+        headers: object,
+        partition: int,
+        offset: int,
+        batch: list[Applied],
+    ) -> None:
+        self.report.replayed += 1
+        try:
+            event = self.codec.decode(value, tuple(headers))  # type: ignore[arg-type]
+        except EventDecodeError:
+            self.report.skipped += 1
+            return
+        if event.id in self.seen:
+            self.report.skipped += 1
+            return
+        self.seen.add(event.id)
+        batch.append(Applied(event, Position(partition, offset)))
+        self.report.applied += 1
+
+
+async def rebuild(settings: Settings) -> RebuildReport:
+    """Rebuild every read model from the log and swap the fresh tables in."""
+    topic = settings.topic("events")
+    group = settings.group("projector")
+    conn = await connect(settings)
+    consumer = create_consumer(settings)
+    try:
+        await consumer.start()
+        partitions = sorted(
+            consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
+        )
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        replay = _Replay(consumer, codec_from_settings(settings.fernet_keys()), topic)
+        await _create_fresh_tables(conn)
+        await replay.until(conn, await _stored_offsets(conn, group, topic, partitions))
+        async with conn.transaction():
+            # Pauses the projector between batches while the last records are replayed.
+            await conn.execute("LOCK TABLE consumer_offsets IN EXCLUSIVE MODE")
+            final = await _stored_offsets(conn, group, topic, partitions)
+            await replay.until(conn, final)
+            await _swap(conn)
+        replay.report.offsets = final
+        log.info(
+            "read models rebuilt", replayed=replay.report.replayed, applied=replay.report.applied
+        )
+        return replay.report
+    finally:
+        await consumer.stop()
+        await conn.close()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer.topics()
+    found = consumer.partitions_for_topic(topic)
+    if not found:
+        raise RebuildError(f"topic {topic} does not exist", topic=topic)
+    return set(found)
+
+
+async def _stored_offsets(
+    conn: asyncpg.Connection, group: str, topic: str, partitions: list[int]
+) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+        group,
+        topic,
+    )
+    stored = {r["partition"]: r["next_offset"] for r in rows}
+    return {p: stored.get(p, 0) for p in partitions}
+
+
+async def _create_fresh_tables(conn: asyncpg.Connection) -> None:
+    for table in owned_tables(READ_MODELS):
+        await conn.execute(f"DROP TABLE IF EXISTS {table}{SUFFIX}")
+        await conn.execute(f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL)")
+
+
+async def _swap(conn: asyncpg.Connection) -> None:
+    """Rename the fresh tables into place, drop the old ones, and restore index names so
+    later migrations find the indexes they created."""
+    for table in owned_tables(READ_MODELS):
+        old_indexes = await _index_definitions(conn, table)
+        new_indexes = await _index_definitions(conn, table + SUFFIX)
+        await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
+        await conn.execute(f"ALTER TABLE {table}{SUFFIX} RENAME TO {table}")
+        await conn.execute(f"DROP TABLE {table}__old")
+        by_shape = {shape: name for name, shape in new_indexes.items()}
+        for name, shape in old_indexes.items():
+            fresh = by_shape.get(shape)
+            if fresh is not None and fresh != name:
+                await conn.execute(f'ALTER INDEX "{fresh}" RENAME TO "{name}"')
+
+
+async def _index_definitions(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+    """Index name → its definition with the index and table names taken out."""
+    rows = await conn.fetch(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema() "
+        "AND tablename = $1",
+        table,
+    )
+    return {
+        r["indexname"]: r["indexdef"]
+        .replace(r["indexname"], "")
+        .replace(f" ON public.{table} ", " ON ")
+        for r in rows
+    }
