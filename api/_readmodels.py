@@ -1,0 +1,204 @@
+"""Queries on the read models and the event archive, and the read-your-writes wait.
+
+Every query takes the tenant: a row of another tenant is as absent as a row that never was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from api._resources import Database
+from api.models import HistoryEvent, Task, TaskStatus
+from events import Codec, Position
+from projections import headers_from_json
+from wrenchai.settings import Settings
+
+POLL_INTERVAL_S = 0.025
+"""How often a read with ``?wait_for=`` looks at the projector's offsets: one indexed
+primary-key lookup, cheap enough that a short interval costs nothing noticeable."""
+
+_TASK_COLUMNS = """task_id, tenant_id, description, constraints, timeout, status, created_at,
+    updated_at, last_event_id, last_partition, last_offset"""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of tasks ended: the last row's (created_at, task_id) listing key."""
+
+    created_at: datetime
+    task_id: uuid.UUID
+
+    def encode(self) -> str:
+        """The opaque form handed to clients: base64url of a small JSON array."""
+        raw = orjson.dumps([self.created_at.isoformat(), str(self.task_id)])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Read a cursor this API issued; ValueError for anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            created_at, task_id = orjson.loads(raw)
+            cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(task_id))
+        except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ValueError("not a cursor from this API; pass next_cursor back as is") from exc
+        if cursor.created_at.tzinfo is None:
+            raise ValueError("not a cursor from this API; pass next_cursor back as is")
+        return cursor
+
+
+def _task(row: Mapping[str, Any]) -> Task:
+    return Task(
+        task_id=row["task_id"],
+        tenant_id=row["tenant_id"],
+        description=row["description"],
+        constraints=row["constraints"],
+        timeout=row["timeout"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_event_id=row["last_event_id"],
+        position=str(Position(row["last_partition"], row["last_offset"])),
+    )
+
+
+async def fetch_task(conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUID) -> Task | None:
+    """The task's row, or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = $1 AND tenant_id = $2",
+        task_id,
+        tenant_id,
+    )
+    return None if row is None else _task(row)
+
+
+async def list_tasks(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    status: TaskStatus | None,
+    limit: int,
+    after: Cursor | None,
+) -> tuple[list[Task], Cursor | None]:
+    """One page, newest first, and the cursor of the next page (None on the last one).
+
+    Keyset pagination on (created_at, task_id), served by the listing indexes: a page costs
+    the same however deep it is, and rows inserted meanwhile neither repeat nor vanish.
+    """
+    conditions = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+    if status is not None:
+        args.append(status)
+        conditions.append(f"status = ${len(args)}")
+    if after is not None:
+        args.extend([after.created_at, after.task_id])
+        conditions.append(f"(created_at, task_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)  # one more than asked tells whether a next page exists
+    rows = await conn.fetch(
+        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {' AND '.join(conditions)} "
+        f"ORDER BY created_at DESC, task_id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    tasks = [_task(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = Cursor(tasks[-1].created_at, tasks[-1].task_id) if more else None
+    return tasks, next_cursor
+
+
+@dataclass(frozen=True)
+class ArchivedRecord:
+    """An applied record of the archive, as it was on the log."""
+
+    position: Position
+    value: bytes
+    headers: Sequence[Any]
+
+
+async def fetch_history(
+    conn: asyncpg.Connection, topic: str, tenant_id: str, task_id: uuid.UUID
+) -> list[ArchivedRecord]:
+    """The task's applied records in log order (a task's events share one partition)."""
+    rows = await conn.fetch(
+        """SELECT partition, "offset", raw_value, raw_headers FROM event_log
+           WHERE task_id = $1 AND tenant_id = $2 AND topic = $3 AND status = 'applied'
+           ORDER BY partition, "offset"
+        """,
+        task_id,
+        tenant_id,
+        topic,
+    )
+    return [
+        ArchivedRecord(Position(r["partition"], r["offset"]), r["raw_value"], r["raw_headers"])
+        for r in rows
+    ]
+
+
+def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> list[HistoryEvent]:
+    """Each record's event, decrypted and upcast by the codec from the bytes that were logged.
+
+    The archive's ``payload`` column is not used: it holds sensitive fields as ciphertext and
+    the event as first written, not as the catalog reads it today.
+    """
+    events = []
+    for record in records:
+        event = codec.decode(record.value, headers_from_json(list(record.headers)))
+        events.append(
+            HistoryEvent.model_validate(
+                {**event.model_dump(mode="json"), "position": str(record.position)}
+            )
+        )
+    return events
+
+
+async def projector_passed(
+    conn: asyncpg.Connection, settings: Settings, position: Position
+) -> bool:
+    """True once the projector has committed everything up to and including ``position``."""
+    next_offset = await conn.fetchval(
+        """SELECT next_offset FROM consumer_offsets
+           WHERE group_id = $1 AND topic = $2 AND partition = $3""",
+        settings.group("projector"),
+        settings.topic("events"),
+        position.partition,
+    )
+    return next_offset is not None and next_offset > position.offset
+
+
+async def wait_for_projector(database: Database, settings: Settings, position: Position) -> bool:
+    """Wait up to ``read_wait_timeout_s`` for the projector to pass ``position``.
+
+    Returns whether it did; on a timeout the caller answers from what the read models hold.
+    A connection is taken per look rather than held, so waiting readers do not drain the pool.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.read_wait_timeout_s
+    while True:
+        async with database.connection() as conn:
+            if await projector_passed(conn, settings, position):
+                return True
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(min(POLL_INTERVAL_S, max(deadline - loop.time(), 0)))
+
+
+async def projector_lag(
+    conn: asyncpg.Connection, settings: Settings, ends: Mapping[int, int]
+) -> int:
+    """Records on the log that the projector has not committed yet, over all partitions."""
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+        settings.group("projector"),
+        settings.topic("events"),
+    )
+    done = {row["partition"]: row["next_offset"] for row in rows}
+    return sum(max(end - done.get(partition, 0), 0) for partition, end in ends.items())

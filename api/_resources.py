@@ -1,0 +1,153 @@
+"""What the app holds open for its lifetime: the Postgres pool and the event producer.
+
+Both come up lazily when their server is down at start-up, so the API can start (and report
+itself unhealthy) before its dependencies; a request that needs one then gets a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import asyncpg
+import structlog
+
+from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings
+from projections import DatabaseUnavailable, create_pool
+from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+ACQUIRE_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 10.0
+
+# Driver errors that mean "Postgres is not there", as opposed to a bad query. They become
+# DatabaseUnavailable here, at the edge, so handlers and routes never see asyncpg's types.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable; TimeoutError is one too
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+)
+
+
+class Database:
+    """The asyncpg pool: opened at start-up, or on the first request if Postgres was down."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        """Try to open the pool now; a failure is logged and retried on demand."""
+        try:
+            await self.pool()
+        except DatabaseUnavailable as exc:
+            log.warning("database unavailable at start-up", reason=exc.message)
+
+    async def pool(self) -> asyncpg.Pool:
+        """The pool, opening it if needed; DatabaseUnavailable when Postgres does not answer."""
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await create_pool(self.settings, timeout=CONNECT_TIMEOUT_S)
+            return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; losing Postgres on the way is DatabaseUnavailable."""
+        pool = await self.pool()
+        try:
+            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"lost the connection to Postgres: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the pool, waiting a little for requests still using it."""
+        async with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            pool.terminate()
+
+
+class BrokerProbe:
+    """Asks the producer for the metadata of one topic, with a deadline.
+
+    The metadata request is shielded from the deadline: cancelling the producer half-way
+    through its start would leak its connections. A slow probe keeps running and the next
+    health check waits on the same one instead of piling up another.
+    """
+
+    def __init__(self, producer: EventProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self._inflight: asyncio.Task[int] | None = None
+
+    async def reachable(self, timeout_s: float) -> bool:
+        """True when the broker gave the topic's partitions within ``timeout_s``."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.create_task(self.producer.partitions(self.topic))
+            self._inflight.add_done_callback(_retrieve)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._inflight), timeout_s) > 0
+        except (BrokerUnavailable, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        """Let a probe still running finish, so the producer is never stopped mid-start."""
+        if self._inflight is not None and not self._inflight.done():
+            await asyncio.wait([self._inflight], timeout=CLOSE_TIMEOUT_S)
+
+
+def _retrieve(task: asyncio.Task[int]) -> None:
+    # A probe that outlived its deadline has nobody awaiting it; read its outcome so asyncio
+    # does not warn that an exception was never retrieved.
+    if not task.cancelled():
+        task.exception()
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Everything a request may need, built once per app."""
+
+    settings: Settings
+    database: Database
+    producer: EventProducer
+    broker: BrokerProbe
+
+    @classmethod
+    def build(cls, settings: Settings) -> Resources:
+        """Resources for ``settings``; nothing is connected yet."""
+        producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+        return cls(
+            settings=settings,
+            database=Database(settings),
+            producer=producer,
+            broker=BrokerProbe(producer, settings.topic("events")),
+        )
+
+    @property
+    def codec(self) -> Codec:
+        """The codec events are written and read with."""
+        return self.producer.codec
+
+    async def start(self) -> None:
+        """Open what can be opened now; the producer connects on first use."""
+        await self.database.open()
+
+    async def close(self) -> None:
+        """Release everything, the producer last so pending publishes are flushed."""
+        await self.broker.close()
+        await self.database.close()
+        await self.producer.stop()

@@ -1,0 +1,51 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import FastAPI
+
+from api._resources import Resources
+from api.errors import install_error_handlers
+from api.middleware import RequestContextMiddleware
+from api.routers import health, tasks
+from wrenchai.settings import Settings
+
+
+def _version() -> str:
+    try:
+        return metadata.version("wrenchai")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The API for ``settings``. The lifespan opens the Postgres pool and the event producer
+    and closes them on shutdown; neither server has to be up for the app to start."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        resources = Resources.build(settings)
+        await resources.start()
+        app.state.resources = resources
+        try:
+            yield
+        finally:
+            await resources.close()
+
+    app = FastAPI(
+        title="WrenchAI API",
+        version=_version(),
+        description="Submit tasks to WrenchAI's agents and follow them through the event log.",
+        docs_url="/docs",
+        redoc_url="/redoc",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(tasks.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,67 @@
+"""/health: whether this API can serve, for load balancers and operators."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api._readmodels import projector_lag
+from api._resources import Resources
+from api.deps import ResourcesDep
+from api.models import Health, HealthChecks
+from events import log_end_offsets
+from wrenchai.errors import WrenchError
+
+router = APIRouter(tags=["health"])
+
+DATABASE_TIMEOUT_S = 2.0
+BROKER_TIMEOUT_S = 2.0
+LAG_TIMEOUT_S = 3.0
+
+
+async def database_ok(resources: Resources) -> bool:
+    """Postgres answers ``SELECT 1`` within a short deadline."""
+    try:
+        async with asyncio.timeout(DATABASE_TIMEOUT_S):
+            async with resources.database.connection() as conn:
+                return bool(await conn.fetchval("SELECT 1") == 1)
+    except (WrenchError, TimeoutError, asyncpg.PostgresError):
+        return False
+
+
+async def lag_or_none(resources: Resources) -> int | None:
+    """How far the projector trails the log; None when it cannot be told quickly."""
+    settings = resources.settings
+    try:
+        async with asyncio.timeout(LAG_TIMEOUT_S):
+            ends = await log_end_offsets(settings, settings.topic("events"), LAG_TIMEOUT_S)
+            async with resources.database.connection() as conn:
+                return await projector_lag(conn, settings, ends)
+    except (WrenchError, TimeoutError, asyncpg.PostgresError):
+        return None
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The database or the broker is down."}},
+    summary="Health",
+)
+async def health(resources: ResourcesDep) -> JSONResponse:
+    """``healthy`` (200) when both the database and the broker answer, else 503.
+
+    The projector's lag is informational: a lagging projector makes reads stale, not wrong.
+    """
+    database, broker = await asyncio.gather(
+        database_ok(resources), resources.broker.reachable(BROKER_TIMEOUT_S)
+    )
+    lag = await lag_or_none(resources) if database and broker else None
+    healthy = database and broker
+    body = Health(
+        status="healthy" if healthy else "unhealthy",
+        checks=HealthChecks(database=database, broker=broker, projector_lag=lag),
+    )
+    return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)

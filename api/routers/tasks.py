@@ -1,0 +1,184 @@
+"""/tasks: submit and cancel by publishing events; read from the read models and the archive.
+
+Writes answer 202 with the event's log position. Reads accept ``?wait_for=POSITION`` and wait
+(up to ``read_wait_timeout_s``) until the projector has passed it, so a client reads its own
+writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Query, Response
+
+from api._readmodels import (
+    Cursor,
+    decode_history,
+    fetch_history,
+    fetch_task,
+    list_tasks,
+    wait_for_projector,
+)
+from api._resources import Resources
+from api.deps import PrincipalDep, ResourcesDep
+from api.errors import InvalidRequest, TaskNotFound, TaskTerminal
+from api.models import (
+    POSITION_PATTERN,
+    TERMINAL_STATUSES,
+    Accepted,
+    CancelTask,
+    ErrorBody,
+    SubmitTask,
+    Task,
+    TaskHistory,
+    TaskPage,
+    TaskStatus,
+)
+from events import Event, Position, TaskCancelled, TaskSubmitted
+
+log = structlog.get_logger(__name__)
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+WaitFor = Annotated[
+    str | None,
+    Query(
+        pattern=POSITION_PATTERN,
+        description="A position (PARTITION:OFFSET) returned by a write: wait until the read "
+        "models include it.",
+        examples=["2:41"],
+    ),
+]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody} for status in (404, 409, 422, 503)
+}
+
+
+async def _wait(resources: Resources, wait_for: str | None) -> None:
+    # The pattern already checked the form; a wait that times out is not an error, the read
+    # answers from what the read models hold by then.
+    if wait_for is not None:
+        await wait_for_projector(resources.database, resources.settings, Position.parse(wait_for))
+
+
+def _not_found(task_id: uuid.UUID) -> TaskNotFound:
+    return TaskNotFound(
+        f"no task {task_id}; a task submitted a moment ago appears once it is projected: "
+        "pass the position its submission returned as ?wait_for=",
+        task_id=str(task_id),
+    )
+
+
+@router.post(
+    "", status_code=202, response_model=Accepted, responses=_ERRORS, summary="Submit a task"
+)
+@router.post("/", status_code=202, response_model=Accepted, include_in_schema=False)
+async def submit_task(
+    body: SubmitTask, response: Response, resources: ResourcesDep, principal: PrincipalDep
+) -> Accepted:
+    """Publish task.submitted; the task exists once the projector applies it."""
+    task_id = uuid.uuid4()
+    event = Event.new(
+        TaskSubmitted(
+            description=body.description, constraints=body.constraints, timeout=body.timeout
+        ),
+        tenant_id=principal.tenant_id,
+        actor=principal.actor,
+        task_id=task_id,
+    )
+    position = await resources.producer.publish(event)
+    log.info("task submitted", task_id=str(task_id), event_id=str(event.id), position=str(position))
+    response.headers["Location"] = f"/tasks/{task_id}"
+    return Accepted(task_id=task_id, status="submitted", position=str(position))
+
+
+@router.get("", response_model=TaskPage, responses=_ERRORS, summary="List tasks")
+@router.get("/", response_model=TaskPage, include_in_schema=False)
+async def list_tasks_page(
+    resources: ResourcesDep,
+    principal: PrincipalDep,
+    status: TaskStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> TaskPage:
+    """The caller's tasks, newest first, a page at a time."""
+    after = None
+    if cursor is not None:
+        try:
+            after = Cursor.decode(cursor)
+        except ValueError as exc:
+            raise InvalidRequest("query.cursor", str(exc)) from exc
+    async with resources.database.connection() as conn:
+        tasks, next_page = await list_tasks(
+            conn, principal.tenant_id, status=status, limit=limit, after=after
+        )
+    return TaskPage(tasks=tasks, next_cursor=next_page.encode() if next_page else None)
+
+
+@router.get("/{task_id}", response_model=Task, responses=_ERRORS, summary="Get a task")
+async def get_task(
+    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+) -> Task:
+    """The task's read model row."""
+    await _wait(resources, wait_for)
+    async with resources.database.connection() as conn:
+        task = await fetch_task(conn, principal.tenant_id, task_id)
+    if task is None:
+        raise _not_found(task_id)
+    return task
+
+
+@router.get(
+    "/{task_id}/events", response_model=TaskHistory, responses=_ERRORS, summary="Task history"
+)
+async def get_task_events(
+    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+) -> TaskHistory:
+    """Every event of the task in log order, from the archive, decrypted and upcast."""
+    await _wait(resources, wait_for)
+    topic = resources.settings.topic("events")
+    async with resources.database.connection() as conn:
+        records = await fetch_history(conn, topic, principal.tenant_id, task_id)
+        if not records and await fetch_task(conn, principal.tenant_id, task_id) is None:
+            raise _not_found(task_id)
+    return TaskHistory(task_id=task_id, events=decode_history(resources.codec, records))
+
+
+@router.post(
+    "/{task_id}/cancel",
+    status_code=202,
+    response_model=Accepted,
+    responses=_ERRORS,
+    summary="Cancel a task",
+)
+async def cancel_task(
+    task_id: uuid.UUID,
+    resources: ResourcesDep,
+    principal: PrincipalDep,
+    body: CancelTask | None = None,
+    wait_for: WaitFor = None,
+) -> Accepted:
+    """Publish task.cancelled unless the task has already ended."""
+    await _wait(resources, wait_for)
+    async with resources.database.connection() as conn:
+        task = await fetch_task(conn, principal.tenant_id, task_id)
+    if task is None:
+        raise _not_found(task_id)
+    if task.status in TERMINAL_STATUSES:
+        raise TaskTerminal(
+            f"task {task_id} is already {task.status} and cannot be cancelled",
+            task_id=str(task_id),
+            status=task.status,
+        )
+    event = Event.new(
+        TaskCancelled(reason=body.reason if body else None),
+        tenant_id=task.tenant_id,
+        actor=principal.actor,
+        task_id=task_id,
+    )
+    position = await resources.producer.publish(event)
+    log.info("task cancel requested", task_id=str(task_id), event_id=str(event.id))
+    return Accepted(task_id=task_id, status="cancelling", position=str(position))
