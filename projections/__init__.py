@@ -9,6 +9,7 @@ from projections._migrate import migrate
 from projections._projector import BatchOutcome, Projector, ProjectorRunner, run_projector
 from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
 from projections._rebuild import RebuildError, RebuildReport, rebuild
+from projections._restore import RestoreReport, restore_log
 from wrenchai.settings import Settings
 
 
@@ -33,6 +34,7 @@ __all__ = [
     "ReadModel",
     "RebuildError",
     "RebuildReport",
+    "RestoreReport",
     "TasksModel",
     "VerifyReport",
     "chain_hash",
@@ -43,6 +45,7 @@ __all__ = [
     "migrate",
     "migrate_database",
     "rebuild",
+    "restore_log",
     "run_projector",
     "verify_archive",
     "verify_chain",

@@ -88,7 +88,8 @@ class Projector:
     async def stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
         """The next offset to apply per partition, as committed with the read models."""
         rows = await conn.fetch(
-            "SELECT partition, next_offset FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+            "SELECT partition, next_offset FROM consumer_offsets"
+            " WHERE group_id = $1 AND topic = $2",
             self.group,
             self.topic,
         )

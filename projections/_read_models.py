@@ -44,7 +44,7 @@ TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 class TasksModel:
     """One row per task: what was asked, its status, and the last event applied to it."""
 
-    tables = ("tasks",)
+    tables: tuple[str, ...] = ("tasks",)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position

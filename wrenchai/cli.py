@@ -40,11 +40,21 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path), default=Path(".wrenchai"),
-              show_default=True, help="Where Postgres data, keys and logs live.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path(".wrenchai"),
+    show_default=True,
+    help="Where Postgres data, keys and logs live.",
+)
 @click.option("--api-port", type=int, default=8000, show_default=True, help="Port of the API.")
-@click.option("--broker-port", type=int, default=9092, show_default=True,
-              help="Port of the embedded broker (when WRENCH_KAFKA_BOOTSTRAP is unset).")
+@click.option(
+    "--broker-port",
+    type=int,
+    default=9092,
+    show_default=True,
+    help="Port of the embedded broker (when WRENCH_KAFKA_BOOTSTRAP is unset).",
+)
 def dev(state_dir: Path, api_port: int, broker_port: int) -> None:
     """Run the whole stack on embedded components: broker, Postgres, projector, workers, API."""
     from wrenchai.stack import run_dev
@@ -93,7 +103,9 @@ def migrate() -> None:
 
     settings = _settings("migrate")
     applied = _run(lambda: migrate_database(settings))
-    click.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
+    click.echo(
+        f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
+    )
 
 
 @main.group()
@@ -119,8 +131,12 @@ def schema() -> None:
 
 @schema.command("export")
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--markdown", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the catalog as a markdown page (docs/events.md).")
+@click.option(
+    "--markdown",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the catalog as a markdown page (docs/events.md).",
+)
 def schema_export(directory: Path, markdown: Path | None) -> None:
     """Write one JSON Schema per event type and version into DIRECTORY."""
     from events.schema import export_schemas, render_markdown

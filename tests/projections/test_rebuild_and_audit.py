@@ -34,7 +34,10 @@ async def _tasks(db: asyncpg.Connection) -> list[dict[str, object]]:
 
 
 async def test_rebuild_equals_incremental_read_models(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """Replaying from offset 0 into fresh tables gives exactly the rows the projector built."""
     sent = await _publish_history(producer, settings)
@@ -50,8 +53,10 @@ async def test_rebuild_equals_incremental_read_models(
     assert report.skipped == 2  # the duplicate and the poison record
     assert await _tasks(db) == before
     # The swapped-in table keeps the original index names, and the projector still writes to it.
-    names = {r["indexname"] for r in await db.fetch(
-        "SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")}
+    names = {
+        r["indexname"]
+        for r in await db.fetch("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")
+    }
     assert {"tasks_pkey", "tasks_listing_idx", "tasks_status_idx"} <= names
     late = submitted("after the rebuild")
     await producer.publish(late)
@@ -63,7 +68,10 @@ async def test_rebuild_equals_incremental_read_models(
 
 
 async def test_rebuild_repairs_a_damaged_read_model(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """A read-model row edited by hand is put back as the log says."""
     sent = await _publish_history(producer, settings, tasks=6)
@@ -80,7 +88,10 @@ async def test_rebuild_repairs_a_damaged_read_model(
 
 
 async def test_audit_verify_passes_then_detects_tampering(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """An intact archive verifies; altering one row's bytes or a derived column is reported at
     exactly that row."""
@@ -95,37 +106,48 @@ async def test_audit_verify_passes_then_detects_tampering(
     assert report.checked == sent
 
     victim = await db.fetchrow(
-        "SELECT topic, partition, \"offset\", raw_value FROM event_log "
+        'SELECT topic, partition, "offset", raw_value FROM event_log '
         "WHERE status = 'applied' ORDER BY partition, \"offset\" OFFSET 3 LIMIT 1"
     )
     forged = victim["raw_value"].replace(b'"timeout":60', b'"timeout":61')
     assert forged != victim["raw_value"]
     await db.execute(
         'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
-        forged, victim["partition"], victim["offset"],
+        forged,
+        victim["partition"],
+        victim["offset"],
     )
     report = await verify_chain(settings)
     assert not report.ok
     assert report.broken is not None
-    assert (report.broken.partition, report.broken.offset) == (victim["partition"], victim["offset"])
+    assert (report.broken.partition, report.broken.offset) == (
+        victim["partition"],
+        victim["offset"],
+    )
     assert "altered" in report.broken.problem
 
     # Put the bytes back, then edit a derived column instead.
     await db.execute(
         'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
-        victim["raw_value"], victim["partition"], victim["offset"],
+        victim["raw_value"],
+        victim["partition"],
+        victim["offset"],
     )
     assert (await verify_chain(settings)).ok
     await db.execute(
         "UPDATE event_log SET tenant_id = 'mallory' WHERE partition = $1 AND \"offset\" = $2",
-        victim["partition"], victim["offset"],
+        victim["partition"],
+        victim["offset"],
     )
     report = await verify_chain(settings)
     assert report.broken is not None and "tenant_id" in report.broken.problem
 
 
 async def test_audit_verify_reports_a_deleted_row_as_a_gap(
-    settings: Settings, producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
 ) -> None:
     """Deleting a record from the middle of a partition breaks the chain at the next offset."""
     events = [submitted(f"t{i}") for i in range(5)]

@@ -24,7 +24,9 @@ def _start_projector(settings: Settings) -> subprocess.Popen[bytes]:
     env = {**os.environ, **settings.model_copy(update={"projector_batch_size": 100}).to_env()}
     return subprocess.Popen(
         [sys.executable, "-m", "wrenchai", "projector"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -38,6 +40,7 @@ async def test_projector_killed_mid_stream_loses_and_doubles_nothing(
 
     first = _start_projector(settings)
     try:
+
         async def some_archived() -> bool:
             return await archived(db) >= 2_000
 
@@ -51,6 +54,7 @@ async def test_projector_killed_mid_stream_loses_and_doubles_nothing(
 
     second = _start_projector(settings)
     try:
+
         async def all_archived() -> bool:
             return await archived(db) >= TOTAL
 
