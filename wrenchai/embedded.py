@@ -102,7 +102,9 @@ def can_connect(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, sig: int = signal.SIGTERM) -> None:
+def stop_process(
+    proc: subprocess.Popen[bytes], timeout_s: float, sig: int = signal.SIGTERM
+) -> None:
     """Signal ``proc``, wait up to ``timeout_s``, then kill it."""
     if proc.poll() is not None:
         return
@@ -264,7 +266,9 @@ def _clear_stale_postmaster(pid_file: Path) -> None:
 def _spawn(cmd: list[str], out: IO[bytes], user: str | None = None) -> subprocess.Popen[bytes]:
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).exists():
         raise EmbeddedStartError(f"cannot find {cmd[0]}")
+    # A process group of its own: a Ctrl-C in the terminal reaches only the supervisor, which
+    # stops the components after the processes that still write to them.
     return subprocess.Popen(
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent, user=user,
+        preexec_fn=die_with_parent, user=user, process_group=0,
     )

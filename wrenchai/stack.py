@@ -1,0 +1,351 @@
+"""``wrenchai dev``: the whole stack on one machine, supervised.
+
+Start-up order matters: the embedded broker and Postgres first, then topics, migrations and a
+restore of the archive into the (in-memory, so usually empty) broker, and only then the
+processes that read the log: the projector, the processor workers and the API. Shutdown runs
+the other way round, each step with its share of a ten-second budget, so Ctrl-C never leaves
+a process behind; every child also dies with the supervisor if the supervisor is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import structlog
+from pydantic import SecretStr, ValidationError
+
+from events import bootstrap_topics, generate_key
+from projections._db import connect
+from projections._migrate import migrate
+from projections._restore import RestoreReport, restore_log
+from wrenchai._supervisor import Child, stop_all
+from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, require_free_port
+from wrenchai.errors import ConfigurationError
+from wrenchai.logging import configure_logging
+from wrenchai.settings import _SECRET_FIELDS, Settings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+# Shares of the shutdown budget (they add up to 9 s, under the promised 10 s).
+API_STOP_S = 2.0
+WORKER_STOP_S = 1.5
+PROJECTOR_STOP_S = 2.5
+BROKER_STOP_S = 1.0
+POSTGRES_STOP_S = 2.0
+
+READY_TIMEOUT_S = 60.0
+_WATCH_INTERVAL_S = 0.5
+
+# Values for people at a keyboard: the embedded broker holds a group join for half the
+# rebalance timeout, so a restarted projector or worker rejoins in ~3 s instead of 5.
+DEV_DEFAULTS: dict[str, Any] = {
+    "kafka_session_timeout_ms": 6_000,
+    "kafka_rebalance_timeout_ms": 6_000,
+    "log_format": "console",
+}
+
+# The processor workers, by the module that implements each. A worker runs when its module
+# exists (and the `wrenchai worker` command does), so adding one is one line here.
+WORKERS: tuple[tuple[str, str], ...] = (
+    ("super-agent", "processors.super_agent"),
+    ("journey-agent", "processors.journey_agent"),
+    ("inspector-agent", "processors.inspector_agent"),
+    ("cost-guard", "processors.cost_guard"),
+)
+
+
+@dataclass
+class Embedded:
+    """The embedded components this run started (None: configured from outside)."""
+
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
+    key_file: Path | None = None
+
+    def stop(self) -> None:
+        """The broker, then Postgres (fast shutdown); each killed if it overruns its share."""
+        if self.broker is not None and self.broker.proc is not None:
+            self.broker.stop(BROKER_STOP_S)
+            log.info("broker stopped")
+        if self.postgres is not None and self.postgres.proc is not None:
+            self.postgres.stop(POSTGRES_STOP_S)
+            log.info("postgres stopped")
+
+
+def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
+    """Run the stack until SIGINT or SIGTERM; returns the process exit code."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid WRENCH_* settings: {exc}") from exc
+    embed_broker = "kafka_bootstrap" not in settings.model_fields_set
+    try:
+        require_free_port(api_port, "--api-port", settings.api_host)
+        if embed_broker:
+            require_free_port(broker_port, "--broker-port")
+    except ConfigurationError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    state_dir = state_dir.resolve()
+    (state_dir / "logs").mkdir(parents=True, exist_ok=True)
+    embedded = Embedded()
+    settings = _dev_settings(settings, api_port)
+    configure_logging(settings, process="dev")
+    # The supervisor polls /health; one line per poll would drown the children's output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = _with_key(settings, state_dir, embedded)
+    # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C, so the
+    # finally below stops whatever already started.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        started = time.monotonic()
+        settings = _start_embedded(settings, state_dir, broker_port, embed_broker, embedded)
+        return asyncio.run(_supervise(settings, state_dir, api_port, embedded, started))
+    except KeyboardInterrupt:
+        log.info("stopped during start-up")
+        return 0
+    finally:
+        embedded.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dev_settings(settings: Settings, api_port: int) -> Settings:
+    """Dev-friendly values for whatever the environment leaves unset."""
+    update = {k: v for k, v in DEV_DEFAULTS.items() if k not in settings.model_fields_set}
+    update["api_port"] = api_port
+    return settings.model_copy(update=update)
+
+
+def _with_key(settings: Settings, state_dir: Path, embedded: Embedded) -> Settings:
+    """Without a configured key, use one kept in the state directory, so content encrypted
+    in one run decrypts in the next."""
+    if settings.encryption_keys is not None:
+        return settings
+    embedded.key_file = _ensure_key_file(state_dir / "encryption.key")
+    key = SecretStr(embedded.key_file.read_text().strip())
+    return settings.model_copy(update={"encryption_keys": key})
+
+
+def _ensure_key_file(path: Path) -> Path:
+    """Create ``path`` with a fresh Fernet key (mode 0600) unless it already exists."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path
+    with os.fdopen(fd, "w") as out:
+        out.write(generate_key() + "\n")
+    log.info("encryption key created", path=str(path))
+    return path
+
+
+def _start_embedded(
+    settings: Settings, state_dir: Path, broker_port: int, embed_broker: bool, embedded: Embedded
+) -> Settings:
+    """Start the broker and Postgres the environment does not point at; returns the settings
+    that point at them. Runs on the main thread: PR_SET_PDEATHSIG is tied to the thread that
+    spawned a child, so starting them from a worker thread would kill them when it ends."""
+    logs = state_dir / "logs"
+    update: dict[str, Any] = {}
+    if embed_broker:
+        embedded.broker = EmbeddedBroker(broker_port, logs / "tansu.log")
+        embedded.broker.start()
+        update["kafka_bootstrap"] = embedded.broker.bootstrap
+    if "database_url" not in settings.model_fields_set:
+        embedded.postgres = EmbeddedPostgres(
+            state_dir / "postgres", free_port(), logs / "postgres.log"
+        )
+        embedded.postgres.start()
+        update["database_url"] = embedded.postgres.url()
+    return settings.model_copy(update=update)
+
+
+def child_environment(
+    settings: Settings, inherited: Mapping[str, str], key_file: Path | None = None
+) -> dict[str, str]:
+    """The environment of every child: ``inherited`` with each setting written as its
+    ``WRENCH_*`` variable, so the children run with exactly the supervisor's configuration.
+
+    This is the one place that reads ``os.environ`` besides Settings: children need PATH,
+    HOME and the rest of it. Secrets are not copied into variables: a generated key is passed
+    as ``WRENCH_ENCRYPTION_KEYS_FILE``; a key the user configured is inherited as it was.
+    """
+    env = dict(inherited)
+    env["PYTHONUNBUFFERED"] = "1"  # so each child's log file is current, line by line
+    for name, value in settings.model_dump(mode="json", exclude=set(_SECRET_FIELDS)).items():
+        variable = f"WRENCH_{name.upper()}"
+        if value is None:
+            env.pop(variable, None)
+        else:
+            env[variable] = value if isinstance(value, str) else json.dumps(value)
+    if key_file is not None:
+        env.pop("WRENCH_ENCRYPTION_KEYS", None)
+        env["WRENCH_ENCRYPTION_KEYS_FILE"] = str(key_file)
+    return env
+
+
+def available_workers() -> list[str]:
+    """Names of the processor workers this installation has."""
+    from wrenchai.cli import main
+
+    if "worker" not in main.commands:
+        return []
+    return [name for name, module in WORKERS if _module_exists(module)]
+
+
+def _module_exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def build_children(
+    settings: Settings, env: Mapping[str, str], logs: Path, api_port: int
+) -> tuple[Child, list[Child], Child]:
+    """The projector, the workers and the API, as separate processes."""
+    command = [sys.executable, "-m", "wrenchai"]
+    projector = Child("projector", [*command, "projector"], env, logs / "projector.log")
+    workers = [
+        Child(name, [*command, "worker", name], env, logs / f"{name}.log")
+        for name in available_workers()
+    ]
+    api = Child("api", [*command, "api", "--port", str(api_port)], env, logs / "api.log")
+    return projector, workers, api
+
+
+async def _prepare(settings: Settings) -> RestoreReport:
+    """Topics, migrations and a restore of the archive, before anything reads the log."""
+    await bootstrap_topics(settings)
+    conn = await connect(settings)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return await restore_log(settings)
+
+
+async def _supervise(
+    settings: Settings, state_dir: Path, api_port: int, embedded: Embedded, started: float
+) -> int:
+    """Prepare, run the children until a signal (or an embedded component dies), stop them."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, _request_stop, stop, sig)
+    report = await _until_stopped(_prepare(settings), stop)
+    if report is None:
+        return 0
+    if report.outcome == "restored":
+        print(report, flush=True)
+    env = child_environment(settings, os.environ, embedded.key_file)
+    projector, workers, api = build_children(settings, env, state_dir / "logs", api_port)
+    for child in (projector, *workers, api):
+        child.start()
+    announce = asyncio.create_task(_announce(settings, state_dir, api_port, embedded, started))
+    died = asyncio.create_task(_watch_embedded(embedded, stop))
+    await stop.wait()
+    failed = died.done()
+    for task in (announce, died):
+        task.cancel()
+    log.info("stopping the stack")
+    await api.stop(API_STOP_S)
+    await stop_all(workers, WORKER_STOP_S)
+    await projector.stop(PROJECTOR_STOP_S)
+    await asyncio.to_thread(embedded.stop)
+    log.info("stack stopped")
+    return 1 if failed else 0
+
+
+def _request_stop(stop: asyncio.Event, sig: int) -> None:
+    if stop.is_set():
+        log.info("already stopping", signal=signal.Signals(sig).name)
+    else:
+        log.info("signal received; stopping", signal=signal.Signals(sig).name)
+        stop.set()
+
+
+async def _until_stopped(work: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """Await ``work`` unless ``stop`` is set first (then cancel it and return None)."""
+    task = asyncio.create_task(work)
+    stopper = asyncio.create_task(stop.wait())
+    await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+    return task.result()
+
+
+async def _watch_embedded(embedded: Embedded, stop: asyncio.Event) -> None:
+    """Stop the stack if the broker or Postgres exits: nothing works without them, and the
+    broker's data is gone with it. Returns only in that case."""
+    components = [
+        (n, c)
+        for n, c in (("broker", embedded.broker), ("postgres", embedded.postgres))
+        if c is not None
+    ]
+    while True:
+        for name, component in components:
+            proc = component.proc
+            if proc is not None and proc.poll() is not None:
+                log.error(
+                    "embedded component exited; stopping the stack",
+                    component=name,
+                    exit_code=proc.returncode,
+                    log=str(component.log_path),
+                )
+                stop.set()
+                return
+        await asyncio.sleep(_WATCH_INTERVAL_S)
+
+
+async def _announce(
+    settings: Settings, state_dir: Path, api_port: int, embedded: Embedded, started: float
+) -> None:
+    """Print where everything is once the API answers /health."""
+    base = f"http://127.0.0.1:{api_port}"
+    ready = await _wait_healthy(f"{base}/health", READY_TIMEOUT_S)
+    elapsed = time.monotonic() - started
+    status = f"ready in {elapsed:.1f}s" if ready else "started, but /health does not answer yet"
+    postgres = embedded.postgres.url() if embedded.postgres else "(WRENCH_DATABASE_URL)"
+    print(
+        f"\nWrenchAI dev stack {status}\n"
+        f"  API          {base}\n"
+        f"  API docs     {base}/docs\n"
+        f"  broker       {settings.kafka_bootstrap}\n"
+        f"  Postgres     {postgres}\n"
+        f"  state dir    {state_dir}\n"
+        f"  logs         {state_dir / 'logs'}\n"
+        f"Submit a task:\n"
+        f"  curl -s -X POST {base}/tasks -H 'content-type: application/json' "
+        f'-d \'{{"description": "Summarise the open incidents"}}\'\n'
+        f"Ctrl-C stops everything.\n",
+        flush=True,
+    )
+
+
+async def _wait_healthy(url: str, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url)).status_code == 200:
+                    return True
+            await asyncio.sleep(0.25)
+    return False
