@@ -89,7 +89,16 @@ class Catalog:
                 data = self._models[(event_type, version)].model_validate(data).model_dump(
                     mode="json"
                 )
-                data = self._upcasters[(event_type, version)](data)
+                upcast = self._upcasters.get((event_type, version))
+                if upcast is None:
+                    # A gap in the chain is the catalog's fault, not the record's: check() names it.
+                    raise CatalogError(
+                        f"{event_type} has no upcaster from v{version} to v{version + 1}; "
+                        f"register one with @catalog.upcaster({event_type!r}, {version})",
+                        event_type=event_type,
+                        schema_version=version,
+                    )
+                data = upcast(data)
                 version += 1
             return self._models[(event_type, target)].model_validate(data)
         except ValidationError as exc:

@@ -58,7 +58,8 @@ class Codec:
             payload = envelope["payload"]
             for name in type(event.payload).sensitive_fields():
                 if payload.get(name) is not None:
-                    payload[name] = self.cipher.encrypt(event.tenant_id, canonical_json(payload[name]))
+                    plaintext = canonical_json(payload[name])
+                    payload[name] = self.cipher.encrypt(event.tenant_id, plaintext)
                     encrypted.append(name)
             if encrypted:
                 envelope[ENCRYPTED_KEY] = encrypted
@@ -140,9 +141,17 @@ class Codec:
         for name in fields:
             token = payload.get(name)
             if not isinstance(token, str):
-                raise EventDecodeError("invalid_envelope", f"encrypted field {name!r} is not a token")
+                raise EventDecodeError(
+                    "invalid_envelope", f"encrypted field {name!r} is not a token"
+                )
             try:
                 payload[name] = orjson.loads(self.cipher.decrypt(tenant_id, token))
             except DecryptionError as exc:
                 raise EventDecodeError("undecryptable", exc.message, field=name) from exc
+            except orjson.JSONDecodeError as exc:
+                # The key opened it, so the writer was not this codec: still a bad record.
+                raise EventDecodeError(
+                    "undecryptable", f"encrypted field {name!r} decrypts to something not JSON",
+                    field=name,
+                ) from exc
         return payload

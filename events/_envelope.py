@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    field_validator,
+    model_validator,
+)
 
 SENSITIVE_KEY = "x-sensitive"
 
@@ -43,12 +51,13 @@ class EventPayload(BaseModel):
         return tuple(
             name
             for name, info in cls.model_fields.items()
-            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(SENSITIVE_KEY)
+            if isinstance(info.json_schema_extra, dict)
+            and info.json_schema_extra.get(SENSITIVE_KEY)
         )
 
 
 class Event(BaseModel):
-    """An immutable fact on the log. ``task_id`` is the Kafka key, so a task's events are ordered."""
+    """An immutable fact on the log. ``task_id`` is the Kafka key: a task's events are ordered."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -62,6 +71,12 @@ class Event(BaseModel):
     correlation_id: uuid.UUID | None = None
     causation_id: uuid.UUID | None = None
     payload: SerializeAsAny[EventPayload]
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        # One instant must have one byte form in canonical JSON, whatever offset it came with.
+        return value.astimezone(UTC)
 
     @model_validator(mode="after")
     def _payload_matches_type(self) -> Event:

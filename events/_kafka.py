@@ -135,7 +135,9 @@ class EventProducer:
         """Append one event to wrench.events (or ``topic``) and wait for the broker's ack."""
         return (await self.publish_many([event], topic))[0]
 
-    async def publish_many(self, events: Iterable[Event], topic: str | None = None) -> list[Position]:
+    async def publish_many(
+        self, events: Iterable[Event], topic: str | None = None
+    ) -> list[Position]:
         """Append events in order; per-key order is kept because each key has one partition."""
         name = topic or self.settings.topic("events")
         return await self.send_records(name, [self.codec.encode(e) for e in events])

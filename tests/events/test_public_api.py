@@ -1,0 +1,74 @@
+"""The public names of ``events`` are a contract: adding or removing one is a deliberate act."""
+
+import events
+import events.schema
+
+EXPECTED = {
+    "SYSTEM",
+    "TERMINAL_TYPES",
+    "TOPICS",
+    "Actor",
+    "BrokerUnavailable",
+    "Catalog",
+    "CatalogError",
+    "Cipher",
+    "Codec",
+    "DecryptionError",
+    "Event",
+    "EventDecodeError",
+    "EventPayload",
+    "EventProducer",
+    "EventsError",
+    "FernetCipher",
+    "Position",
+    "Record",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskError",
+    "TaskFailed",
+    "TaskFailedV1",
+    "TaskSubmitted",
+    "TopicConfigError",
+    "bootstrap_topics",
+    "canonical_json",
+    "catalog",
+    "codec_from_settings",
+    "create_consumer",
+    "derive_id",
+    "event",
+    "generate_key",
+    "log_end_offsets",
+    "sensitive",
+    "upcast_task_failed_v1_to_v2",
+}
+
+
+def test_events_exports_exactly_the_pinned_names() -> None:
+    assert set(events.__all__) == EXPECTED
+    assert len(events.__all__) == len(EXPECTED), "a name is listed twice in events.__all__"
+
+
+def test_every_exported_name_exists() -> None:
+    missing = [name for name in events.__all__ if not hasattr(events, name)]
+    assert missing == []
+
+
+def test_every_schema_export_exists() -> None:
+    assert all(hasattr(events.schema, name) for name in events.schema.__all__)
+    assert {"export_schemas", "render_markdown"} <= set(events.schema.__all__)
+
+
+def test_errors_hang_under_one_root() -> None:
+    """Callers can catch every log-layer failure as EventsError, and every WrenchAI one as
+    WrenchError."""
+    from wrenchai.errors import WrenchError
+
+    for error in (
+        events.BrokerUnavailable,
+        events.CatalogError,
+        events.EventDecodeError,
+        events.TopicConfigError,
+        events.DecryptionError,
+    ):
+        assert issubclass(error, events.EventsError)
+    assert issubclass(events.EventsError, WrenchError)
