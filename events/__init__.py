@@ -1,5 +1,7 @@
 """The log: event envelope, catalog, codec, encryption seam and Kafka wrappers."""
 
+import structlog
+
 from events._catalog import Catalog, catalog, event
 from events._codec import Codec, Record, canonical_json
 from events._crypto import Cipher, DecryptionError, FernetCipher, generate_key
@@ -70,7 +72,13 @@ __all__ = [
 
 def codec_from_settings(keys: list[str]) -> Codec:
     """The codec for a list of Fernet keys: encrypting when there is one, clear otherwise."""
-    return Codec(FernetCipher(keys) if keys else None)
+    if not keys:
+        structlog.get_logger(__name__).warning(
+            "no encryption key configured: sensitive payload fields are written in clear; "
+            "set WRENCH_ENCRYPTION_KEYS or WRENCH_ENCRYPTION_KEYS_FILE"
+        )
+        return Codec(None)
+    return Codec(FernetCipher(keys))
 
 
 __all__ += ["codec_from_settings"]

@@ -179,6 +179,14 @@ def audit_verify() -> None:
     sys.exit(0 if report.ok else 1)
 
 
+@main.command("settings")
+def settings_table() -> None:
+    """Print every WRENCH_ setting with its default and meaning, as markdown."""
+    from wrenchai.settings import settings_markdown
+
+    click.echo(settings_markdown(), nl=False)
+
+
 @main.command()
 def restore() -> None:
     """Republish the archive into an empty broker, every record at its original offset."""

@@ -134,3 +134,16 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"WRENCH_{name.upper()}"] = str(value)
         return env
+
+
+def settings_markdown() -> str:
+    """Every setting as a markdown table: variable, default, meaning (docs/operations.md)."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        default = info.default
+        shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
+        meaning = (info.description or "").replace("|", "\\|")
+        if name in _SECRET_FIELDS:
+            meaning += f" Also `WRENCH_{name.upper()}_FILE`."
+        lines.append(f"| `WRENCH_{name.upper()}` | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"
