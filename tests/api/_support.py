@@ -1,0 +1,101 @@
+"""Helpers for the API tests: run an app on given settings, seed read models, read the log."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
+from fastapi import FastAPI
+
+from api import create_app
+from events import Position, create_consumer
+from wrenchai.settings import Settings
+
+START = Position(0, 0)
+
+
+@asynccontextmanager
+async def serve(settings: Settings, app: FastAPI | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client talking to the app in process, with the app's lifespan running around it."""
+    app = app or create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            yield client
+
+
+async def insert_task(
+    db: asyncpg.Connection,
+    *,
+    task_id: uuid.UUID | None = None,
+    tenant_id: str = "default",
+    status: str = "submitted",
+    created_at: datetime | None = None,
+    description: str = "seeded task",
+    constraints: dict[str, Any] | None = None,
+    position: Position = START,
+) -> uuid.UUID:
+    """A tasks row written directly, as the projector would have written it."""
+    task_id = task_id or uuid.uuid4()
+    created_at = created_at or datetime.now(UTC)
+    await db.execute(
+        """INSERT INTO tasks (task_id, tenant_id, description, constraints, timeout, status,
+               created_at, updated_at, last_event_id, last_partition, last_offset)
+           VALUES ($1, $2, $3, $4, 3600, $5, $6, $6, $7, $8, $9)""",
+        task_id,
+        tenant_id,
+        description,
+        constraints,
+        status,
+        created_at,
+        uuid.uuid4(),
+        position.partition,
+        position.offset,
+    )
+    return task_id
+
+
+async def set_projector_offset(
+    db: asyncpg.Connection, settings: Settings, partition: int, next_offset: int
+) -> None:
+    """Record that the projector has committed everything before ``next_offset``."""
+    await db.execute(
+        """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+           VALUES ($1, $2, $3, $4)
+           ON CONFLICT (group_id, topic, partition) DO UPDATE SET next_offset = $4""",
+        settings.group("projector"),
+        settings.topic("events"),
+        partition,
+        next_offset,
+    )
+
+
+async def read_record(settings: Settings, position: Position) -> ConsumerRecord[bytes, bytes]:
+    """The record at ``position`` on wrench.events, straight from the broker."""
+    tp = TopicPartition(settings.topic("events"), position.partition)
+    consumer = create_consumer(settings)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        consumer.seek(tp, position.offset)
+        async with asyncio.timeout(15):
+            while True:
+                batch = await consumer.getmany(tp, timeout_ms=200)
+                for record in batch.get(tp, []):
+                    if record.offset == position.offset:
+                        return record
+    finally:
+        await consumer.stop()
+
+
+def error_fields(body: dict[str, Any]) -> list[str]:
+    """The field paths a validation error body names."""
+    return [e["field"] for e in body["error"]["details"]["errors"]]
