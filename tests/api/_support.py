@@ -16,7 +16,8 @@ from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
 from api import create_app
-from events import Position, create_consumer
+from events import Codec, Event, Position, create_consumer
+from projections import headers_to_json
 from wrenchai.settings import Settings
 
 START = Position(0, 0)
@@ -99,3 +100,39 @@ async def read_record(settings: Settings, position: Position) -> ConsumerRecord[
 def error_fields(body: dict[str, Any]) -> list[str]:
     """The field paths a validation error body names."""
     return [e["field"] for e in body["error"]["details"]["errors"]]
+
+
+async def archive(
+    db: asyncpg.Connection,
+    settings: Settings,
+    codec: Codec,
+    event: Event,
+    position: Position,
+    *,
+    status: str = "applied",
+) -> None:
+    """An event_log row holding ``event`` as the projector archives it: the record's raw
+    bytes and headers, and a ``payload`` column that must never be served (it is garbage)."""
+    record = codec.encode(event)
+    applied = status == "applied"
+    await db.execute(
+        """INSERT INTO event_log (topic, partition, "offset", status, id, type, schema_version,
+               task_id, tenant_id, occurred_at, payload, raw_key, raw_value, raw_headers,
+               prev_hash, hash)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)""",
+        settings.topic("events"),
+        position.partition,
+        position.offset,
+        status,
+        event.id if applied else None,
+        event.type,
+        event.schema_version,
+        event.task_id,
+        event.tenant_id,
+        event.occurred_at,
+        {"served_from_the_payload_column": True},
+        record.key,
+        record.value,
+        headers_to_json(record.headers),
+        b"\x00" * 32,
+    )
