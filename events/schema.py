@@ -237,22 +237,37 @@ selected by `type` and `schema_version`. The codec writes the envelope as canoni
 def render_markdown(event_catalog: Catalog = catalog) -> str:
     """docs/events.md: the envelope, then each event type with its versions and upcasters."""
     properties, required, defs = envelope_properties()
-    properties[ENCRYPTED_KEY] = {"type": "array", "items": {"type": "string"},
-                                 "description": ENVELOPE_FIELDS[ENCRYPTED_KEY]}
-    lines = [INTRO, "## Envelope", "", "| field | type | required | description |",
-             "|---|---|---|---|"]
+    properties[ENCRYPTED_KEY] = {
+        "type": "array",
+        "items": {"type": "string"},
+        "description": ENVELOPE_FIELDS[ENCRYPTED_KEY],
+    }
+    lines = [
+        INTRO,
+        "## Envelope",
+        "",
+        "| field | type | required | description |",
+        "|---|---|---|---|",
+    ]
     for name, prop in properties.items():
         lines.append(
             f"| `{name}` | {_type_of(prop)} | {_yes(name in required)} | "
             f"{_cell(prop.get('description', ''))} |"
         )
-    lines += ["", *_table_of_defs(defs), "## Event types", "",
-              "| type | current version | sensitive fields |", "|---|---|---|"]
+    lines += [
+        "",
+        *_table_of_defs(defs),
+        "## Event types",
+        "",
+        "| type | current version | sensitive fields |",
+        "|---|---|---|",
+    ]
     for event_type in event_catalog.types():
         model = event_catalog.model(event_type, event_catalog.latest(event_type))
         fields = ", ".join(f"`{f}`" for f in model.sensitive_fields()) or "none"
-        lines.append(f"| [`{event_type}`](#{_anchor(event_type)}) | "
-                     f"v{model.schema_version} | {fields} |")
+        lines.append(
+            f"| [`{event_type}`](#{_anchor(event_type)}) | v{model.schema_version} | {fields} |"
+        )
     lines.append("")
     for event_type in event_catalog.types():
         lines += _render_type(event_catalog, event_type)
@@ -272,21 +287,30 @@ def _render_type(event_catalog: Catalog, event_type: str) -> list[str]:
         payload_name = schema["properties"]["payload"]["$ref"].rsplit("/", 1)[-1]
         payload = schema["$defs"][payload_name]
         label = " (current)" if version == latest else ""
-        lines += [f"### {event_type} v{version}{label}", "",
-                  f"Payload model `{payload_name}`, schema `{event_type}.v{version}.json`.", ""]
+        lines += [
+            f"### {event_type} v{version}{label}",
+            "",
+            f"Payload model `{payload_name}`, schema `{event_type}.v{version}.json`.",
+            "",
+        ]
         if version != latest and "description" in payload:
             lines += [_prose(payload["description"]), ""]
         lines += _fields_table(payload)
-        nested = {k: v for k, v in schema["$defs"].items()
-                  if k not in (payload_name, ENCRYPTED_DEF, "Actor")}
+        nested = {
+            k: v
+            for k, v in schema["$defs"].items()
+            if k not in (payload_name, ENCRYPTED_DEF, "Actor")
+        }
         lines += _table_of_defs(nested)
     upcasters = _upcasters(event_catalog, event_type)
     if upcasters:
         lines += ["Upcasters, applied in order on read:", ""]
         for version, fn in upcasters:
             doc = inspect.getdoc(fn) or ""
-            lines.append(f"- v{version} → v{version + 1}: `{fn.__name__}`"
-                         + (f". {_prose(doc)}" if doc else ""))
+            lines.append(
+                f"- v{version} → v{version + 1}: `{fn.__name__}`"
+                + (f". {_prose(doc)}" if doc else "")
+            )
         lines.append("")
     else:
         lines += ["No upcasters: every stored version is the current one.", ""]
@@ -298,8 +322,10 @@ def _fields_table(schema: dict[str, Any]) -> list[str]:
     if not props:
         return ["No fields.", ""]
     required = set(schema.get("required", []))
-    lines = ["| field | type | required | default | sensitive | description |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| field | type | required | default | sensitive | description |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, prop in props.items():
         is_sensitive = bool(prop.get(SENSITIVE_KEY))
         # The declared shape, not the "or ciphertext" branch, is what a reader gets back.
@@ -316,8 +342,11 @@ def _table_of_defs(defs: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for name in sorted(defs):
         definition = defs[name]
-        lines += [f"`{name}`" + (f": {_prose(definition['description'])}"
-                                 if "description" in definition else ""), ""]
+        lines += [
+            f"`{name}`"
+            + (f": {_prose(definition['description'])}" if "description" in definition else ""),
+            "",
+        ]
         lines += _fields_table(definition)
     return lines
 
@@ -340,8 +369,10 @@ def _type_of(schema: dict[str, Any]) -> str:
     limits = []
     if "format" in schema:
         limits.append(schema["format"])
-    low, high = schema.get("minLength", schema.get("minimum")), schema.get(
-        "maxLength", schema.get("maximum"))
+    low, high = (
+        schema.get("minLength", schema.get("minimum")),
+        schema.get("maxLength", schema.get("maximum")),
+    )
     unit = " chars" if "minLength" in schema or "maxLength" in schema else ""
     if low is not None or high is not None:
         limits.append(f"{'' if low is None else low}..{'' if high is None else high}{unit}")
@@ -352,8 +383,9 @@ def _upcasters(event_catalog: Catalog, event_type: str) -> list[tuple[int, Upcas
     # The catalog keeps its upcasters private to stop callers from running them out of
     # order; reading them for documentation is the one use that needs them by version.
     found = event_catalog._upcasters
-    return sorted(((v, fn) for (t, v), fn in found.items() if t == event_type),
-                  key=lambda item: item[0])
+    return sorted(
+        ((v, fn) for (t, v), fn in found.items() if t == event_type), key=lambda item: item[0]
+    )
 
 
 def _prose(docstring: str) -> str:
