@@ -1,0 +1,277 @@
+"""`wrenchai dev` as a user runs it: the real command, its own broker and Postgres, the
+projector and the API as child processes, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from wrenchai.embedded import free_port
+
+READY_TIMEOUT_S = 60.0
+STOP_LIMIT_S = 10.0
+# Components the supervisor owns, by a fragment of their command line.
+ROLES = {"broker": "tansu", "postgres": "postgres", "projector": "projector", "api": " api "}
+
+
+def _clean_env() -> dict[str, str]:
+    """The caller's environment without any WRENCH_* setting, so dev embeds everything."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WRENCH_")}
+
+
+class DevStack:
+    """One `wrenchai dev` process, its output in a file (a full pipe would block it)."""
+
+    def __init__(self, state_dir: Path, output: Path) -> None:
+        self.state_dir = state_dir
+        self.api_port = free_port()
+        self.broker_port = free_port()
+        self.output = output
+        self.base = f"http://127.0.0.1:{self.api_port}"
+        with open(output, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(state_dir),
+                 "--api-port", str(self.api_port), "--broker-port", str(self.broker_port)],
+                stdout=out, stderr=subprocess.STDOUT, env=_clean_env(),
+            )  # fmt: skip
+        self.started = time.monotonic()
+        self.client = httpx.Client(base_url=self.base, timeout=15.0)
+
+    def wait_ready(self) -> float:
+        """Seconds until /health answers 200."""
+        deadline = self.started + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"dev exited early:\n{self.output.read_text()}"
+            try:
+                if self.client.get("/health").status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"no healthy API in {READY_TIMEOUT_S}s:\n{self.output.read_text()}")
+
+    def children(self) -> dict[str, int]:
+        """The pid of each component the supervisor runs, by role."""
+        found: dict[str, int] = {}
+        for child in psutil.Process(self.proc.pid).children():
+            cmdline = " ".join(child.cmdline()) + " "
+            for role, fragment in ROLES.items():
+                if fragment in cmdline:
+                    found[role] = child.pid
+        return found
+
+    def submit(self, description: str) -> dict[str, Any]:
+        response = self.client.post("/tasks", json={"description": description})
+        assert response.status_code == 202, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def read(self, path: str, wait_for: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        """GET ``path`` waiting for ``wait_for``; retried while the projector catches up
+        (a restarted projector first has to rejoin its consumer group)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            response = self.client.get(path, params={"wait_for": wait_for})
+            if response.status_code == 200 or time.monotonic() > deadline:
+                assert response.status_code == 200, response.text
+                body: dict[str, Any] = response.json()
+                return body
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> float:
+        """Signal dev and return how long it took to exit."""
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        self.proc.wait(30)
+        self.client.close()
+        return time.monotonic() - started
+
+    def kill_everything(self) -> None:
+        """Clean-up after a failed test: the supervisor and whatever it started."""
+        if self.proc.poll() is None:
+            tree = psutil.Process(self.proc.pid).children(recursive=True)
+            self.proc.kill()
+            self.proc.wait(10)
+            for child in tree:
+                try:
+                    child.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        self.client.close()
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    """A state directory outside pytest's temporary root: as root, Postgres runs as another
+    user who must traverse every folder above its data, and a pytest session starting in
+    parallel resets its root folder to 0700."""
+    path = Path(tempfile.mkdtemp(prefix="wrench-dev-"))
+    yield path / "state"
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[Any]:
+    """Starts `wrenchai dev` on a state dir; everything started is gone after the test."""
+    stacks: list[DevStack] = []
+
+    def start(state_dir: Path) -> DevStack:
+        stack = DevStack(state_dir, tmp_path / f"dev-{len(stacks)}.out")
+        stacks.append(stack)
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.kill_everything()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    return [p for p in pids if _alive(p)]
+
+
+def _stop_cleanly(stack: DevStack) -> float:
+    """SIGTERM; dev must exit 0 within the limit and leave none of its children behind."""
+    pids = stack.children()
+    assert set(pids) == set(ROLES), pids
+    took = stack.stop(signal.SIGTERM)
+    assert stack.proc.returncode == 0, stack.output.read_text()
+    assert took < STOP_LIMIT_S, f"dev took {took:.1f}s to stop"
+    assert _wait_gone(list(pids.values()), 0) == []
+    return took
+
+
+def _wait_new_pid(stack: DevStack, role: str, old: int, timeout_s: float) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pid = stack.children().get(role)
+        if pid is not None and pid != old:
+            return pid
+        time.sleep(0.05)
+    raise AssertionError(f"{role} was not restarted within {timeout_s}s")
+
+
+@pytest.mark.parametrize("flag", ["--api-port", "--broker-port"])
+def test_a_port_in_use_is_refused_naming_the_port_and_the_flag(tmp_path: Path, flag: str) -> None:
+    """dev exits non-zero at once, before starting anything, and says which port to change."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        ports = {"--api-port": free_port(), "--broker-port": free_port(), flag: taken}
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(tmp_path / "state"),
+             *(str(x) for pair in ports.items() for x in pair)],
+            capture_output=True, text=True, env=_clean_env(), timeout=30,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert time.monotonic() - started < 10
+    assert f"port {taken}" in result.stderr and flag in result.stderr, result.stderr
+    assert not (tmp_path / "state" / "postgres").exists()
+
+
+def test_dev_serves_tasks_and_restarts_a_killed_projector(state_dir: Path, start_dev: Any) -> None:
+    """Tasks submitted over HTTP are readable at their positions; a projector killed with
+    SIGKILL comes back under a new pid and the stack keeps working; SIGTERM stops it all."""
+    stack: DevStack = start_dev(state_dir)
+    ready_s = stack.wait_ready()
+    print(f"stack ready in {ready_s:.1f}s")
+
+    first = stack.submit("count the open incidents")
+    task = stack.read(f"/tasks/{first['task_id']}", first["position"])
+    assert task["status"] == "submitted" and task["position"] == first["position"]
+
+    old = stack.children()["projector"]
+    killed = time.monotonic()
+    os.kill(old, signal.SIGKILL)
+    new = _wait_new_pid(stack, "projector", old, timeout_s=10)
+    respawn_s = time.monotonic() - killed
+    second = stack.submit("after the crash")
+    task = stack.read(f"/tasks/{second['task_id']}", second["position"])
+    caught_up_s = time.monotonic() - killed
+    print(f"projector respawned in {respawn_s:.2f}s, projecting again after {caught_up_s:.1f}s")
+    assert task["status"] == "submitted"
+    assert stack.children()["projector"] == new
+    assert "child exited; restarting" in stack.output.read_text()
+
+    print(f"stopped in {_stop_cleanly(stack):.1f}s")
+
+
+def test_restart_on_the_same_state_dir_restores_tasks_and_history(
+    state_dir: Path, start_dev: Any
+) -> None:
+    """The embedded broker forgets everything when it stops; the next dev run republishes
+    the archive, so tasks, their histories and their positions are as they were, and new
+    tasks land after them (a log restarted at offset 0 would make the projector skip them)."""
+    stack: DevStack = start_dev(state_dir)
+    stack.wait_ready()
+    accepted = [stack.submit(f"task {i}") for i in range(4)]
+    cancel = stack.client.post(
+        f"/tasks/{accepted[0]['task_id']}/cancel",
+        params={"wait_for": accepted[0]["position"]},
+        json={"reason": "changed my mind"},
+    )
+    assert cancel.status_code == 202, cancel.text
+    # The last write of each task is where its reads must wait.
+    last = {a["task_id"]: a["position"] for a in accepted}
+    last[accepted[0]["task_id"]] = cancel.json()["position"]
+    before = {
+        task_id: (
+            stack.read(f"/tasks/{task_id}", wait),
+            stack.read(f"/tasks/{task_id}/events", wait),
+        )
+        for task_id, wait in last.items()
+    }
+    assert len(before[accepted[0]["task_id"]][1]["events"]) == 2
+    _stop_cleanly(stack)
+
+    again: DevStack = start_dev(state_dir)
+    ready_s = again.wait_ready()
+    print(f"restarted (with restore) and ready in {ready_s:.1f}s")
+    # Four submissions and one cancellation.
+    assert "restored 5 record(s)" in again.output.read_text()
+    for task_id, (task, history) in before.items():
+        assert again.read(f"/tasks/{task_id}", task["position"]) == task
+        assert again.read(f"/tasks/{task_id}/events", task["position"]) == history
+
+    fresh = again.submit("after the restart")
+    task = again.read(f"/tasks/{fresh['task_id']}", fresh["position"])
+    assert task["status"] == "submitted"
+    used = {e["position"] for _, h in before.values() for e in h["events"]}
+    assert fresh["position"] not in used
+    _stop_cleanly(again)
+
+
+def test_killing_dev_leaves_no_orphans(state_dir: Path, start_dev: Any) -> None:
+    """If dev itself is SIGKILLed (no chance to clean up), every child still goes away."""
+    stack: DevStack = start_dev(state_dir)
+    stack.wait_ready()
+    pids = stack.children()
+    assert set(pids) == set(ROLES), pids
+
+    stack.stop(signal.SIGKILL)
+
+    assert _wait_gone(list(pids.values()), timeout_s=15) == []
