@@ -24,16 +24,14 @@ CONNECT_TIMEOUT_S = 5.0
 ACQUIRE_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 10.0
 
-# Driver errors that mean "Postgres is not there", as opposed to a bad query. They become
+# Errors of a query that mean "Postgres went away", as opposed to a bad query. They become
 # DatabaseUnavailable here, at the edge, so handlers and routes never see asyncpg's types.
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+# Any error while acquiring a connection is one too: the pool (re)connects there.
+LOST_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable; TimeoutError is one too
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidAuthorizationSpecificationError,
 )
 
 
@@ -64,10 +62,15 @@ class Database:
         """A pooled connection; losing Postgres on the way is DatabaseUnavailable."""
         pool = await self.pool()
         try:
-            async with pool.acquire(timeout=ACQUIRE_TIMEOUT_S) as conn:
-                yield conn
-        except CONNECTION_ERRORS as exc:
+            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
+        try:
+            yield conn
+        except LOST_CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"lost the connection to Postgres: {exc}") from exc
+        finally:
+            await pool.release(conn)
 
     async def close(self) -> None:
         """Close the pool, waiting a little for requests still using it."""

@@ -1,0 +1,74 @@
+"""GET /health: healthy only when the database and the broker both answer."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.api._support import serve, set_projector_offset
+from wrenchai.embedded import free_port
+from wrenchai.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("db", "topics")
+
+
+async def test_health_is_200_with_the_projector_lag_when_all_is_up(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """Both checks pass; the lag counts records the projector has not committed yet."""
+    for _ in range(3):
+        assert (await client.post("/tasks", json={"description": "d"})).status_code == 202
+
+    response = await client.get("/health")
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "status": "healthy",
+        "checks": {"database": True, "broker": True, "projector_lag": 3},
+    }
+
+
+async def test_health_lag_falls_as_the_projector_commits(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """Offsets the projector has stored no longer count as lag."""
+    accepted = (await client.post("/tasks", json={"description": "d"})).json()
+    partition, offset = map(int, accepted["position"].split(":"))
+    await set_projector_offset(db, settings, partition, offset + 1)
+
+    response = await client.get("/health")
+
+    assert response.json()["checks"]["projector_lag"] == 0
+
+
+async def test_health_is_503_when_the_broker_is_down(settings: Settings) -> None:
+    """With nothing listening at the bootstrap address the app still starts, and health
+    says unhealthy: broker false, database true, lag unknown."""
+    down = settings.model_copy(
+        update={"kafka_bootstrap": f"127.0.0.1:{free_port()}", "kafka_request_timeout_ms": 1000}
+    )
+    async with serve(down) as client:
+        response = await client.get("/health")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unhealthy",
+        "checks": {"database": True, "broker": False, "projector_lag": None},
+    }
+
+
+async def test_health_is_503_when_the_database_is_down(settings: Settings) -> None:
+    """With nothing listening at the database address the app still starts, and health
+    says unhealthy: database false, broker true."""
+    down = settings.model_copy(
+        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
+    )
+    async with serve(down) as client:
+        response = await client.get("/health")
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unhealthy",
+        "checks": {"database": False, "broker": True, "projector_lag": None},
+    }
