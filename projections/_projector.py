@@ -22,6 +22,7 @@ from aiokafka.structs import ConsumerRecord
 
 from events import (
     Codec,
+    Event,
     EventDecodeError,
     EventProducer,
     Position,
@@ -170,82 +171,66 @@ class Projector:
         if prev is None:
             raise OffsetGap(partition, records[0].offset, records[0].offset)
         decoded = [self._decode(r) for r in records]
-        ids = [e.id for e in decoded if not isinstance(e, EventDecodeError)]
-        seen = {
-            r["id"]
-            for r in await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)
-        }
+        ids = [d[1].id for d in decoded if not isinstance(d, EventDecodeError)]
+        found = await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)
+        seen = {r["id"] for r in found}
         for record, result in zip(records, decoded, strict=True):
             digest = chain_hash(prev, record.value)
-            base = (self.topic, partition, record.offset)
-            raw = (record.key, record.value, headers_to_json(_headers(record)))
             if isinstance(result, EventDecodeError):
                 dead.append((record, result))
-                rows.append(
-                    (
-                        *base,
-                        "poison",
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        None,
-                        *raw,
-                        f"{result.reason}: {result.message}",
-                        prev,
-                        digest,
-                    )
-                )
+                rows.append(self._row(record, "poison", prev, digest, error=result))
                 outcome.poison += 1
-            elif result.id in seen:
-                rows.append(
-                    (
-                        *base,
-                        "duplicate",
-                        None,
-                        result.type,
-                        result.schema_version,
-                        result.task_id,
-                        result.tenant_id,
-                        result.occurred_at,
-                        None,
-                        *raw,
-                        f"duplicate of event {result.id}",
-                        prev,
-                        digest,
-                    )
-                )
+            elif result[1].id in seen:
+                rows.append(self._row(record, "duplicate", prev, digest, decoded=result))
                 outcome.duplicates += 1
             else:
-                seen.add(result.id)
-                stored = self.codec.parse(record.value, _headers(record))
-                rows.append(
-                    (
-                        *base,
-                        "applied",
-                        result.id,
-                        stored["type"],
-                        stored["schema_version"],
-                        result.task_id,
-                        result.tenant_id,
-                        result.occurred_at,
-                        stored["payload"],
-                        *raw,
-                        None,
-                        prev,
-                        digest,
-                    )
-                )
-                applied.append(Applied(result, Position(partition, record.offset)))
+                seen.add(result[1].id)
+                rows.append(self._row(record, "applied", prev, digest, decoded=result))
+                applied.append(Applied(result[1], Position(partition, record.offset)))
                 outcome.applied += 1
             prev = digest
         outcome.next_offsets[partition] = records[-1].offset + 1
 
-    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> Any:
+    def _row(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        status: str,
+        prev: bytes,
+        digest: bytes,
+        decoded: tuple[dict[str, Any], Event] | None = None,
+        error: EventDecodeError | None = None,
+    ) -> tuple[Any, ...]:
+        """One event_log row. The typed columns describe the record as logged (its stored
+        version, payload still encrypted), so the audit can check them against raw_value."""
+        head = (self.topic, record.partition, record.offset, status)
+        raw = (record.key, record.value, headers_to_json(_headers(record)))
+        if decoded is None:
+            assert error is not None
+            return (*head, *[None] * 7, *raw, f"{error.reason}: {error.message}", prev, digest)
+        stored, event = decoded
+        applied = status == "applied"
+        return (
+            *head,
+            event.id if applied else None,
+            stored["type"],
+            stored["schema_version"],
+            event.task_id,
+            event.tenant_id,
+            event.occurred_at,
+            stored["payload"] if applied else None,
+            *raw,
+            None if applied else f"duplicate of event {event.id}",
+            prev,
+            digest,
+        )
+
+    def _decode(
+        self, record: ConsumerRecord[bytes, bytes]
+    ) -> tuple[dict[str, Any], Event] | EventDecodeError:
+        """The stored envelope and the event read from it, or why it cannot be read."""
         try:
-            return self.codec.decode(record.value, _headers(record))
+            stored = self.codec.parse(record.value, _headers(record))
+            return stored, self.codec.load(stored)
         except EventDecodeError as exc:
             return exc
 
