@@ -152,11 +152,12 @@ def _wait_gone(pids: list[int], timeout_s: float) -> list[int]:
     return [p for p in pids if _alive(p)]
 
 
-def _stop_cleanly(stack: DevStack) -> float:
-    """SIGTERM; dev must exit 0 within the limit and leave none of its children behind."""
+def _stop_cleanly(stack: DevStack, sig: int = signal.SIGTERM) -> float:
+    """SIGTERM (or Ctrl-C's SIGINT); dev must exit 0 within the limit and leave none of its
+    children behind."""
     pids = stack.children()
     assert set(pids) == set(ROLES), pids
-    took = stack.stop(signal.SIGTERM)
+    took = stack.stop(sig)
     assert stack.proc.returncode == 0, stack.output.read_text()
     assert took < STOP_LIMIT_S, f"dev took {took:.1f}s to stop"
     assert _wait_gone(list(pids.values()), 0) == []
@@ -195,7 +196,7 @@ def test_a_port_in_use_is_refused_naming_the_port_and_the_flag(tmp_path: Path, f
 
 def test_dev_serves_tasks_and_restarts_a_killed_projector(state_dir: Path, start_dev: Any) -> None:
     """Tasks submitted over HTTP are readable at their positions; a projector killed with
-    SIGKILL comes back under a new pid and the stack keeps working; SIGTERM stops it all."""
+    SIGKILL comes back under a new pid and the stack keeps working; Ctrl-C stops it all."""
     stack: DevStack = start_dev(state_dir)
     ready_s = stack.wait_ready()
     print(f"stack ready in {ready_s:.1f}s")
@@ -217,7 +218,7 @@ def test_dev_serves_tasks_and_restarts_a_killed_projector(state_dir: Path, start
     assert stack.children()["projector"] == new
     assert "child exited; restarting" in stack.output.read_text()
 
-    print(f"stopped in {_stop_cleanly(stack):.1f}s")
+    print(f"stopped in {_stop_cleanly(stack, signal.SIGINT):.1f}s")
 
 
 def test_restart_on_the_same_state_dir_restores_tasks_and_history(
