@@ -178,31 +178,54 @@ class EmbeddedPostgres:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
-            import pwd
-
             utils.ensure_user_exists(self._user)
-            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+            self._owned_dir(self.data_dir)
             # The server's user must traverse every folder above its data and read the binaries.
             utils.ensure_prefix_permissions(self.data_dir)
             utils.ensure_prefix_permissions(self.bin_dir())
             readable = stat.S_IRGRP | stat.S_IROTH
             utils.ensure_folder_permissions(self.bin_dir(), readable | stat.S_IXGRP | stat.S_IXOTH)
             utils.ensure_folder_permissions(self.bin_dir().parent / "lib", readable)
-            entry = pwd.getpwnam(self._user)
-            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
             self.log_path.touch(exist_ok=True)
-            os.chown(self.log_path, entry.pw_uid, entry.pw_gid)
+            self._chown(self.log_path)
         if not (self.data_dir / "PG_VERSION").exists():
-            log.info("initialising postgres data", data_dir=str(self.data_dir))
-            result = subprocess.run(
-                [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "--auth=trust",
-                 "--encoding=UTF8", "-U", "postgres", "--no-instructions"],
-                check=False, capture_output=True, text=True, user=self._user,
+            self._initdb()
+
+    def _initdb(self) -> None:
+        """Initialise the cluster in a staging folder and move it into place when complete, so
+        a first start that is interrupted leaves nothing that looks like a cluster."""
+        if self.data_dir.exists() and any(self.data_dir.iterdir()):
+            raise EmbeddedStartError(
+                f"{self.data_dir} is not empty but holds no Postgres cluster (no PG_VERSION); "
+                "remove it, or point the state directory elsewhere"
             )
-            if result.returncode != 0:
-                raise EmbeddedStartError(
-                    f"initdb failed for {self.data_dir}: {result.stderr.strip()}"
-                )
+        staging = self.data_dir.with_name(self.data_dir.name + ".initdb")
+        shutil.rmtree(staging, ignore_errors=True)
+        if self._user is not None:
+            self._owned_dir(staging)
+        log.info("initialising postgres data", data_dir=str(self.data_dir))
+        result = subprocess.run(
+            [str(self.bin_dir() / "initdb"), "-D", str(staging), "--auth=trust",
+             "--encoding=UTF8", "-U", "postgres", "--no-instructions"],
+            check=False, capture_output=True, text=True, user=self._user,
+        )
+        if result.returncode != 0:
+            raise EmbeddedStartError(f"initdb failed for {self.data_dir}: {result.stderr.strip()}")
+        if self.data_dir.exists():
+            self.data_dir.rmdir()
+        staging.rename(self.data_dir)
+
+    def _owned_dir(self, path: Path) -> None:
+        """A 0700 folder owned by the server's user, as Postgres insists."""
+        path.mkdir(mode=0o700, exist_ok=True)
+        self._chown(path)
+
+    def _chown(self, path: Path) -> None:
+        import pwd
+
+        assert self._user is not None
+        entry = pwd.getpwnam(self._user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def start(self, timeout_s: float = 30.0) -> None:
         self._prepare()
