@@ -214,7 +214,7 @@ def _module_exists(module: str) -> bool:
 
 
 def build_children(
-    settings: Settings, env: Mapping[str, str], logs: Path, api_port: int
+    env: Mapping[str, str], logs: Path, api_port: int
 ) -> tuple[Child, list[Child], Child]:
     """The projector, the workers and the API, as separate processes."""
     command = [sys.executable, "-m", "wrenchai"]
@@ -252,7 +252,7 @@ async def _supervise(
     if report.outcome == "restored":
         print(report, flush=True)
     env = child_environment(settings, os.environ, embedded.key_file)
-    projector, workers, api = build_children(settings, env, state_dir / "logs", api_port)
+    projector, workers, api = build_children(env, state_dir / "logs", api_port)
     for child in (projector, *workers, api):
         child.start()
     announce = asyncio.create_task(_announce(settings, state_dir, api_port, embedded, started))
