@@ -162,22 +162,21 @@ def event_schema(model: type[EventPayload]) -> dict[str, Any]:
             "uniqueItems": True,
             "description": ENVELOPE_FIELDS[ENCRYPTED_KEY],
         }
-        # A field the envelope names as encrypted must be ciphertext, not its clear shape.
-        schema["allOf"] = [
-            {
-                "if": {
-                    "required": [ENCRYPTED_KEY],
-                    "properties": {ENCRYPTED_KEY: {"contains": {"const": name}}},
-                },
-                "then": {
-                    "properties": {
-                        "payload": {"properties": {name: {"$ref": f"#/$defs/{ENCRYPTED_DEF}"}}}
-                    }
-                },
-            }
-            for name in sensitive
-        ]
+        schema["allOf"] = [_ciphertext_when_listed(name) for name in sensitive]
     return schema
+
+
+def _ciphertext_when_listed(name: str) -> dict[str, Any]:
+    """A field listed in ``encrypted_fields`` must be ciphertext, not its clear shape."""
+    return {
+        "if": {
+            "required": [ENCRYPTED_KEY],
+            "properties": {ENCRYPTED_KEY: {"contains": {"const": name}}},
+        },
+        "then": {
+            "properties": {"payload": {"properties": {name: {"$ref": f"#/$defs/{ENCRYPTED_DEF}"}}}}
+        },
+    }
 
 
 def dumps(schema: dict[str, Any]) -> str:
@@ -296,12 +295,9 @@ def _render_type(event_catalog: Catalog, event_type: str) -> list[str]:
         if version != latest and "description" in payload:
             lines += [_prose(payload["description"]), ""]
         lines += _fields_table(payload)
-        nested = {
-            k: v
-            for k, v in schema["$defs"].items()
-            if k not in (payload_name, ENCRYPTED_DEF, "Actor")
-        }
-        lines += _table_of_defs(nested)
+        # The envelope's own types are documented once, under the envelope.
+        shown = {payload_name, ENCRYPTED_DEF, *envelope_properties()[2]}
+        lines += _table_of_defs({k: v for k, v in schema["$defs"].items() if k not in shown})
     upcasters = _upcasters(event_catalog, event_type)
     if upcasters:
         lines += ["Upcasters, applied in order on read:", ""]
