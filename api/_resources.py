@@ -32,6 +32,9 @@ LOST_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError,
+    # What asyncpg raises when the server dropped a pooled connection while it sat idle and
+    # the protocol state went out of step ("cannot switch to state ...").
+    asyncpg.InternalClientError,
 )
 
 
@@ -63,14 +66,14 @@ class Database:
         pool = await self.pool()
         try:
             conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (asyncpg.PostgresError, *LOST_CONNECTION_ERRORS) as exc:
             raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
         try:
             yield conn
         except LOST_CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"lost the connection to Postgres: {exc}") from exc
         finally:
-            await pool.release(conn)
+            await _release(pool, conn)
 
     async def close(self) -> None:
         """Close the pool, waiting a little for requests still using it."""
@@ -82,6 +85,16 @@ class Database:
             await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
         except TimeoutError:
             pool.terminate()
+
+
+async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
+    # The pool resets a connection on release and terminates it when that fails, so a
+    # failure here only means the connection was discarded; it must not replace the
+    # request's own outcome (an answer already computed, or DatabaseUnavailable).
+    try:
+        await pool.release(conn)
+    except Exception as exc:
+        log.warning("pooled connection discarded", error_type=type(exc).__name__)
 
 
 class BrokerProbe:

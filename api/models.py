@@ -20,8 +20,9 @@ MAX_REASON = 2_000
 TaskStatus = Literal["submitted", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
-# PARTITION:OFFSET, as events.Position writes it.
-POSITION_PATTERN = r"^[0-9]+:[0-9]+$"
+# PARTITION:OFFSET, as events.Position writes it; the digit counts keep both numbers inside
+# the integer and bigint columns they are compared with.
+POSITION_PATTERN = r"^[0-9]{1,9}:[0-9]{1,18}$"
 
 
 class _Body(BaseModel):

@@ -128,7 +128,9 @@ async def test_get_with_an_invalid_uuid_is_422_on_the_path(client: httpx.AsyncCl
     assert error_fields(response.json()) == ["path.task_id"]
 
 
-@pytest.mark.parametrize("position", ["abc", "1:", ":5", "-1:2", "1:2:3", "1 :2", ""])
+@pytest.mark.parametrize(
+    "position", ["abc", "1:", ":5", "-1:2", "1:2:3", "1 :2", "", "9999999999:1", "1:" + "9" * 19]
+)
 async def test_get_with_a_malformed_position_is_422_on_wait_for(
     client: httpx.AsyncClient, position: str
 ) -> None:
