@@ -12,11 +12,13 @@ from events import (
     Actor,
     Codec,
     Event,
+    FernetCipher,
     Position,
     TaskCancelled,
     TaskCompleted,
     TaskFailedV1,
     TaskSubmitted,
+    generate_key,
 )
 from tests.api._support import archive, error_fields, insert_task
 from wrenchai.settings import Settings
@@ -178,3 +180,22 @@ async def test_cancelled_event_reason_is_optional_in_history(
     events = (await client.get(f"/tasks/{task_id}/events")).json()["events"]
 
     assert events[0]["payload"] == {"reason": None}
+
+
+async def test_history_with_a_record_the_codec_cannot_read_is_a_generic_500(
+    client: httpx.AsyncClient, db: asyncpg.Connection, settings: Settings
+) -> None:
+    """An archived event encrypted under a key this API does not hold cannot be served in
+    clear: the answer is INTERNAL_ERROR, with neither ciphertext nor key details."""
+    foreign = Codec(FernetCipher([generate_key()]))
+    task_id = uuid.uuid4()
+    event = Event.new(
+        TaskSubmitted(description="shredded"), tenant_id="default", actor=USER, task_id=task_id
+    )
+    await archive(db, settings, foreign, event, Position(0, 0))
+
+    response = await client.get(f"/tasks/{task_id}/events")
+
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "INTERNAL_ERROR"
+    assert response.json()["error"]["details"] == {}
