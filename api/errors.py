@@ -101,7 +101,7 @@ def internal_error_response() -> JSONResponse:
 def log_fault(exc: BaseException, **context: Any) -> None:
     """Log an exception no handler expected, with its stack but without any payload: the
     message of a failed validation (which can quote a user's description) is reduced to the
-    field paths and error types. The request id comes from the log context."""
+    field paths and error types. Callers pass the request id in ``context``."""
     if isinstance(exc, ValidationError):
         message = "; ".join(
             f"{'.'.join(map(str, e['loc']))}: {e['type']}" for e in exc.errors(include_input=False)
