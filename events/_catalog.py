@@ -86,8 +86,8 @@ class Catalog:
         try:
             while version < target:
                 # Validate each intermediate version so an upcaster only ever sees its own shape.
-                data = self._models[(event_type, version)].model_validate(data).model_dump(
-                    mode="json"
+                data = (
+                    self._models[(event_type, version)].model_validate(data).model_dump(mode="json")
                 )
                 upcast = self._upcasters.get((event_type, version))
                 if upcast is None:

@@ -151,7 +151,8 @@ class Codec:
             except orjson.JSONDecodeError as exc:
                 # The key opened it, so the writer was not this codec: still a bad record.
                 raise EventDecodeError(
-                    "undecryptable", f"encrypted field {name!r} decrypts to something not JSON",
+                    "undecryptable",
+                    f"encrypted field {name!r} decrypts to something not JSON",
                     field=name,
                 ) from exc
         return payload

