@@ -67,7 +67,10 @@ class DevStack:
         """The pid of each component the supervisor runs, by role."""
         found: dict[str, int] = {}
         for child in psutil.Process(self.proc.pid).children():
-            cmdline = " ".join(child.cmdline()) + " "
+            try:
+                cmdline = " ".join(child.cmdline()) + " "
+            except psutil.NoSuchProcess:
+                continue  # exited between the listing and the look; it is being restarted
             for role, fragment in ROLES.items():
                 if fragment in cmdline:
                     found[role] = child.pid
