@@ -1,0 +1,37 @@
+"""The projections package's public names are a contract: a change here is deliberate."""
+
+import projections
+
+
+def test_public_names_are_pinned() -> None:
+    """Adding or removing a public name must update this list."""
+    assert set(projections.__all__) == {
+        "GENESIS_HASH",
+        "READ_MODELS",
+        "Applied",
+        "BatchOutcome",
+        "BrokenLink",
+        "DatabaseUnavailable",
+        "Projector",
+        "ProjectorRunner",
+        "ReadModel",
+        "RebuildError",
+        "RebuildReport",
+        "RestoreReport",
+        "TasksModel",
+        "VerifyReport",
+        "chain_hash",
+        "connect",
+        "create_pool",
+        "headers_from_json",
+        "headers_to_json",
+        "migrate",
+        "migrate_database",
+        "rebuild",
+        "restore_log",
+        "run_projector",
+        "verify_archive",
+        "verify_chain",
+    }
+    for name in projections.__all__:
+        assert hasattr(projections, name), name
