@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -99,19 +100,31 @@ class Projector:
     async def apply(
         self, conn: asyncpg.Connection, batches: dict[int, Sequence[ConsumerRecord[bytes, bytes]]]
     ) -> BatchOutcome:
-        """Archive and apply one batch (records per partition, in offset order) atomically."""
+        """Archive and apply one batch (records per partition, in offset order) atomically.
+
+        A fixed handful of round trips per batch, whatever the number of partitions in it:
+        the projector spends its time waiting on Postgres, not computing.
+        """
         outcome = BatchOutcome()
         async with conn.transaction():
+            fresh = await self._claim(conn, batches, outcome)
+            if not fresh:
+                return outcome
+            prev_hashes = await self._prev_hashes(conn, fresh)
+            decoded = {p: [self._decode(r) for r in records] for p, records in fresh.items()}
+            ids = [d[1].id for ds in decoded.values() for d in ds if isinstance(d, tuple)]
+            found = await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)
+            seen = {r["id"] for r in found}
             rows: list[tuple[Any, ...]] = []
             applied: list[Applied] = []
             dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]] = []
-            for partition in sorted(batches):
-                fresh = await self._claim(conn, partition, batches[partition], outcome)
-                if fresh:
-                    await self._archive(conn, partition, fresh, rows, applied, dead, outcome)
+            for partition, records in sorted(fresh.items()):
+                prev = prev_hashes[partition]
+                for record, result in zip(records, decoded[partition], strict=True):
+                    prev = self._take(record, result, prev, seen, rows, applied, dead, outcome)
+                outcome.next_offsets[partition] = records[-1].offset + 1
             await self._send_to_dlq(dead)
-            if rows:
-                await conn.copy_records_to_table("event_log", records=rows, columns=ARCHIVE_COLUMNS)
+            await conn.copy_records_to_table("event_log", records=rows, columns=ARCHIVE_COLUMNS)
             await apply_all(conn, applied)
             await conn.executemany(
                 """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
@@ -125,71 +138,84 @@ class Projector:
     async def _claim(
         self,
         conn: asyncpg.Connection,
-        partition: int,
-        records: Sequence[ConsumerRecord[bytes, bytes]],
+        batches: dict[int, Sequence[ConsumerRecord[bytes, bytes]]],
         outcome: BatchOutcome,
-    ) -> list[ConsumerRecord[bytes, bytes]]:
-        """Lock the partition's offset row and keep only records past it.
+    ) -> dict[int, list[ConsumerRecord[bytes, bytes]]]:
+        """Lock the partitions' offset rows and keep only the records past them.
 
-        The row lock fences two projectors that briefly both hold a partition during a
+        The row locks fence two projectors that briefly both hold a partition during a
         rebalance: the second waits, then finds the records already applied.
         """
-        stored = await conn.fetchval(
-            """SELECT next_offset FROM consumer_offsets
-               WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE""",
+        rows = await conn.fetch(
+            """SELECT partition, next_offset FROM consumer_offsets
+               WHERE group_id = $1 AND topic = $2 AND partition = ANY($3::int[])
+               ORDER BY partition FOR UPDATE""",
             self.group,
             self.topic,
-            partition,
+            sorted(batches),
         )
-        next_offset = stored or 0
-        fresh = [r for r in records if r.offset >= next_offset]
-        outcome.skipped += len(records) - len(fresh)
-        if fresh and fresh[0].offset != next_offset:
-            raise OffsetGap(partition, next_offset, fresh[0].offset)
+        stored = {r["partition"]: r["next_offset"] for r in rows}
+        fresh: dict[int, list[ConsumerRecord[bytes, bytes]]] = {}
+        for partition, records in batches.items():
+            next_offset = stored.get(partition, 0)
+            kept = [r for r in records if r.offset >= next_offset]
+            outcome.skipped += len(records) - len(kept)
+            if kept and kept[0].offset != next_offset:
+                raise OffsetGap(partition, next_offset, kept[0].offset)
+            if kept:
+                fresh[partition] = kept
         return fresh
 
-    async def _archive(
+    async def _prev_hashes(
+        self, conn: asyncpg.Connection, fresh: dict[int, list[ConsumerRecord[bytes, bytes]]]
+    ) -> dict[int, bytes]:
+        """The hash each partition's chain continues from."""
+        wanted = {p: records[0].offset - 1 for p, records in fresh.items()}
+        rows = await conn.fetch(
+            """SELECT partition, hash FROM event_log
+               WHERE topic = $1 AND (partition, "offset") IN
+                     (SELECT * FROM unnest($2::int[], $3::bigint[]))""",
+            self.topic,
+            list(wanted),
+            list(wanted.values()),
+        )
+        found = {r["partition"]: r["hash"] for r in rows}
+        hashes: dict[int, bytes] = {}
+        for partition, offset in wanted.items():
+            if offset < 0:
+                hashes[partition] = GENESIS_HASH
+            elif partition in found:
+                hashes[partition] = found[partition]
+            else:  # the stored offset says this record was archived, but it is not there
+                raise OffsetGap(partition, offset, offset + 1)
+        return hashes
+
+    def _take(
         self,
-        conn: asyncpg.Connection,
-        partition: int,
-        records: Sequence[ConsumerRecord[bytes, bytes]],
+        record: ConsumerRecord[bytes, bytes],
+        result: tuple[dict[str, Any], Event] | EventDecodeError,
+        prev: bytes,
+        seen: set[uuid.UUID],
         rows: list[tuple[Any, ...]],
         applied: list[Applied],
         dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]],
         outcome: BatchOutcome,
-    ) -> None:
-        prev = (
-            await conn.fetchval(
-                'SELECT hash FROM event_log WHERE topic = $1 AND partition = $2 AND "offset" = $3',
-                self.topic,
-                partition,
-                records[0].offset - 1,
-            )
-            if records[0].offset > 0
-            else GENESIS_HASH
-        )
-        if prev is None:
-            raise OffsetGap(partition, records[0].offset, records[0].offset)
-        decoded = [self._decode(r) for r in records]
-        ids = [d[1].id for d in decoded if not isinstance(d, EventDecodeError)]
-        found = await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)
-        seen = {r["id"] for r in found}
-        for record, result in zip(records, decoded, strict=True):
-            digest = chain_hash(prev, record.value)
-            if isinstance(result, EventDecodeError):
-                dead.append((record, result))
-                rows.append(self._row(record, "poison", prev, digest, error=result))
-                outcome.poison += 1
-            elif result[1].id in seen:
-                rows.append(self._row(record, "duplicate", prev, digest, decoded=result))
-                outcome.duplicates += 1
-            else:
-                seen.add(result[1].id)
-                rows.append(self._row(record, "applied", prev, digest, decoded=result))
-                applied.append(Applied(result[1], Position(partition, record.offset)))
-                outcome.applied += 1
-            prev = digest
-        outcome.next_offsets[partition] = records[-1].offset + 1
+    ) -> bytes:
+        """Archive one record (poison, duplicate or applied); returns its chain hash."""
+        digest = chain_hash(prev, record.value)
+        if isinstance(result, EventDecodeError):
+            dead.append((record, result))
+            rows.append(self._row(record, "poison", prev, digest, error=result))
+            outcome.poison += 1
+        elif result[1].id in seen:
+            rows.append(self._row(record, "duplicate", prev, digest, decoded=result))
+            outcome.duplicates += 1
+        else:
+            seen.add(result[1].id)
+            rows.append(self._row(record, "applied", prev, digest, decoded=result))
+            applied.append(Applied(result[1], Position(record.partition, record.offset)))
+            outcome.applied += 1
+        return digest
 
     def _row(
         self,
