@@ -96,19 +96,22 @@ class Codec:
         for name in ("type", "schema_version", "payload"):
             if name not in envelope:
                 raise EventDecodeError("invalid_envelope", f"the envelope has no {name!r}")
-        header_type = next((v for k, v in headers if k == "type"), None)
-        if header_type is not None and header_type.decode(errors="replace") != envelope["type"]:
-            raise EventDecodeError(
-                "header_mismatch",
-                f"header type {header_type!r} disagrees with the envelope's {envelope['type']!r}",
-            )
+        # Consumers may route on headers alone, so headers that contradict the body are poison.
+        for name in ("type", "schema_version"):
+            header = next((v for k, v in headers if k == name), None)
+            if header is not None and header.decode(errors="replace") != str(envelope[name]):
+                raise EventDecodeError(
+                    "header_mismatch",
+                    f"header {name} {header!r} disagrees with the envelope's {envelope[name]!r}",
+                )
         return envelope
 
     def load(self, envelope: dict[str, Any]) -> Event:
         """A stored envelope dict to the newest Event: decrypt, upcast, validate."""
         envelope = dict(envelope)
         event_type, version = envelope["type"], envelope["schema_version"]
-        if not isinstance(event_type, str) or not isinstance(version, int):
+        # bool is an int to isinstance; true is not a schema version.
+        if not isinstance(event_type, str) or type(version) is not int:
             raise EventDecodeError(
                 "invalid_envelope", "type must be a string and schema_version an integer"
             )

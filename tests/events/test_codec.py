@@ -182,6 +182,7 @@ CLEAR_FAILURES: list[tuple[str, bytes | None, Headers, str]] = [
     ("no tenant_id", without("tenant_id"), (), "invalid_envelope"),
     ("no id", without("id"), (), "invalid_envelope"),
     ("a string version", with_envelope(schema_version="1"), (), "invalid_envelope"),
+    ("a boolean version", with_envelope(schema_version=True), (), "invalid_envelope"),
     ("an unknown field", with_envelope(colour="red"), (), "invalid_envelope"),
     (
         "another content type",
@@ -193,6 +194,12 @@ CLEAR_FAILURES: list[tuple[str, bytes | None, Headers, str]] = [
         "a header type that disagrees",
         with_envelope(),
         (("type", b"task.cancelled"),),
+        "header_mismatch",
+    ),
+    (
+        "a header version that disagrees",
+        with_envelope(),
+        (("schema_version", b"2"),),
         "header_mismatch",
     ),
     ("an empty description", with_payload(description=""), (), "invalid_payload"),
