@@ -290,37 +290,17 @@ class EmbeddedPostgres:
         self._ensure_database()
         log.info("postgres started", url=self.url(), pid=self.proc.pid)
 
+    def _client(self, program: str, *args: str) -> list[str]:
+        """A command line for one of the wheel's client programs, aimed at this server."""
+        connection = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        return [str(self.bin_dir() / program), *connection, *args]
+
     def _ready(self) -> bool:
-        result = subprocess.run(
-            [
-                str(self.bin_dir() / "pg_isready"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-q",
-            ],
-            check=False,
-        )
-        return result.returncode == 0
+        return subprocess.run(self._client("pg_isready", "-q"), check=False).returncode == 0
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         return subprocess.run(
-            [
-                str(self.bin_dir() / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-tAc",
-                sql,
-            ],
+            self._client("psql", "-d", database, "-tAc", sql),
             check=True,
             capture_output=True,
             text=True,
