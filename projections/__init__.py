@@ -6,10 +6,11 @@ from projections._archive import GENESIS_HASH, chain_hash, headers_from_json, he
 from projections._audit import BrokenLink, VerifyReport, verify_archive, verify_chain
 from projections._db import DatabaseUnavailable, connect, create_pool
 from projections._migrate import migrate
-from projections._projector import BatchOutcome, Projector, ProjectorRunner, run_projector
+from projections._projector import BatchOutcome, Projector
 from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
 from projections._rebuild import RebuildError, RebuildReport, rebuild
 from projections._restore import RestoreReport, restore_log
+from projections._runner import ProjectorRunner, run_projector
 from wrenchai.settings import Settings
 
 

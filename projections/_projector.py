@@ -8,8 +8,6 @@ in Postgres, so a crash between the transaction and anything else loses and doub
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +15,6 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from events import (
@@ -28,13 +24,9 @@ from events import (
     EventProducer,
     Position,
     Record,
-    codec_from_settings,
-    create_consumer,
 )
 from events._codec import Headers
 from projections._archive import GENESIS_HASH, chain_hash, headers_to_json
-from projections._db import connect
-from projections._migrate import migrate
 from projections._read_models import Applied, apply_all
 from wrenchai.settings import Settings
 
@@ -59,7 +51,6 @@ ARCHIVE_COLUMNS = (
     "prev_hash",
     "hash",
 )
-DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -300,134 +291,3 @@ class OffsetGap(Exception):
         super().__init__(f"partition {partition}: expected offset {expected}, fetched {got}")
         self.partition = partition
         self.expected = expected
-
-
-class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On assignment, continue from the offsets in Postgres, not Kafka's committed ones."""
-
-    def __init__(self, runner: ProjectorRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.seek_to_stored(list(assigned))
-        log.info("partitions assigned", partitions=sorted(tp.partition for tp in assigned))
-
-
-class ProjectorRunner:
-    """The consumer loop around a Projector: fetch a batch, apply it, repeat; drain on stop."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.codec = codec_from_settings(settings.fernet_keys())
-        self.dlq = EventProducer(settings, self.codec)
-        self.projector = Projector(settings, self.codec, self.dlq)
-        self.consumer: AIOKafkaConsumer | None = None
-        self.conn: asyncpg.Connection | None = None
-
-    async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
-        # Its own connection: a rebalance callback may run while a batch holds self.conn.
-        assert self.consumer is not None
-        conn = await connect(self.settings)
-        try:
-            stored = await self.projector.stored_offsets(conn)
-        finally:
-            await conn.close()
-        for tp in partitions:
-            self.consumer.seek(tp, stored.get(tp.partition, 0))
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self.conn = await connect(self.settings)
-        await migrate(self.conn)
-        self.consumer = create_consumer(
-            self.settings,
-            group=self.settings.group("projector"),
-            max_poll_records=self.settings.projector_batch_size,
-        )
-        self.consumer.subscribe([self.projector.topic], listener=_SeekToStored(self))
-        try:
-            await self.consumer.start()
-            log.info("projector started", topic=self.projector.topic, group=self.projector.group)
-            while not stop.is_set():
-                await self.step()
-            await self.drain()
-        finally:
-            await self._close()
-
-    async def step(self) -> BatchOutcome | None:
-        """Fetch up to one batch and apply it; None when nothing came within the batch time."""
-        assert self.consumer is not None and self.conn is not None
-        fetched = await self.consumer.getmany(
-            timeout_ms=self.settings.projector_batch_ms,
-            max_records=self.settings.projector_batch_size,
-        )
-        batches = {tp.partition: records for tp, records in fetched.items() if records}
-        if not batches:
-            return None
-        try:
-            outcome = await self.projector.apply(self.conn, batches)
-        except (OffsetGap, asyncpg.UniqueViolationError) as exc:
-            # Another projector got there first, or records were skipped: start again from
-            # what Postgres says.
-            log.warning("batch discarded; seeking to stored offsets", error=str(exc))
-            await self.seek_to_stored([tp for tp in fetched])
-            return None
-        await self._commit_to_kafka(outcome)
-        log.debug(
-            "batch applied",
-            applied=outcome.applied,
-            duplicates=outcome.duplicates,
-            poison=outcome.poison,
-            skipped=outcome.skipped,
-        )
-        return outcome
-
-    async def drain(self) -> None:
-        """On stop, keep applying until caught up with the log end (or a short deadline), so a
-        clean shutdown of the embedded stack leaves nothing unarchived."""
-        assert self.consumer is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DRAIN_TIMEOUT_S
-        while loop.time() < deadline:
-            if await self.step() is None and await self._caught_up():
-                break
-        log.info("projector drained", caught_up=await self._caught_up())
-
-    async def _caught_up(self) -> bool:
-        assert self.consumer is not None
-        for tp in self.consumer.assignment():
-            mark = self.consumer.highwater(tp)
-            if mark is None or mark > await self.consumer.position(tp):
-                return False
-        return True
-
-    async def _commit_to_kafka(self, outcome: BatchOutcome) -> None:
-        """Mirror the offsets to Kafka for lag tooling; Postgres stays the record."""
-        assert self.consumer is not None
-        offsets = {
-            TopicPartition(self.projector.topic, p): o for p, o in outcome.next_offsets.items()
-        }
-        if offsets:
-            try:
-                await self.consumer.commit(offsets)
-            except KafkaError as exc:
-                log.info("kafka offset commit skipped", error=str(exc))
-
-    async def _close(self) -> None:
-        if self.consumer is not None:
-            await self.consumer.stop()
-        await self.dlq.stop()
-        if self.conn is not None:
-            await self.conn.close()
-
-
-async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the projector until ``stop`` is set, or until SIGTERM/SIGINT when none is given."""
-    if stop is None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-    await ProjectorRunner(settings).run(stop)
