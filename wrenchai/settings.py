@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRET_FIELDS = ("encryption_keys",)
+_SECRET_FIELDS = ("encryption_keys", "llm_api_key")
 
 
 class Settings(BaseSettings):
@@ -82,6 +82,33 @@ class Settings(BaseSettings):
         "are stored in clear and a warning is logged.",
     )
 
+    # -- reasoning (LLM) ---------------------------------------------------------------
+    llm_base_url: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible chat completions API "
+        "(https://api.openai.com/v1, http://127.0.0.1:11434/v1 for Ollama, a vLLM or "
+        "llama.cpp server). Unset: no LLM, and the offline rule reasoner decides.",
+    )
+    llm_model: str = Field("gpt-4o-mini", description="Model asked first.")
+    llm_api_key: SecretStr | None = Field(
+        None, description="Bearer token for the LLM server; unset sends no Authorization."
+    )
+    llm_fallback_models: str = Field(
+        "",
+        description="Comma-separated models tried in order when the first one stays "
+        "unavailable after its retries.",
+    )
+    llm_timeout_s: float = Field(60.0, gt=0, description="Longest one LLM request may take.")
+    llm_max_retries: int = Field(
+        3,
+        ge=0,
+        description="Retries per model on 429, 5xx, timeouts and connection errors, with "
+        "exponential backoff, full jitter and Retry-After.",
+    )
+    llm_max_thoughts: int = Field(
+        8, ge=1, le=64, description="Most numbered thoughts one reasoning call may take."
+    )
+
     # -- logging -----------------------------------------------------------------------
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: Literal["console", "json"] = Field(
@@ -122,6 +149,14 @@ class Settings(BaseSettings):
             return []
         raw = self.encryption_keys.get_secret_value()
         return [key.strip() for key in raw.split(",") if key.strip()]
+
+    def llm_models(self) -> list[str]:
+        """The model to ask first, then each fallback model, without repeats."""
+        models = [self.llm_model]
+        for name in self.llm_fallback_models.split(","):
+            if name.strip() and name.strip() not in models:
+                models.append(name.strip())
+        return models
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``WRENCH_*`` variables, for a child process to read back."""
