@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings
+from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings, log_end_offsets
 from projections import DatabaseUnavailable, create_pool
 from wrenchai.settings import Settings
 
@@ -133,6 +133,31 @@ def _retrieve(task: asyncio.Task[int]) -> None:
         task.exception()
 
 
+class LogEnd:
+    """The log end of wrench.events, read at most every ``ttl_s``.
+
+    Reading it starts a short-lived consumer; a monitor polling /health every second must
+    not start one a second.
+    """
+
+    def __init__(self, settings: Settings, ttl_s: float = 2.0) -> None:
+        self.settings = settings
+        self.ttl_s = ttl_s
+        self._value: dict[int, int] | None = None
+        self._read_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def offsets(self, timeout_s: float) -> dict[int, int]:
+        """Each partition's next offset; BrokerUnavailable when it cannot be read in time."""
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self._value is None or now - self._read_at > self.ttl_s:
+                topic = self.settings.topic("events")
+                self._value = await log_end_offsets(self.settings, topic, timeout_s)
+                self._read_at = now
+            return self._value
+
+
 @dataclass(frozen=True)
 class Resources:
     """Everything a request may need, built once per app."""
@@ -141,6 +166,7 @@ class Resources:
     database: Database
     producer: EventProducer
     broker: BrokerProbe
+    log_end: LogEnd
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
@@ -151,6 +177,7 @@ class Resources:
             database=Database(settings),
             producer=producer,
             broker=BrokerProbe(producer, settings.topic("events")),
+            log_end=LogEnd(settings),
         )
 
     @property

@@ -12,7 +12,6 @@ from api._readmodels import projector_lag
 from api._resources import Resources
 from api.deps import ResourcesDep
 from api.models import Health, HealthChecks
-from events import log_end_offsets
 from wrenchai.errors import WrenchError
 
 router = APIRouter(tags=["health"])
@@ -37,7 +36,7 @@ async def lag_or_none(resources: Resources) -> int | None:
     settings = resources.settings
     try:
         async with asyncio.timeout(LAG_TIMEOUT_S):
-            ends = await log_end_offsets(settings, settings.topic("events"), LAG_TIMEOUT_S)
+            ends = await resources.log_end.offsets(LAG_TIMEOUT_S)
             async with resources.database.connection() as conn:
                 return await projector_lag(conn, settings, ends)
     except (WrenchError, TimeoutError, asyncpg.PostgresError):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import httpx
 import pytest
 
+from api._resources import LogEnd
+from events import SYSTEM, Event, EventProducer, TaskSubmitted
 from tests.api._support import serve, set_projector_offset
 from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
@@ -72,3 +76,18 @@ async def test_health_is_503_when_the_database_is_down(settings: Settings) -> No
         "status": "unhealthy",
         "checks": {"database": False, "broker": True, "projector_lag": None},
     }
+
+
+async def test_log_end_is_read_at_most_once_per_ttl(
+    settings: Settings, producer: EventProducer
+) -> None:
+    """Health checks in quick succession share one read of the log end; a later one sees new
+    records."""
+    log_end = LogEnd(settings, ttl_s=60)
+    first = await log_end.offsets(5)
+    await producer.publish(
+        Event.new(TaskSubmitted(description="d"), tenant_id="t", actor=SYSTEM, task_id=uuid.uuid4())
+    )
+    assert await log_end.offsets(5) is first
+    log_end.ttl_s = 0
+    assert sum((await log_end.offsets(5)).values()) == sum(first.values()) + 1
