@@ -1,0 +1,332 @@
+"""A client of the OpenAI-compatible chat completions API: structured output and thinking.
+
+Any server that speaks ``POST {base_url}/chat/completions`` works (hosted APIs, vLLM,
+Ollama, llama.cpp). httpx errors stop here and leave as the reasoning layer's errors.
+Prompts and completions are user content: they are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+
+import httpx
+import structlog
+from pydantic import BaseModel, ValidationError
+
+from processors.reasoning import _prompts
+from processors.reasoning._errors import (
+    LLMInvalidOutput,
+    LLMNotConfigured,
+    LLMUnavailable,
+    ReasoningError,
+)
+from processors.reasoning._prompts import Message
+from processors.reasoning._types import Reasoned, Thought, Usage
+from wrenchai.settings import Settings
+
+T = TypeVar("T", bound=BaseModel)
+Sleep = Callable[[float], Awaitable[None]]
+OnThought = Callable[[Thought], Awaitable[None]]
+
+log = structlog.get_logger(__name__)
+
+# 408 and 409 are what some gateways answer under load; the rest is the issue's list.
+_RETRYABLE = frozenset({408, 409, 429})
+
+
+class _ModelFailed(Exception):
+    """One model gave up (retries spent, or an answer not worth repeating); try the next."""
+
+
+class _Retryable(Exception):
+    """A failure worth another attempt, with the server's Retry-After if it sent one."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class LLMClient:
+    """Structured answers and sequential thinking from an OpenAI-compatible server.
+
+    ``http`` lets the caller share a connection pool (the client then leaves it open);
+    ``sleep`` and ``rng`` make backoff testable without waiting.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient | None = None,
+        *,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        if settings.llm_base_url is None:
+            raise LLMNotConfigured(
+                "No LLM server is configured. Set WRENCH_LLM_BASE_URL to an OpenAI-compatible "
+                "API (for example http://127.0.0.1:11434/v1), or use the rule reasoner."
+            )
+        self._settings = settings
+        self._url = settings.llm_base_url.rstrip("/") + "/chat/completions"
+        self._models = settings.llm_models()
+        self._owns_http = http is None
+        self._http = http if http is not None else httpx.AsyncClient()
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._backoff_base_s = backoff_base_s
+        self._backoff_max_s = backoff_max_s
+        # Servers without json_schema support (older vLLM, llama.cpp, some proxies) say so
+        # with a 400 once; from then on this client asks them for a plain JSON object.
+        self._format: Literal["json_schema", "json_object"] = "json_schema"
+
+    @property
+    def models(self) -> list[str]:
+        """The models asked, in order: the configured model, then each fallback."""
+        return list(self._models)
+
+    async def aclose(self) -> None:
+        """Close the connection pool, if this client opened it."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- structured output ---------------------------------------------------------------
+
+    async def structured(
+        self, messages: list[Message], result_model: type[T], *, name: str
+    ) -> tuple[T, list[Usage]]:
+        """An answer validated by ``result_model``, and the usage of each request it took.
+
+        Invalid JSON or a schema violation gets exactly one repair attempt (the bad output and
+        the validation errors are sent back); a second failure is :class:`LLMInvalidOutput`,
+        whose ``details["usage"]`` still counts the tokens spent.
+        """
+        content, first = await self._complete(messages, result_model, name)
+        usage = [first]
+        try:
+            return _validate(content, result_model), usage
+        except ValidationError as exc:
+            log.info("llm.output_invalid", name=name, errors=exc.error_count(), repair=True)
+            repaired = _prompts.repair(messages, content, name, exc)
+        content, second = await self._complete(repaired, result_model, name)
+        usage.append(second)
+        try:
+            return _validate(content, result_model), usage
+        except ValidationError as exc:
+            log.warning("llm.output_invalid", name=name, errors=exc.error_count(), repair=False)
+            raise LLMInvalidOutput(
+                f"The model's answer for {name} is not valid for {result_model.__name__} "
+                f"even after one repair attempt:\n{_prompts.describe(exc)}",
+                name=name,
+                usage=usage,
+            ) from exc
+
+    # -- sequential thinking -------------------------------------------------------------
+
+    async def think(
+        self,
+        task_prompt: str,
+        result_model: type[T],
+        *,
+        name: str,
+        on_thought: OnThought | None = None,
+    ) -> Reasoned[T]:
+        """Numbered thoughts (at most ``llm_max_thoughts``), then the final structured answer.
+
+        ``on_thought`` is awaited with each thought as it arrives, in order. On a
+        :class:`ReasoningError` the usage of every request made so far is in
+        ``details["usage"]``, so the tokens are accounted for even when the call fails.
+        """
+        limit = self._settings.llm_max_thoughts
+        thoughts: list[Thought] = []
+        usage: list[Usage] = []
+        try:
+            for number in range(1, limit + 1):
+                messages = _prompts.next_thought(task_prompt, thoughts, number, limit)
+                raw, used = await self.structured(messages, Thought, name=f"{name}.thought")
+                usage += used
+                thought = _normalise(raw, number, limit)
+                thoughts.append(thought)
+                if on_thought is not None:
+                    await on_thought(thought)
+                if not thought.next_thought_needed:
+                    break
+            messages = _prompts.final_answer(task_prompt, thoughts, result_model, name)
+            result, used = await self.structured(messages, result_model, name=name)
+        except ReasoningError as exc:
+            exc.details["usage"] = usage + list(exc.details.get("usage", []))
+            raise
+        return Reasoned(result=result, thoughts=thoughts, usage=usage + used)
+
+    # -- transport -----------------------------------------------------------------------
+
+    async def _complete(
+        self, messages: list[Message], result_model: type[BaseModel], name: str
+    ) -> tuple[str, Usage]:
+        """The content of one answer: each model in turn, each with its retries."""
+        errors: list[str] = []
+        for model in self._models:
+            try:
+                return await self._ask(model, messages, result_model, name)
+            except _ModelFailed as exc:
+                errors.append(f"{model}: {exc}")
+                log.warning("llm.model_failed", name=name, model=model, error=str(exc))
+        raise LLMUnavailable(
+            f"No LLM answered {name}: tried {', '.join(self._models)} at {self._url}. "
+            f"Last error: {errors[-1]}. Check that the server is up and WRENCH_LLM_MODEL / "
+            "WRENCH_LLM_FALLBACK_MODELS name models it serves.",
+            name=name,
+            models=list(self._models),
+            errors=errors,
+        )
+
+    async def _ask(
+        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
+    ) -> tuple[str, Usage]:
+        """One model, retried with exponential backoff and full jitter."""
+        attempt = 0
+        while True:
+            try:
+                return await self._request(model, messages, result_model, name)
+            except _Retryable as exc:
+                if attempt >= self._settings.llm_max_retries:
+                    raise _ModelFailed(f"{exc} (after {attempt + 1} attempts)") from exc
+                delay = self._delay(attempt, exc.retry_after)
+                log.info(
+                    "llm.retry",
+                    name=name,
+                    model=model,
+                    error=str(exc),
+                    attempt=attempt + 1,
+                    delay_s=round(delay, 3),
+                )
+                await self._sleep(delay)
+                attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Retry-After when the server sent one; otherwise full jitter over 2**attempt."""
+        if retry_after is not None:
+            return min(retry_after, self._backoff_max_s)
+        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2**attempt)
+        return self._rng.uniform(0, ceiling)
+
+    async def _request(
+        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
+    ) -> tuple[str, Usage]:
+        body = self._body(model, messages, result_model, name)
+        try:
+            response = await self._http.post(
+                self._url,
+                json=body,
+                headers=self._headers(),
+                timeout=self._settings.llm_timeout_s,
+            )
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self._settings.llm_timeout_s}s") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
+        if response.status_code == 400 and self._format_unsupported(response):
+            log.info("llm.json_schema_unsupported", name=name, model=model)
+            self._format = "json_object"
+            return await self._request(model, messages, result_model, name)
+        if response.status_code in _RETRYABLE or response.status_code >= 500:
+            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+        if response.status_code != 200:
+            raise _ModelFailed(f"HTTP {response.status_code}: {_short(response.text)}")
+        return _read_answer(response, model)
+
+    def _body(
+        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
+    ) -> dict[str, Any]:
+        schema = result_model.model_json_schema()
+        if self._format == "json_schema":
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {"name": _schema_name(name), "schema": schema, "strict": True},
+            }
+        else:
+            messages = [_prompts.json_only(name, schema), *messages]
+            response_format = {"type": "json_object"}
+        return {"model": model, "messages": messages, "response_format": response_format}
+
+    def _headers(self) -> dict[str, str]:
+        key = self._settings.llm_api_key
+        return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+
+    def _format_unsupported(self, response: httpx.Response) -> bool:
+        return self._format == "json_schema" and "response_format" in response.text
+
+
+def _validate(content: str, result_model: type[T]) -> T:
+    """``content`` as ``result_model``; tolerates a markdown code fence around the JSON."""
+    text = content.strip()
+    if text.startswith("```"):
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        text = text.rsplit("```", 1)[0]
+    return result_model.model_validate_json(text)
+
+
+def _normalise(thought: Thought, number: int, limit: int) -> Thought:
+    """The thought as this call counts it: its true number, a revision of an earlier thought
+    only, and no further thought requested once the budget is spent."""
+    revises = thought.revises if thought.revises is not None and thought.revises < number else None
+    needed = thought.next_thought_needed and number < limit
+    return thought.model_copy(
+        update={"number": number, "revises": revises, "next_thought_needed": needed}
+    )
+
+
+def _read_answer(response: httpx.Response, model: str) -> tuple[str, Usage]:
+    """The message content and the reported usage of a 200 answer."""
+    try:
+        payload = response.json()
+        content = payload["choices"][0]["message"].get("content") or ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise _Retryable("answer is not a chat completion") from exc
+    reported = payload.get("usage") or {}
+    usage = Usage(
+        model=str(payload.get("model") or model),
+        prompt_tokens=int(reported.get("prompt_tokens") or 0),
+        completion_tokens=int(reported.get("completion_tokens") or 0),
+        total_tokens=int(reported.get("total_tokens") or 0),
+    )
+    return str(content), usage
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds, from either of its forms (delta-seconds or an HTTP date)."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI accepts ``[a-zA-Z0-9_-]{1,64}`` as a schema name."""
+    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
+    return cleaned[:64] or "result"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """An error body cut short: enough to diagnose, never a whole echoed prompt."""
+    return text if len(text) <= limit else text[:limit] + "…"
