@@ -1,0 +1,217 @@
+"""Tool allocation: which tools each role of a task gets.
+
+Per role, in order: its required tools (with their version constraints), one tool for
+each required capability not yet covered, chosen by score, then its optional tools when
+they are registered and usable. Two tools that conflict never serve one role.
+
+The score of a candidate weighs expected reliability against cost::
+
+    p       = alpha / (alpha + beta)          # mean of the Beta(alpha, beta) reliability
+    penalty = usd_per_call / 0.01 + seconds / 60 + tokens_per_call / 10_000
+    score   = p / (1 + penalty)
+
+so a cent per call, a minute of wall time or ten thousand tokens each halve the score of an
+otherwise equal tool. Unknown tools get the neutral prior Beta(1, 1) (p = 0.5); the
+InspectorAgent later feeds posteriors in. Ties go to the higher p, then to the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from processors.roles import RoleSpec
+from processors.tools.registry import (
+    PlanningError,
+    ToolConflictError,
+    ToolRegistry,
+    ToolSpec,
+    ToolUnavailableError,
+)
+
+NEUTRAL_PRIOR: tuple[float, float] = (1.0, 1.0)
+USD_UNIT = 0.01
+SECONDS_UNIT = 60.0
+TOKENS_UNIT = 10_000.0
+
+Reliability = Mapping[str, tuple[float, float]]
+
+
+class ToolChoice(BaseModel):
+    """One tool given to a role, why, and how it scored against the alternatives."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tool: str
+    version: str
+    need: str = Field(description="required_tool, optional_tool or capability:<name>.")
+    reliability: float = Field(description="Expected reliability, the Beta mean.")
+    score: float
+    alternatives: list[str] = Field(
+        default_factory=list, description="Other candidates for the same need, best first."
+    )
+
+
+class RoleAllocation(BaseModel):
+    """The tools of one role."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: str
+    tools: list[ToolChoice]
+
+    def names(self) -> list[str]:
+        """The allocated tool names, in allocation order."""
+        return [choice.tool for choice in self.tools]
+
+
+class Allocation(BaseModel):
+    """The tools of every role of a task; the payload of tools.allocated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    roles: list[RoleAllocation]
+    offline_only: bool = False
+
+    def for_role(self, role: str) -> RoleAllocation | None:
+        """The allocation of ``role``, if the task has that role."""
+        return next((item for item in self.roles if item.role == role), None)
+
+    def tools_for(self, role: str) -> list[str]:
+        """The tool names allocated to ``role`` (empty for a role the task lacks)."""
+        item = self.for_role(role)
+        return item.names() if item else []
+
+
+def expected_reliability(tool: str, reliability: Reliability | None) -> float:
+    """The Beta mean of ``tool``'s reliability, 0.5 when nothing is known about it."""
+    alpha, beta = (reliability or {}).get(tool, NEUTRAL_PRIOR)
+    if alpha <= 0 or beta <= 0:
+        raise PlanningError(
+            f"reliability of {tool} must be Beta(alpha, beta) with both above zero, "
+            f"not ({alpha}, {beta})",
+            tool=tool,
+        )
+    return alpha / (alpha + beta)
+
+
+def tool_score(spec: ToolSpec, reliability: Reliability | None = None) -> float:
+    """Expected reliability discounted by cost, as the module docstring documents."""
+    cost = spec.cost
+    penalty = (
+        cost.usd_per_call / USD_UNIT
+        + cost.seconds / SECONDS_UNIT
+        + cost.tokens_per_call / TOKENS_UNIT
+    )
+    return round(expected_reliability(spec.name, reliability) / (1.0 + penalty), 6)
+
+
+def rank_candidates(
+    candidates: Iterable[ToolSpec], reliability: Reliability | None = None
+) -> list[ToolSpec]:
+    """Candidates best first: by score, then expected reliability, then name."""
+    return sorted(
+        candidates,
+        key=lambda spec: (
+            -tool_score(spec, reliability),
+            -expected_reliability(spec.name, reliability),
+            spec.name,
+        ),
+    )
+
+
+def conflicts(a: ToolSpec, b: ToolSpec) -> bool:
+    """Whether either tool declares a conflict with the other."""
+    return b.name in a.conflicts_with or a.name in b.conflicts_with
+
+
+def _choice(
+    spec: ToolSpec, need: str, reliability: Reliability | None, others: Iterable[ToolSpec] = ()
+) -> ToolChoice:
+    return ToolChoice(
+        tool=spec.name,
+        version=spec.version,
+        need=need,
+        reliability=round(expected_reliability(spec.name, reliability), 6),
+        score=tool_score(spec, reliability),
+        alternatives=[other.name for other in others if other.name != spec.name],
+    )
+
+
+def _allocate_role(
+    role: RoleSpec, registry: ToolRegistry, reliability: Reliability | None, offline_only: bool
+) -> RoleAllocation:
+    chosen: list[tuple[ToolSpec, ToolChoice]] = []
+
+    def clash(spec: ToolSpec) -> ToolSpec | None:
+        return next((have for have, _ in chosen if conflicts(have, spec)), None)
+
+    for requirement in role.required_tools:
+        spec = registry.get(requirement)
+        if offline_only and not spec.offline:
+            raise ToolUnavailableError(
+                f"role {role.name} requires {spec.name}, which needs a network or an LLM, "
+                "and only offline tools can be used (no LLM is configured)",
+                role=role.name,
+                tool=spec.name,
+            )
+        other = clash(spec)
+        if other is not None:
+            raise ToolConflictError(
+                f"role {role.name} requires both {other.name} and {spec.name}, which "
+                "conflict; drop one of them from the role",
+                role=role.name,
+                tools=[other.name, spec.name],
+            )
+        if all(have.name != spec.name for have, _ in chosen):
+            chosen.append((spec, _choice(spec, "required_tool", reliability)))
+
+    for capability in role.required_capabilities:
+        if any(capability in have.capabilities for have, _ in chosen):
+            continue
+        ranked = rank_candidates(
+            registry.by_capability(capability, offline_only=offline_only), reliability
+        )
+        usable = [spec for spec in ranked if clash(spec) is None]
+        if not usable:
+            raise ToolConflictError(
+                f"every tool offering {capability!r} ({', '.join(s.name for s in ranked)}) "
+                f"conflicts with a tool role {role.name} already has "
+                f"({', '.join(have.name for have, _ in chosen)})",
+                role=role.name,
+                capability=capability,
+            )
+        best = usable[0]
+        chosen.append((best, _choice(best, f"capability:{capability}", reliability, usable)))
+
+    for requirement in role.optional_tools:
+        try:
+            spec = registry.get(requirement)
+        except PlanningError:
+            continue  # optional: a tool that is not registered is simply not given
+        allowed = spec.offline or not offline_only
+        if allowed and clash(spec) is None and all(h.name != spec.name for h, _ in chosen):
+            chosen.append((spec, _choice(spec, "optional_tool", reliability)))
+
+    return RoleAllocation(role=role.name, tools=[choice for _, choice in chosen])
+
+
+def allocate_tools(
+    roles: Iterable[RoleSpec],
+    registry: ToolRegistry,
+    reliability: Reliability | None = None,
+    offline_only: bool = False,
+) -> Allocation:
+    """The tools of each role, in the order of ``roles``.
+
+    ``reliability`` maps a tool name to its Beta(alpha, beta) posterior; ``offline_only``
+    (no LLM configured, no network) restricts every choice to offline tools, so
+    llm.complete is never allocated then. Raises MissingCapabilityError,
+    ToolConflictError, ToolUnavailableError, UnknownToolError or ToolVersionError,
+    naming the role and the tools involved.
+    """
+    return Allocation(
+        roles=[_allocate_role(role, registry, reliability, offline_only) for role in roles],
+        offline_only=offline_only,
+    )
