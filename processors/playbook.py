@@ -1,0 +1,320 @@
+"""Playbooks: a named DAG of tool steps, shipped as YAML in ``processors/playbooks/`` or
+brought inline by a task (``constraints.playbook``), and their validation.
+
+A step's input may refer to values that are known only later. The syntax is
+``{{ namespace.path }}``:
+
+- ``{{steps.<id>.output}}`` is the whole output of an upstream step, and
+  ``{{steps.<id>.output.<field>...}}`` one field of it (a list item by its index);
+  the step must be upstream, that is reachable through ``depends_on``;
+- ``{{inputs.<name>}}`` is a playbook input: its default is in the playbook's ``inputs``
+  and a task overrides it with ``constraints.playbook_inputs``;
+- ``{{task.description}}`` is the task's description.
+
+Inputs and the task description are substituted when the plan is made; step outputs when
+the step runs. A string that is exactly one reference takes the referenced value with its
+type; a reference inside a longer string, or a non-string value where the tool's schema
+wants a string, becomes text (JSON for anything that is not a string). When a step's
+input is checked against its tool's schema, a value that is a reference is accepted
+wherever it stands. Double braces around anything that does not start with ``steps``,
+``inputs`` or ``task`` are plain text (Python's ``f"{{x}}"`` in inline code stays as it is).
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from processors.tools.registry import PlanningError, ToolRegistry
+
+PLAYBOOKS_DIR = Path(__file__).with_name("playbooks")
+REFERENCE = re.compile(r"\{\{\s*((?:steps|inputs|task)(?:\.[\w-]+)*)\s*\}\}")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PlaybookError(PlanningError):
+    """A playbook that cannot run. ``code`` (also ``reason``) says why, stably:
+    PLAYBOOK_NOT_FOUND, INVALID_PLAYBOOK, DUPLICATE_STEP, UNKNOWN_TOOL, INVALID_INPUT,
+    UNKNOWN_DEPENDENCY, BAD_REFERENCE or PLAYBOOK_CYCLE."""
+
+    code = "INVALID_PLAYBOOK"
+
+    def __init__(self, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message, reason=reason, **details)
+        self.code = reason
+        self.reason = reason
+
+
+class PlaybookStep(BaseModel):
+    """One tool call of a playbook."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(pattern=_NAME.pattern, max_length=64)
+    tool: str = Field(description="A tool name, optionally with a version constraint.")
+    input: dict[str, Any] = Field(default_factory=dict)
+    depends_on: list[str] = Field(default_factory=list)
+    role: str | None = None
+    optional: bool = Field(False, description="The task may complete without this step.")
+    timeout: int | None = Field(None, ge=1, le=86_400, description="Seconds.")
+    retry: int = Field(0, ge=0, le=10, description="Retries after the first attempt.")
+    success_criteria: list[str] = Field(default_factory=list)
+
+
+class Playbook(BaseModel):
+    """A named DAG of steps. ``inputs`` holds the defaults of ``{{inputs.<name>}}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    description: str = ""
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    steps: list[PlaybookStep] = Field(min_length=1, max_length=200)
+
+
+def playbook_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a playbook, for files and for ``constraints.playbook`` inline."""
+    return Playbook.model_json_schema()
+
+
+def references(value: Any) -> list[tuple[str, ...]]:
+    """Every reference in ``value`` (nested anywhere), as dotted paths split into parts."""
+    found: list[tuple[str, ...]] = []
+    if isinstance(value, str):
+        found.extend(tuple(match.split(".")) for match in REFERENCE.findall(value))
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            found.extend(references(item))
+    elif isinstance(value, list):
+        for item in value:
+            found.extend(references(item))
+    return found
+
+
+def step_inputs(step: PlaybookStep) -> list[str]:
+    """The ids of the steps whose outputs ``step`` reads, sorted."""
+    return sorted({ref[1] for ref in references(step.input) if ref[0] == "steps" and len(ref) > 1})
+
+
+def is_reference(value: Any) -> bool:
+    """Whether ``value`` is a string that is exactly one reference."""
+    return isinstance(value, str) and REFERENCE.fullmatch(value.strip()) is not None
+
+
+def substitute(value: Any, inputs: Mapping[str, Any], task_description: str | None = None) -> Any:
+    """``value`` with ``{{inputs.*}}`` (and ``{{task.description}}`` when given) replaced;
+    references to step outputs stay as they are."""
+
+    def lookup(parts: list[str]) -> tuple[bool, Any]:
+        if parts[0] == "inputs" and len(parts) == 2 and parts[1] in inputs:
+            return True, inputs[parts[1]]
+        if parts == ["task", "description"] and task_description is not None:
+            return True, task_description
+        return False, None
+
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value.strip())
+        if whole:
+            known, found = lookup(whole.group(1).split("."))
+            return found if known else value
+
+        def text(match: re.Match[str]) -> str:
+            known, found = lookup(match.group(1).split("."))
+            if not known:
+                return match.group(0)
+            return found if isinstance(found, str) else json.dumps(found, sort_keys=True)
+
+        return REFERENCE.sub(text, value)
+    if isinstance(value, Mapping):
+        return {key: substitute(item, inputs, task_description) for key, item in value.items()}
+    if isinstance(value, list):
+        return [substitute(item, inputs, task_description) for item in value]
+    return value
+
+
+def topological_steps(playbook: Playbook) -> list[PlaybookStep]:
+    """The steps with each after its dependencies; ties keep the playbook's order.
+
+    Raises PlaybookError UNKNOWN_DEPENDENCY or PLAYBOOK_CYCLE.
+    """
+    index = {step.id: position for position, step in enumerate(playbook.steps)}
+    pending: dict[str, set[str]] = {}
+    for step in playbook.steps:
+        unknown = [dep for dep in step.depends_on if dep not in index]
+        if unknown:
+            raise PlaybookError(
+                "UNKNOWN_DEPENDENCY",
+                f"step {step.id} depends on {', '.join(unknown)}, which playbook "
+                f"{playbook.name} does not have; its steps: {', '.join(index)}",
+                step=step.id,
+                missing=unknown,
+            )
+        pending[step.id] = set(step.depends_on)
+    ready = [(index[sid], sid) for sid, deps in pending.items() if not deps]
+    heapq.heapify(ready)
+    ordered: list[PlaybookStep] = []
+    while ready:
+        _, sid = heapq.heappop(ready)
+        ordered.append(playbook.steps[index[sid]])
+        for other, deps in pending.items():
+            if sid in deps:
+                deps.discard(sid)
+                if not deps:
+                    heapq.heappush(ready, (index[other], other))
+    if len(ordered) != len(playbook.steps):
+        stuck = sorted(sid for sid, deps in pending.items() if deps)
+        raise PlaybookError(
+            "PLAYBOOK_CYCLE",
+            f"steps of playbook {playbook.name} depend on each other in a circle: "
+            f"{', '.join(stuck)}",
+            steps=stuck,
+        )
+    return ordered
+
+
+def upstream(playbook: Playbook) -> dict[str, set[str]]:
+    """For each step id, every step it depends on, directly or not."""
+    ancestors: dict[str, set[str]] = {}
+    for step in topological_steps(playbook):
+        found = set(step.depends_on)
+        for dep in step.depends_on:
+            found |= ancestors[dep]
+        ancestors[step.id] = found
+    return ancestors
+
+
+def _check_references(playbook: Playbook, step: PlaybookStep, ancestors: set[str]) -> None:
+    for ref in references(step.input):
+        text = "{{" + ".".join(ref) + "}}"
+        if ref[0] == "steps" and len(ref) >= 3 and ref[2] == "output":
+            if ref[1] not in ancestors:
+                raise PlaybookError(
+                    "BAD_REFERENCE",
+                    f"step {step.id} reads {text}, but {ref[1]} is not upstream of it; add "
+                    f"{ref[1]} to its depends_on (directly or through another step)",
+                    step=step.id,
+                    reference=text,
+                )
+        elif ref[0] == "inputs" and len(ref) == 2:
+            if ref[1] not in playbook.inputs:
+                raise PlaybookError(
+                    "BAD_REFERENCE",
+                    f"step {step.id} reads {text}, but playbook {playbook.name} declares "
+                    f"no input {ref[1]!r}; its inputs: {', '.join(playbook.inputs) or 'none'}",
+                    step=step.id,
+                    reference=text,
+                )
+        elif ref != ("task", "description"):
+            raise PlaybookError(
+                "BAD_REFERENCE",
+                f"step {step.id} has {text}, which is not a reference WrenchAI knows; use "
+                "{{steps.<id>.output[.field]}}, {{inputs.<name>}} or {{task.description}}",
+                step=step.id,
+                reference=text,
+            )
+
+
+def _check_input(playbook: Playbook, step: PlaybookStep, registry: ToolRegistry) -> None:
+    try:
+        spec = registry.get(step.tool)
+    except PlanningError as exc:
+        raise PlaybookError(
+            "UNKNOWN_TOOL", f"step {step.id}: {exc.message}", step=step.id, tool=step.tool
+        ) from exc
+    value = substitute(step.input, playbook.inputs)
+    validator = Draft202012Validator(spec.input_schema)
+    for error in sorted(validator.iter_errors(value), key=lambda e: list(e.absolute_path)):
+        if is_reference(error.instance):
+            continue  # known only when the plan is made or the upstream step has run
+        where = "/".join(str(part) for part in error.absolute_path) or "(input)"
+        raise PlaybookError(
+            "INVALID_INPUT",
+            f"step {step.id}: input for {spec.ref} is invalid at {where}: {error.message}",
+            step=step.id,
+            tool=spec.name,
+            path=where,
+        )
+
+
+def validate_playbook(playbook: Playbook, registry: ToolRegistry) -> Playbook:
+    """``playbook`` if it can run with ``registry``'s tools; PlaybookError otherwise."""
+    seen: set[str] = set()
+    for step in playbook.steps:
+        if step.id in seen:
+            raise PlaybookError(
+                "DUPLICATE_STEP",
+                f"playbook {playbook.name} has two steps called {step.id}; step ids are unique",
+                step=step.id,
+            )
+        seen.add(step.id)
+    ancestors = upstream(playbook)
+    for step in playbook.steps:
+        _check_input(playbook, step, registry)
+        _check_references(playbook, step, ancestors[step.id])
+    return playbook
+
+
+def list_playbooks(directory: Path = PLAYBOOKS_DIR) -> list[str]:
+    """The names of the playbook files in ``directory``, sorted."""
+    return sorted(path.stem for path in Path(directory).glob("*.yaml"))
+
+
+def _parse(raw: Any, origin: str) -> Playbook:
+    try:
+        return Playbook.model_validate(raw)
+    except ValidationError as exc:
+        raise PlaybookError(
+            "INVALID_PLAYBOOK", f"{origin} is not a valid playbook: {exc}", origin=origin
+        ) from None
+
+
+def load_playbook(
+    name_or_inline: str | Mapping[str, Any],
+    directory: Path = PLAYBOOKS_DIR,
+    inputs: Mapping[str, Any] | None = None,
+) -> Playbook:
+    """A shipped playbook by name (``research_report``) or an inline one (a mapping in
+    the playbook schema), with ``inputs`` (``constraints.playbook_inputs``) over its
+    defaults. Validate it with :func:`validate_playbook` before use."""
+    if isinstance(name_or_inline, str):
+        name = name_or_inline
+        path = Path(directory) / f"{name}.yaml"
+        if not _NAME.match(name) or not path.is_file():
+            raise PlaybookError(
+                "PLAYBOOK_NOT_FOUND",
+                f"there is no playbook called {name!r}; available: "
+                f"{', '.join(list_playbooks(directory)) or 'none'}",
+                playbook=name,
+            )
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise PlaybookError("INVALID_PLAYBOOK", f"{path} is not YAML: {exc}") from exc
+        playbook = _parse(raw, str(path))
+    else:
+        playbook = _parse(dict(name_or_inline), "the inline playbook")
+    if inputs:
+        unknown = sorted(set(inputs) - set(playbook.inputs))
+        if unknown:
+            raise PlaybookError(
+                "INVALID_PLAYBOOK",
+                f"playbook {playbook.name} takes no input {', '.join(unknown)}; its inputs: "
+                f"{', '.join(playbook.inputs) or 'none'}",
+                playbook=playbook.name,
+                unknown=unknown,
+            )
+        playbook = playbook.model_copy(update={"inputs": {**playbook.inputs, **inputs}})
+    return playbook
+
+
+def playbook_roles(playbook: Playbook) -> list[str]:
+    """The roles the playbook's steps name, sorted (for the SuperAgent to assign)."""
+    return sorted({step.role for step in playbook.steps if step.role})
