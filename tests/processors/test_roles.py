@@ -189,7 +189,7 @@ def test_constraints_naming_an_unknown_role_are_refused(catalog: RoleCatalog) ->
 
 
 def test_a_malformed_roles_constraint_is_refused(catalog: RoleCatalog) -> None:
-    with pytest.raises(RoleConstraintError, match="constraints.roles must be an object"):
+    with pytest.raises(RoleConstraintError, match=r"constraints\.roles must be an object"):
         validate_role_assignment(["writer"], catalog, {"roles": ["writer"]})
 
 
