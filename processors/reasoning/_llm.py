@@ -66,7 +66,7 @@ class LLMClient:
         sleep: Sleep = asyncio.sleep,
         rng: random.Random | None = None,
         backoff_base_s: float = 0.5,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 60.0,
     ) -> None:
         if settings.llm_base_url is None:
             raise LLMNotConfigured(
@@ -252,9 +252,10 @@ class LLMClient:
     ) -> dict[str, Any]:
         schema = result_model.model_json_schema()
         if self._format == "json_schema":
+            strict = strict_schema(schema)
             response_format: dict[str, Any] = {
                 "type": "json_schema",
-                "json_schema": {"name": _schema_name(name), "schema": schema, "strict": True},
+                "json_schema": {"name": _schema_name(name), "schema": strict, "strict": True},
             }
         else:
             messages = [_prompts.json_only(name, schema), *messages]
@@ -267,6 +268,31 @@ class LLMClient:
 
     def _format_unsupported(self, response: httpx.Response) -> bool:
         return self._format == "json_schema" and "response_format" in response.text
+
+
+def strict_schema(node: Any) -> Any:
+    """``node`` as OpenAI's strict structured outputs accept it: every object closed
+    (``additionalProperties: false``) with every property required, and no ``default``.
+
+    Optional fields stay optional in effect: pydantic types them as nullable, so the model
+    answers null. The result model still validates the answer with its own defaults.
+    """
+    if isinstance(node, list):
+        return [strict_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "default":
+            continue
+        if key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {name: strict_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = strict_schema(value)
+    if isinstance(out.get("properties"), dict):
+        out["additionalProperties"] = False
+        out["required"] = list(out["properties"])
+    return out
 
 
 def _validate(content: str, result_model: type[T]) -> T:

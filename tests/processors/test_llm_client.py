@@ -20,6 +20,7 @@ from processors.reasoning import (
     ReasoningError,
     Usage,
 )
+from processors.reasoning._llm import strict_schema
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
@@ -97,7 +98,11 @@ async def test_structured_answer_is_validated_and_reports_usage(
     assert request.messages == MESSAGES
     assert request.body["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "verdict", "schema": Verdict.model_json_schema(), "strict": True},
+        "json_schema": {
+            "name": "verdict",
+            "schema": strict_schema(Verdict.model_json_schema()),
+            "strict": True,
+        },
     }
     assert sleeps.delays == []
 
@@ -340,3 +345,28 @@ async def test_a_shared_http_client_is_left_open(llm_server: OpenAIServer, sleep
         async with llm:
             await llm.structured(MESSAGES, Verdict, name="verdict")
         assert not http.is_closed
+
+
+def test_strict_schema_closes_every_object_and_requires_every_property() -> None:
+    """OpenAI's strict mode wants closed objects, every property required and no defaults;
+    nested models (in $defs) get the same treatment, and nullable fields stay nullable."""
+
+    class Inner(BaseModel):
+        name: str
+        note: str | None = None
+
+    class Outer(BaseModel):
+        inner: Inner
+        items: list[Inner] = []
+        default: int = 3  # a field named "default" is a property, not the keyword
+
+    schema = strict_schema(Outer.model_json_schema())
+    assert schema["additionalProperties"] is False
+    assert schema["required"] == ["inner", "items", "default"]
+    assert "default" in schema["properties"]
+    assert "default" not in schema["properties"]["default"]
+    inner = schema["$defs"]["Inner"]
+    assert inner["additionalProperties"] is False
+    assert inner["required"] == ["name", "note"]
+    assert {"type": "null"} in inner["properties"]["note"]["anyOf"]
+    assert "default" not in inner["properties"]["note"]

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel
 
 from processors.reasoning import LLMClient, LLMInvalidOutput, LLMUnavailable, Thought
+from processors.reasoning._llm import strict_schema
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.settings import Settings
 
@@ -115,14 +116,18 @@ async def test_requests_carry_the_task_and_the_thoughts_so_far(
     for request in (first, second, final):
         assert {"role": "user", "content": TASK} in request.messages
     assert first.body["response_format"]["json_schema"]["name"] == "plan_thought"
-    assert first.body["response_format"]["json_schema"]["schema"] == Thought.model_json_schema()
+    assert first.body["response_format"]["json_schema"]["schema"] == strict_schema(
+        Thought.model_json_schema()
+    )
     assert second.messages[-1]["content"] == "Thought 2 of at most 4."
     earlier = [m for m in second.messages if m["role"] == "assistant"]
     assert [json.loads(m["content"])["text"] for m in earlier] == ["first"]
     told = [json.loads(m["content"])["text"] for m in final.messages if m["role"] == "assistant"]
     assert told == ["first", "second"]
     assert final.body["response_format"]["json_schema"]["name"] == "plan"
-    assert final.body["response_format"]["json_schema"]["schema"] == Plan.model_json_schema()
+    assert final.body["response_format"]["json_schema"]["schema"] == strict_schema(
+        Plan.model_json_schema()
+    )
 
 
 async def test_thinking_stops_at_llm_max_thoughts(server: OpenAIServer, llm: LLMClient) -> None:
