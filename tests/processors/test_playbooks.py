@@ -1,0 +1,258 @@
+"""Playbooks: the schema, the shipped templates, loading by name or inline, references, and
+each reason validation gives for refusing a playbook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from processors.playbook import (
+    PLAYBOOKS_DIR,
+    Playbook,
+    PlaybookError,
+    is_reference,
+    list_playbooks,
+    load_playbook,
+    playbook_json_schema,
+    playbook_roles,
+    references,
+    step_inputs,
+    substitute,
+    topological_steps,
+    upstream,
+    validate_playbook,
+)
+from processors.roles import load_role_catalog
+from processors.tools import PlanningError, ToolRegistry, builtin_registry
+
+REGISTRY = builtin_registry()
+
+
+def _inline(*steps: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"name": "inline", "steps": list(steps), **fields}
+
+
+def _reason(raw: dict[str, Any], registry: ToolRegistry = REGISTRY) -> str:
+    with pytest.raises(PlaybookError) as info:
+        validate_playbook(load_playbook(raw), registry)
+    assert info.value.code == info.value.reason
+    return info.value.reason
+
+
+SEARCH = {"id": "search", "tool": "web.search", "input": {"query": "kafka"}}
+
+
+def test_the_shipped_playbooks_include_the_three_the_issue_needs() -> None:
+    assert {"research_report", "code_task", "research_and_analyse"} <= set(list_playbooks())
+
+
+@pytest.mark.parametrize("name", list_playbooks())
+def test_every_shipped_playbook_loads_validates_and_uses_catalog_roles(name: str) -> None:
+    playbook = validate_playbook(load_playbook(name), REGISTRY)
+    assert playbook.name == name
+    catalog = load_role_catalog()
+    assert all(role in catalog for role in playbook_roles(playbook))
+
+
+@pytest.mark.parametrize("name", list_playbooks())
+def test_every_shipped_playbook_file_matches_the_published_json_schema(name: str) -> None:
+    raw = yaml.safe_load((PLAYBOOKS_DIR / f"{name}.yaml").read_text())
+    jsonschema.validate(raw, playbook_json_schema())
+
+
+def test_the_research_report_uses_only_offline_tools_in_a_chain() -> None:
+    playbook = load_playbook("research_report")
+    assert [s.tool for s in playbook.steps] == ["web.search", "text.summarize", "report.compile"]
+    assert all(REGISTRY.get(step.tool).offline for step in playbook.steps)
+    assert [s.id for s in topological_steps(playbook)] == ["search", "summarize", "report"]
+
+
+def test_the_parallel_playbook_has_two_branches_that_share_an_ancestor_and_a_join() -> None:
+    playbook = load_playbook("research_and_analyse")
+    after_search = [s.id for s in playbook.steps if s.depends_on == ["search"]]
+    assert len(after_search) == 2
+    join = next(s for s in playbook.steps if set(s.depends_on) == set(after_search))
+    assert join.tool == "report.compile"
+
+
+def test_the_code_task_takes_its_code_from_the_task_inputs() -> None:
+    playbook = load_playbook("code_task", inputs={"code": "print(6 * 7)"})
+    run = playbook.steps[0]
+    assert substitute(run.input, playbook.inputs)["code"] == "print(6 * 7)"
+    with pytest.raises(PlaybookError, match="takes no input colour") as info:
+        load_playbook("code_task", inputs={"colour": "red"})
+    assert info.value.reason == "INVALID_PLAYBOOK"
+
+
+def test_an_unknown_playbook_name_lists_the_available_ones() -> None:
+    with pytest.raises(PlaybookError, match="research_report") as info:
+        load_playbook("no_such_playbook")
+    assert info.value.reason == "PLAYBOOK_NOT_FOUND"
+
+
+def test_a_name_cannot_escape_the_playbook_folder(tmp_path: Path) -> None:
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "secret.yaml").write_text("name: secret\nsteps: []\n")
+    with pytest.raises(PlaybookError) as info:
+        load_playbook("../secret", directory=tmp_path / "inner")
+    assert info.value.reason == "PLAYBOOK_NOT_FOUND"
+
+
+def test_a_playbook_file_that_is_not_yaml_is_invalid(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(PlaybookError) as info:
+        load_playbook("broken", directory=tmp_path)
+    assert info.value.reason == "INVALID_PLAYBOOK"
+
+
+def test_an_inline_playbook_in_the_wrong_shape_is_invalid() -> None:
+    assert _reason({"name": "x", "steps": []}) == "INVALID_PLAYBOOK"
+    assert _reason(_inline({**SEARCH, "colour": "red"})) == "INVALID_PLAYBOOK"
+    assert _reason(_inline({**SEARCH, "retry": -1})) == "INVALID_PLAYBOOK"
+
+
+def test_a_valid_inline_playbook_is_returned_unchanged() -> None:
+    raw = _inline(
+        SEARCH,
+        {
+            "id": "sum",
+            "tool": "text.summarize>=1",
+            "depends_on": ["search"],
+            "input": {"text": "{{steps.search.output.results}}", "max_sentences": 3},
+        },
+    )
+    playbook = load_playbook(raw)
+    assert validate_playbook(playbook, REGISTRY) is playbook
+
+
+def test_duplicate_step_ids_are_refused() -> None:
+    assert _reason(_inline(SEARCH, SEARCH)) == "DUPLICATE_STEP"
+
+
+def test_an_unknown_tool_is_refused() -> None:
+    assert _reason(_inline({"id": "x", "tool": "shell.exec"})) == "UNKNOWN_TOOL"
+
+
+def test_an_unsatisfiable_tool_version_is_refused_as_an_unknown_tool() -> None:
+    assert _reason(_inline({**SEARCH, "tool": "web.search>=2"})) == "UNKNOWN_TOOL"
+
+
+def test_an_input_that_breaks_the_tool_schema_is_refused_with_its_path() -> None:
+    with pytest.raises(PlaybookError, match="invalid at limit") as info:
+        validate_playbook(
+            load_playbook(_inline({**SEARCH, "input": {"query": "q", "limit": 500}})), REGISTRY
+        )
+    assert info.value.reason == "INVALID_INPUT"
+    assert _reason(_inline({**SEARCH, "input": {}})) == "INVALID_INPUT"
+    assert _reason(_inline({**SEARCH, "input": {"query": "q", "extra": 1}})) == "INVALID_INPUT"
+
+
+def test_inputs_are_substituted_before_the_schema_check() -> None:
+    raw = _inline(
+        {**SEARCH, "input": {"query": "q", "limit": "{{inputs.limit}}"}}, inputs={"limit": 500}
+    )
+    assert _reason(raw) == "INVALID_INPUT"
+
+
+def test_a_reference_counts_as_valid_wherever_it_stands() -> None:
+    raw = _inline(
+        SEARCH,
+        {
+            "id": "run",
+            "tool": "code.python",
+            "depends_on": ["search"],
+            "input": {"code": "print(1)", "timeout_s": "{{steps.search.output.count}}"},
+        },
+    )
+    validate_playbook(load_playbook(raw), REGISTRY)
+
+
+def test_an_unknown_dependency_is_refused() -> None:
+    assert _reason(_inline({**SEARCH, "depends_on": ["ghost"]})) == "UNKNOWN_DEPENDENCY"
+
+
+def test_a_cycle_is_refused_naming_its_steps() -> None:
+    raw = _inline(
+        {**SEARCH, "id": "a", "depends_on": ["b"]},
+        {**SEARCH, "id": "b", "depends_on": ["a"]},
+        {**SEARCH, "id": "c"},
+    )
+    with pytest.raises(PlaybookError, match="a, b") as info:
+        validate_playbook(load_playbook(raw), REGISTRY)
+    assert info.value.reason == "PLAYBOOK_CYCLE"
+    assert _reason(_inline({**SEARCH, "depends_on": ["search"]})) == "PLAYBOOK_CYCLE"
+
+
+def test_a_reference_to_a_step_that_is_not_upstream_is_refused() -> None:
+    raw = _inline(
+        SEARCH,
+        {**SEARCH, "id": "other", "input": {"query": "{{steps.search.output}}"}},
+    )
+    with pytest.raises(PlaybookError, match="add search to its depends_on") as info:
+        validate_playbook(load_playbook(raw), REGISTRY)
+    assert info.value.reason == "BAD_REFERENCE"
+
+
+def test_a_reference_through_an_intermediate_step_is_upstream() -> None:
+    raw = _inline(
+        SEARCH,
+        {**SEARCH, "id": "mid", "depends_on": ["search"]},
+        {
+            **SEARCH,
+            "id": "last",
+            "depends_on": ["mid"],
+            "input": {"query": "{{steps.search.output}}"},
+        },
+    )
+    playbook = validate_playbook(load_playbook(raw), REGISTRY)
+    assert upstream(playbook)["last"] == {"mid", "search"}
+    assert step_inputs(playbook.steps[2]) == ["search"]
+
+
+def test_references_to_undeclared_inputs_or_unknown_fields_are_refused() -> None:
+    assert _reason(_inline({**SEARCH, "input": {"query": "{{inputs.topic}}"}})) == "BAD_REFERENCE"
+    assert _reason(_inline({**SEARCH, "input": {"query": "{{task.title}}"}})) == "BAD_REFERENCE"
+    assert _reason(_inline({**SEARCH, "input": {"query": "{{steps.search}}"}})) == "BAD_REFERENCE"
+
+
+def test_double_braces_outside_the_reference_namespaces_are_plain_text() -> None:
+    code = 'name = "x"\nprint(f"{{name}}")'
+    raw = _inline({"id": "run", "tool": "code.python", "input": {"code": code}})
+    validate_playbook(load_playbook(raw), REGISTRY)
+    assert references(code) == []
+
+
+def test_substitution_keeps_types_for_whole_references_and_renders_text_inside_strings() -> None:
+    value = {
+        "limit": "{{inputs.limit}}",
+        "query": "about {{task.description}} ({{inputs.limit}})",
+        "later": "{{steps.search.output}}",
+        "list": ["{{ inputs.tags }}"],
+    }
+    done = substitute(value, {"limit": 5, "tags": ["a", "b"]}, "kafka")
+    assert done == {
+        "limit": 5,
+        "query": "about kafka (5)",
+        "later": "{{steps.search.output}}",
+        "list": [["a", "b"]],
+    }
+    assert is_reference("{{ steps.a.output }}")
+    assert not is_reference("see {{steps.a.output}}")
+
+
+def test_playbook_errors_are_planning_errors() -> None:
+    assert issubclass(PlaybookError, PlanningError)
+
+
+def test_the_json_schema_describes_steps_and_their_fields() -> None:
+    schema = playbook_json_schema()
+    assert schema["title"] == "Playbook"
+    step = schema["$defs"]["PlaybookStep"]
+    assert {"id", "tool", "input", "depends_on", "role", "optional", "timeout", "retry"} <= set(
+        step["properties"]
+    )
+    Playbook.model_validate(_inline(SEARCH))
