@@ -142,9 +142,11 @@ class LLMClient:
         *,
         name: str,
         on_thought: OnThought | None = None,
+        instructions: str | None = None,
     ) -> Reasoned[T]:
         """Numbered thoughts (at most ``llm_max_thoughts``), then the final structured answer.
 
+        ``instructions`` (who is reasoning, and to what end) lead every system message.
         ``on_thought`` is awaited with each thought as it arrives, in order. On a
         :class:`ReasoningError` the usage of every request made so far is in
         ``details["usage"]``, so the tokens are accounted for even when the call fails.
@@ -154,7 +156,7 @@ class LLMClient:
         usage: list[Usage] = []
         try:
             for number in range(1, limit + 1):
-                messages = _prompts.next_thought(task_prompt, thoughts, number, limit)
+                messages = _prompts.next_thought(task_prompt, thoughts, number, limit, instructions)
                 raw, used = await self.structured(messages, Thought, name=f"{name}.thought")
                 usage += used
                 thought = _normalise(raw, number, limit)
@@ -163,7 +165,9 @@ class LLMClient:
                     await on_thought(thought)
                 if not thought.next_thought_needed:
                     break
-            messages = _prompts.final_answer(task_prompt, thoughts, result_model, name)
+            messages = _prompts.final_answer(
+                task_prompt, thoughts, result_model, name, instructions
+            )
             result, used = await self.structured(messages, result_model, name=name)
         except ReasoningError as exc:
             exc.details["usage"] = usage + list(exc.details.get("usage", []))
@@ -258,7 +262,7 @@ class LLMClient:
                 "json_schema": {"name": _schema_name(name), "schema": strict, "strict": True},
             }
         else:
-            messages = [_prompts.json_only(name, schema), *messages]
+            messages = _prompts.with_json_only(messages, name, schema)
             response_format = {"type": "json_object"}
         return {"model": model, "messages": messages, "response_format": response_format}
 

@@ -67,23 +67,46 @@ def _with_thoughts(task_prompt: str, thoughts: list[Thought]) -> list[Message]:
     return messages
 
 
+def _system(text: str, instructions: str | None) -> Message:
+    """The caller's instructions (the agent's role, say) first, then the step's own."""
+    return {"role": "system", "content": f"{instructions}\n\n{text}" if instructions else text}
+
+
 def next_thought(
-    task_prompt: str, thoughts: list[Thought], number: int, limit: int
+    task_prompt: str,
+    thoughts: list[Thought],
+    number: int,
+    limit: int,
+    instructions: str | None = None,
 ) -> list[Message]:
     """Ask for thought ``number`` given the task and the thoughts so far."""
     return [
-        {"role": "system", "content": THINKING.format(limit=limit)},
+        _system(THINKING.format(limit=limit), instructions),
         *_with_thoughts(task_prompt, thoughts),
         {"role": "user", "content": f"Thought {number} of at most {limit}."},
     ]
 
 
 def final_answer(
-    task_prompt: str, thoughts: list[Thought], result_model: type[BaseModel], name: str
+    task_prompt: str,
+    thoughts: list[Thought],
+    result_model: type[BaseModel],
+    name: str,
+    instructions: str | None = None,
 ) -> list[Message]:
     """Ask for the structured answer, given the task and every thought."""
     return [
-        {"role": "system", "content": ANSWER.format(name=name)},
+        _system(ANSWER.format(name=name), instructions),
         *_with_thoughts(task_prompt, thoughts),
         {"role": "user", "content": f"Final answer ({result_model.__name__})."},
     ]
+
+
+def with_json_only(messages: list[Message], name: str, schema: dict[str, Any]) -> list[Message]:
+    """``messages`` asking for JSON in the system message; one system message, since some
+    chat templates (llama.cpp, several Ollama models) reject a second one."""
+    ask = json_only(name, schema)
+    if messages and messages[0]["role"] == "system":
+        merged = {"role": "system", "content": f"{messages[0]['content']}\n\n{ask['content']}"}
+        return [merged, *messages[1:]]
+    return [ask, *messages]

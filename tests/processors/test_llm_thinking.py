@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
+import structlog.testing
 from pydantic import BaseModel
 
 from processors.reasoning import LLMClient, LLMInvalidOutput, LLMUnavailable, Thought
@@ -202,3 +203,53 @@ async def test_an_unavailable_server_mid_thinking_keeps_the_usage_spent(
         await llm.think(TASK, Plan, name="plan")
 
     assert [u.prompt_tokens for u in caught.value.details["usage"]] == [50]
+
+
+async def test_instructions_lead_every_system_message(server: OpenAIServer, llm: LLMClient) -> None:
+    """The caller's instructions (the agent's role) open the system message of each thought
+    request and of the final request."""
+    server.answer(thought(1, "only", more=False))
+    server.answer(PLAN)
+
+    await llm.think(TASK, Plan, name="plan", instructions="You are WrenchAI's planner.")
+
+    for request in server.requests:
+        [system] = [m for m in request.messages if m["role"] == "system"]
+        assert system["content"].startswith("You are WrenchAI's planner.\n\n")
+
+
+async def test_json_object_mode_keeps_a_single_system_message(
+    server: OpenAIServer, llm: LLMClient
+) -> None:
+    """On a server without json_schema support the schema request joins the existing system
+    message: some chat templates reject a second one."""
+    server.error(400, "Unsupported parameter: response_format.json_schema")
+    server.answer(thought(1, "only", more=False))
+    server.answer(PLAN)
+
+    reasoned = await llm.think(TASK, Plan, name="plan")
+
+    assert reasoned.result == PLAN
+    for request in server.requests[1:]:
+        assert request.response_format == "json_object"
+        systems = [m for m in request.messages if m["role"] == "system"]
+        assert len(systems) == 1 and "JSON Schema" in systems[0]["content"]
+    assert "step by step" in server.requests[1].messages[0]["content"]
+
+
+async def test_prompts_and_completions_are_never_logged(
+    server: OpenAIServer, llm: LLMClient
+) -> None:
+    """Prompts and answers are user content: even a call that needs repairs, retries and
+    fails logs neither (only names, models, counts and delays)."""
+    secret_task = "Summarise the contract of ACME-SECRET-4471."
+    server.answer(thought(1, "The contract ACME-SECRET-4471 says...", more=False))
+    server.answer('{"stages": "ACME-SECRET-4471"')
+    server.error(500, "upstream echoed ACME-SECRET-4471")
+    server.error(500)
+
+    with structlog.testing.capture_logs() as logs, pytest.raises(LLMUnavailable):
+        await llm.think(secret_task, Plan, name="plan")
+
+    assert logs, "the failure was logged"
+    assert "ACME-SECRET-4471" not in repr(logs)
