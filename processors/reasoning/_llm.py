@@ -248,7 +248,7 @@ class LLMClient:
         if response.status_code in _RETRYABLE or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
         if response.status_code != 200:
-            raise _ModelFailed(f"HTTP {response.status_code}: {_short(response.text)}")
+            raise _ModelFailed(f"HTTP {response.status_code}: {_error_message(response)}")
         return _read_answer(response, model)
 
     def _body(
@@ -357,6 +357,11 @@ def _schema_name(name: str) -> str:
     return cleaned[:64] or "result"
 
 
-def _short(text: str, limit: int = 200) -> str:
-    """An error body cut short: enough to diagnose, never a whole echoed prompt."""
+def _error_message(response: httpx.Response, limit: int = 200) -> str:
+    """The server's own words for an error (OpenAI's ``error.message``), cut short: enough
+    to diagnose, never a whole echoed request."""
+    try:
+        text = str(response.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        text = response.text
     return text if len(text) <= limit else text[:limit] + "…"

@@ -318,6 +318,18 @@ async def test_other_4xx_is_not_retried_but_falls_back(
     assert sleeps.delays == []
 
 
+async def test_a_client_error_names_the_servers_message(
+    llm_server: OpenAIServer, sleeps: Sleeps
+) -> None:
+    """A 401 is not retried; LLMUnavailable quotes the server's error message, so the fix
+    (a key) is obvious."""
+    llm_server.error(401, "Incorrect API key provided")
+    async with client(llm_server, sleeps) as llm:
+        with pytest.raises(LLMUnavailable, match="HTTP 401: Incorrect API key provided"):
+            await llm.structured(MESSAGES, Verdict, name="verdict")
+    assert len(llm_server.requests) == 1
+
+
 async def test_an_answer_that_is_not_a_chat_completion_is_retried(
     llm_server: OpenAIServer, sleeps: Sleeps
 ) -> None:
