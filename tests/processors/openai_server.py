@@ -84,10 +84,12 @@ class OpenAIServer:
         completion_tokens: int = 5,
         model: str | None = None,
         delay_s: float = 0.0,
+        usage: bool = True,
     ) -> None:
         """A 200 chat completion whose message content is ``content`` (models become JSON).
 
         ``model`` is the model the answer claims; by default the one that was asked.
+        ``usage=False`` leaves the usage block out, as some local servers do.
         """
         if isinstance(content, BaseModel):
             content = content.model_dump_json()
@@ -100,7 +102,9 @@ class OpenAIServer:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
-            },
+            }
+            if usage
+            else None,
         }
         self._script.append(Reply(200, json.dumps(body), {"x-scripted": "answer"}, delay_s))
 
@@ -149,7 +153,7 @@ class OpenAIServer:
 
 def _completion(scripted: dict[str, Any], asked: str) -> dict[str, Any]:
     """A chat.completion object around the scripted content and usage."""
-    return {
+    completion: dict[str, Any] = {
         "id": "chatcmpl-scripted",
         "object": "chat.completion",
         "created": 0,
@@ -161,5 +165,7 @@ def _completion(scripted: dict[str, Any], asked: str) -> dict[str, Any]:
                 "finish_reason": "stop",
             }
         ],
-        "usage": scripted["usage"],
     }
+    if scripted["usage"] is not None:
+        completion["usage"] = scripted["usage"]
+    return completion

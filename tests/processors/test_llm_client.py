@@ -342,6 +342,28 @@ async def test_an_answer_that_is_not_a_chat_completion_is_retried(
     assert len(sleeps.delays) == 1
 
 
+async def test_retry_after_beyond_the_cap_waits_the_cap(
+    llm_server: OpenAIServer, sleeps: Sleeps
+) -> None:
+    """A Retry-After of ten minutes is capped at the longest backoff (60 s): a reasoning call
+    must stay bounded; the retry then meets the server's answer or its next 429."""
+    llm_server.error(429, retry_after="600")
+    llm_server.answer(GOOD)
+    async with client(llm_server, sleeps) as llm:
+        await llm.structured(MESSAGES, Verdict, name="verdict")
+    assert sleeps.delays == [60.0]
+
+
+async def test_an_answer_without_usage_counts_zero_tokens(
+    llm_server: OpenAIServer, sleeps: Sleeps
+) -> None:
+    """A server that reports no usage still yields one Usage for the request, with zeros."""
+    llm_server.answer(GOOD, usage=False)
+    async with client(llm_server, sleeps) as llm:
+        _, usage = await llm.structured(MESSAGES, Verdict, name="verdict")
+    assert usage == [Usage(model="model-a", prompt_tokens=0, completion_tokens=0, total_tokens=0)]
+
+
 def test_no_base_url_is_llm_not_configured() -> None:
     """Without WRENCH_LLM_BASE_URL there is no LLM client; the error says which knob to set."""
     with pytest.raises(LLMNotConfigured, match="WRENCH_LLM_BASE_URL") as caught:

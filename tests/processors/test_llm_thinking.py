@@ -11,7 +11,7 @@ import pytest
 import structlog.testing
 from pydantic import BaseModel
 
-from processors.reasoning import LLMClient, LLMInvalidOutput, LLMUnavailable, Thought
+from processors.reasoning import LLMClient, LLMInvalidOutput, LLMUnavailable, Reasoned, Thought
 from processors.reasoning._llm import strict_schema
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.settings import Settings
@@ -253,3 +253,19 @@ async def test_prompts_and_completions_are_never_logged(
 
     assert logs, "the failure was logged"
     assert "ACME-SECRET-4471" not in repr(logs)
+
+
+async def test_a_reasoned_result_round_trips_through_json(
+    server: OpenAIServer, llm: LLMClient
+) -> None:
+    """What think() returns serialises and reads back as Reasoned[Plan], so it can travel in
+    events and be replayed instead of asking the LLM again."""
+    server.answer(thought(1, "only", more=False))
+    server.answer(PLAN)
+
+    reasoned = await llm.think(TASK, Plan, name="plan")
+
+    again = Reasoned[Plan].model_validate_json(reasoned.model_dump_json())
+    assert again.result == PLAN
+    assert again.thoughts == reasoned.thoughts
+    assert again.usage == reasoned.usage
