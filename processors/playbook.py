@@ -318,3 +318,12 @@ def load_playbook(
 def playbook_roles(playbook: Playbook) -> list[str]:
     """The roles the playbook's steps name, sorted (for the SuperAgent to assign)."""
     return sorted({step.role for step in playbook.steps if step.role})
+
+
+def playbook_tools(playbook: Playbook) -> dict[str, list[str]]:
+    """Per role, the tool requirements of the steps assigned to it (for allocation to pin)."""
+    pinned: dict[str, list[str]] = {}
+    for step in playbook.steps:
+        if step.role and step.tool not in pinned.setdefault(step.role, []):
+            pinned[step.role].append(step.tool)
+    return pinned

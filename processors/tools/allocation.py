@@ -12,12 +12,13 @@ The score of a candidate weighs expected reliability against cost::
 
 so a cent per call, a minute of wall time or ten thousand tokens each halve the score of an
 otherwise equal tool. Unknown tools get the neutral prior Beta(1, 1) (p = 0.5); the
-InspectorAgent later feeds posteriors in. Ties go to the higher p, then to the name.
+InspectorAgent later feeds posteriors in. Ties go to the higher p, then to offline tools,
+then to the name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -110,12 +111,14 @@ def tool_score(spec: ToolSpec, reliability: Reliability | None = None) -> float:
 def rank_candidates(
     candidates: Iterable[ToolSpec], reliability: Reliability | None = None
 ) -> list[ToolSpec]:
-    """Candidates best first: by score, then expected reliability, then name."""
+    """Candidates best first: by score, then expected reliability, then offline tools
+    (they need nothing outside the machine), then name."""
     return sorted(
         candidates,
         key=lambda spec: (
             -tool_score(spec, reliability),
             -expected_reliability(spec.name, reliability),
+            not spec.offline,
             spec.name,
         ),
     )
@@ -140,14 +143,18 @@ def _choice(
 
 
 def _allocate_role(
-    role: RoleSpec, registry: ToolRegistry, reliability: Reliability | None, offline_only: bool
+    role: RoleSpec,
+    registry: ToolRegistry,
+    reliability: Reliability | None,
+    offline_only: bool,
+    pinned: Sequence[str],
 ) -> RoleAllocation:
     chosen: list[tuple[ToolSpec, ToolChoice]] = []
 
     def clash(spec: ToolSpec) -> ToolSpec | None:
         return next((have for have, _ in chosen if conflicts(have, spec)), None)
 
-    for requirement in role.required_tools:
+    for requirement in [*role.required_tools, *pinned]:
         spec = registry.get(requirement)
         if offline_only and not spec.offline:
             raise ToolUnavailableError(
@@ -202,16 +209,24 @@ def allocate_tools(
     registry: ToolRegistry,
     reliability: Reliability | None = None,
     offline_only: bool = False,
+    pinned: Mapping[str, Sequence[str]] | None = None,
 ) -> Allocation:
     """The tools of each role, in the order of ``roles``.
 
     ``reliability`` maps a tool name to its Beta(alpha, beta) posterior; ``offline_only``
     (no LLM configured, no network) restricts every choice to offline tools, so
-    llm.complete is never allocated then. Raises MissingCapabilityError,
+    llm.complete is never allocated then. ``pinned`` maps a role to tool requirements it
+    must hold on top of its own required tools: the tools a playbook's steps call for
+    that role (:func:`processors.playbook.playbook_tools`). Raises MissingCapabilityError,
     ToolConflictError, ToolUnavailableError, UnknownToolError or ToolVersionError,
     naming the role and the tools involved.
     """
     return Allocation(
-        roles=[_allocate_role(role, registry, reliability, offline_only) for role in roles],
+        roles=[
+            _allocate_role(
+                role, registry, reliability, offline_only, (pinned or {}).get(role.name, ())
+            )
+            for role in roles
+        ],
         offline_only=offline_only,
     )

@@ -19,6 +19,7 @@ from processors.playbook import (
     load_playbook,
     playbook_json_schema,
     playbook_roles,
+    playbook_tools,
     references,
     step_inputs,
     substitute,
@@ -256,3 +257,12 @@ def test_the_json_schema_describes_steps_and_their_fields() -> None:
         step["properties"]
     )
     Playbook.model_validate(_inline(SEARCH))
+
+
+def test_playbook_tools_maps_each_role_to_the_tools_its_steps_call() -> None:
+    assert playbook_tools(load_playbook("research_and_analyse")) == {
+        "researcher": ["web.search"],
+        "analyst": ["text.summarize"],
+        "coder": ["code.python"],
+        "writer": ["report.compile"],
+    }

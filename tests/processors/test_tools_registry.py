@@ -280,3 +280,24 @@ def test_an_allocation_round_trips_through_json_and_is_deterministic() -> None:
     assert Allocation.model_validate(json.loads(text)) == first
     assert [item.role for item in first.roles] == [role.name for role in roles]
     assert first.tools_for("nobody") == []
+
+
+def test_pinned_tools_are_required_for_their_role_and_cover_its_capabilities() -> None:
+    registry = ToolRegistry(
+        [
+            _tool("search.a", capabilities=["search"], cost=ToolCost(seconds=0)),
+            _tool("search.b", capabilities=["search"], cost=ToolCost(seconds=30)),
+        ]
+    )
+    role = _role(required_capabilities=["search"])
+    assert allocate_tools([role], registry).tools_for("worker") == ["search.a"]
+    pinned = allocate_tools([role], registry, pinned={"worker": ["search.b"], "other": ["x"]})
+    held = pinned.for_role("worker")
+    assert held is not None
+    assert [(c.tool, c.need) for c in held.tools] == [("search.b", "required_tool")]
+
+
+def test_an_offline_tool_wins_a_tie() -> None:
+    registry = ToolRegistry([_tool("a.online", offline=False), _tool("b.offline")])
+    role = _role(required_capabilities=["thing"])
+    assert allocate_tools([role], registry).tools_for("worker") == ["b.offline"]
