@@ -35,6 +35,9 @@ OnThought = Callable[[Thought], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
 
+_Format = Literal["json_schema", "json_object", "prompt"]
+_WEAKER_FORMAT: dict[_Format, _Format] = {"json_schema": "json_object", "json_object": "prompt"}
+
 # 408 and 409 are what some gateways answer under load; the rest is the issue's list.
 _RETRYABLE = frozenset({408, 409, 429})
 
@@ -83,8 +86,9 @@ class LLMClient:
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         # Servers without json_schema support (older vLLM, llama.cpp, some proxies) say so
-        # with a 400 once; from then on this client asks them for a plain JSON object.
-        self._format: Literal["json_schema", "json_object"] = "json_schema"
+        # with a 400 once; from then on this client asks them for a plain JSON object, and
+        # a server that refuses response_format altogether gets the schema in the prompt only.
+        self._format: _Format = "json_schema"
 
     @property
     def models(self) -> list[str]:
@@ -242,8 +246,8 @@ class LLMClient:
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
         if response.status_code == 400 and self._format_unsupported(response):
-            log.info("llm.json_schema_unsupported", name=name, model=model)
-            self._format = "json_object"
+            self._format = _WEAKER_FORMAT[self._format]
+            log.info("llm.response_format_unsupported", name=name, model=model, now=self._format)
             return await self._request(model, messages, result_model, name)
         if response.status_code in _RETRYABLE or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
@@ -254,32 +258,39 @@ class LLMClient:
     def _body(
         self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
     ) -> dict[str, Any]:
+        """The request: the schema enforced by the server if it can, else asked for in words."""
         schema = result_model.model_json_schema()
+        body: dict[str, Any] = {"model": model}
         if self._format == "json_schema":
-            strict = strict_schema(schema)
-            response_format: dict[str, Any] = {
+            body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": _schema_name(name), "schema": strict, "strict": True},
+                "json_schema": {
+                    "name": _schema_name(name),
+                    "schema": strict_schema(schema),
+                    "strict": True,
+                },
             }
         else:
             messages = _prompts.with_json_only(messages, name, schema)
-            response_format = {"type": "json_object"}
-        return {"model": model, "messages": messages, "response_format": response_format}
+            if self._format == "json_object":
+                body["response_format"] = {"type": "json_object"}
+        body["messages"] = messages
+        return body
 
     def _headers(self) -> dict[str, str]:
         key = self._settings.llm_api_key
         return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
     def _format_unsupported(self, response: httpx.Response) -> bool:
-        return self._format == "json_schema" and "response_format" in response.text
+        return self._format in _WEAKER_FORMAT and "response_format" in response.text
 
 
 def strict_schema(node: Any) -> Any:
     """``node`` as OpenAI's strict structured outputs accept it: every object closed
     (``additionalProperties: false``) with every property required, and no ``default``.
 
-    Optional fields stay optional in effect: pydantic types them as nullable, so the model
-    answers null. The result model still validates the answer with its own defaults.
+    A field with a default becomes one the model must fill (with null where its type allows
+    it); the result model still validates the answer with its own rules.
     """
     if isinstance(node, list):
         return [strict_schema(item) for item in node]

@@ -306,6 +306,23 @@ async def test_unsupported_response_format_falls_back_to_json_object(
     assert sleeps.delays == []
 
 
+async def test_a_server_refusing_response_format_gets_the_schema_in_the_prompt(
+    llm_server: OpenAIServer, sleeps: Sleeps
+) -> None:
+    """A server that refuses json_object too is asked without response_format; the schema
+    request in the system message remains, and validation still applies."""
+    llm_server.error(400, "response_format json_schema is not supported")
+    llm_server.error(400, "unknown field: response_format")
+    llm_server.answer(GOOD)
+    async with client(llm_server, sleeps) as llm:
+        result, _ = await llm.structured(MESSAGES, Verdict, name="verdict")
+    assert result == GOOD
+    formats = [r.response_format for r in llm_server.requests]
+    assert formats == ["json_schema", "json_object", "None"]
+    assert "response_format" not in llm_server.requests[2].body
+    assert '"confident"' in llm_server.requests[2].messages[0]["content"]
+
+
 async def test_other_4xx_is_not_retried_but_falls_back(
     llm_server: OpenAIServer, sleeps: Sleeps
 ) -> None:
