@@ -299,8 +299,14 @@ def load_playbook(
         except yaml.YAMLError as exc:
             raise PlaybookError("INVALID_PLAYBOOK", f"{path} is not YAML: {exc}") from exc
         playbook = _parse(raw, str(path))
-    else:
+    elif isinstance(name_or_inline, Mapping):
         playbook = _parse(dict(name_or_inline), "the inline playbook")
+    else:
+        raise PlaybookError(
+            "INVALID_PLAYBOOK",
+            "constraints.playbook must be the name of a playbook or a playbook object, not "
+            f"{type(name_or_inline).__name__}",
+        )
     if inputs:
         unknown = sorted(set(inputs) - set(playbook.inputs))
         if unknown:

@@ -201,6 +201,11 @@ def _role_constraints(
             "constraints.roles must be an object with 'allow' and/or 'deny' lists"
         )
     allow_raw, deny_raw = spec.get("allow"), spec.get("deny") or []
+    for key, names in (("allow", allow_raw or []), ("deny", deny_raw)):
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise RoleConstraintError(
+                f"constraints.roles.{key} must be a list of role names, not {names!r}"
+            )
     for name in [*(allow_raw or []), *deny_raw]:
         catalog.get(name)
     max_roles = constraints.get("max_roles")

@@ -266,3 +266,9 @@ def test_playbook_tools_maps_each_role_to_the_tools_its_steps_call() -> None:
         "coder": ["code.python"],
         "writer": ["report.compile"],
     }
+
+
+def test_a_playbook_constraint_that_is_neither_a_name_nor_an_object_is_invalid() -> None:
+    with pytest.raises(PlaybookError, match="not list") as info:
+        load_playbook(["search"])  # type: ignore[arg-type]
+    assert info.value.reason == "INVALID_PLAYBOOK"

@@ -218,3 +218,10 @@ def test_role_specs_are_frozen() -> None:
     role = _role("a")
     with pytest.raises(ValueError):
         role.name = "b"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("bad", ["writer", [1, 2], {"writer": True}])
+def test_allow_and_deny_must_be_lists_of_role_names(catalog: RoleCatalog, bad: object) -> None:
+    for key in ("allow", "deny"):
+        with pytest.raises(RoleConstraintError, match=f"{key} must be a list of role names"):
+            validate_role_assignment(["writer"], catalog, {"roles": {key: bad}})
