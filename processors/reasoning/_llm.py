@@ -8,9 +8,7 @@ Prompts and completions are user content: they are never logged.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import random
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
@@ -18,7 +16,7 @@ import httpx
 import structlog
 from pydantic import BaseModel, ValidationError
 
-from processors.reasoning import _prompts
+from processors.reasoning import _prompts, _wire
 from processors.reasoning._errors import (
     LLMInvalidOutput,
     LLMNotConfigured,
@@ -120,14 +118,14 @@ class LLMClient:
         content, first = await self._complete(messages, result_model, name)
         usage = [first]
         try:
-            return _validate(content, result_model), usage
+            return _wire.parse_content(content, result_model), usage
         except ValidationError as exc:
             log.info("llm.output_invalid", name=name, errors=exc.error_count(), repair=True)
             repaired = _prompts.repair(messages, content, name, exc)
         content, second = await self._complete(repaired, result_model, name)
         usage.append(second)
         try:
-            return _validate(content, result_model), usage
+            return _wire.parse_content(content, result_model), usage
         except ValidationError as exc:
             log.warning("llm.output_invalid", name=name, errors=exc.error_count(), repair=False)
             raise LLMInvalidOutput(
@@ -250,10 +248,13 @@ class LLMClient:
             log.info("llm.response_format_unsupported", name=name, model=model, now=self._format)
             return await self._request(model, messages, result_model, name)
         if response.status_code in _RETRYABLE or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}", _retry_after(response))
+            raise _Retryable(f"HTTP {response.status_code}", _wire.retry_after(response))
         if response.status_code != 200:
-            raise _ModelFailed(f"HTTP {response.status_code}: {_error_message(response)}")
-        return _read_answer(response, model)
+            raise _ModelFailed(f"HTTP {response.status_code}: {_wire.error_message(response)}")
+        try:
+            return _wire.read_completion(response, model)
+        except _wire.NotACompletion as exc:
+            raise _Retryable(str(exc)) from exc
 
     def _body(
         self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
@@ -265,8 +266,8 @@ class LLMClient:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
-                    "name": _schema_name(name),
-                    "schema": strict_schema(schema),
+                    "name": _wire.schema_name(name),
+                    "schema": _wire.strict_schema(schema),
                     "strict": True,
                 },
             }
@@ -285,40 +286,6 @@ class LLMClient:
         return self._format in _WEAKER_FORMAT and "response_format" in response.text
 
 
-def strict_schema(node: Any) -> Any:
-    """``node`` as OpenAI's strict structured outputs accept it: every object closed
-    (``additionalProperties: false``) with every property required, and no ``default``.
-
-    A field with a default becomes one the model must fill (with null where its type allows
-    it); the result model still validates the answer with its own rules.
-    """
-    if isinstance(node, list):
-        return [strict_schema(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key == "default":
-            continue
-        if key in ("properties", "$defs") and isinstance(value, dict):
-            out[key] = {name: strict_schema(sub) for name, sub in value.items()}
-        else:
-            out[key] = strict_schema(value)
-    if isinstance(out.get("properties"), dict):
-        out["additionalProperties"] = False
-        out["required"] = list(out["properties"])
-    return out
-
-
-def _validate(content: str, result_model: type[T]) -> T:
-    """``content`` as ``result_model``; tolerates a markdown code fence around the JSON."""
-    text = content.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return result_model.model_validate_json(text)
-
-
 def _normalise(thought: Thought, number: int, limit: int) -> Thought:
     """The thought as this call counts it: its true number, a revision of an earlier thought
     only, and no further thought requested once the budget is spent."""
@@ -327,52 +294,3 @@ def _normalise(thought: Thought, number: int, limit: int) -> Thought:
     return thought.model_copy(
         update={"number": number, "revises": revises, "next_thought_needed": needed}
     )
-
-
-def _read_answer(response: httpx.Response, model: str) -> tuple[str, Usage]:
-    """The message content and the reported usage of a 200 answer."""
-    try:
-        payload = response.json()
-        content = payload["choices"][0]["message"].get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise _Retryable("answer is not a chat completion") from exc
-    reported = payload.get("usage") or {}
-    usage = Usage(
-        model=str(payload.get("model") or model),
-        prompt_tokens=int(reported.get("prompt_tokens") or 0),
-        completion_tokens=int(reported.get("completion_tokens") or 0),
-        total_tokens=int(reported.get("total_tokens") or 0),
-    )
-    return str(content), usage
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, from either of its forms (delta-seconds or an HTTP date)."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _schema_name(name: str) -> str:
-    """OpenAI accepts ``[a-zA-Z0-9_-]{1,64}`` as a schema name."""
-    cleaned = "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
-    return cleaned[:64] or "result"
-
-
-def _error_message(response: httpx.Response, limit: int = 200) -> str:
-    """The server's own words for an error (OpenAI's ``error.message``), cut short: enough
-    to diagnose, never a whole echoed request."""
-    try:
-        text = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        text = response.text
-    return text if len(text) <= limit else text[:limit] + "…"

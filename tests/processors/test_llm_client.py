@@ -20,7 +20,7 @@ from processors.reasoning import (
     ReasoningError,
     Usage,
 )
-from processors.reasoning._llm import strict_schema
+from processors.reasoning._wire import strict_schema
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings

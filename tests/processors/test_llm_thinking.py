@@ -12,7 +12,7 @@ import structlog.testing
 from pydantic import BaseModel
 
 from processors.reasoning import LLMClient, LLMInvalidOutput, LLMUnavailable, Reasoned, Thought
-from processors.reasoning._llm import strict_schema
+from processors.reasoning._wire import strict_schema
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.settings import Settings
 
