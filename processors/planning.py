@@ -16,26 +16,22 @@ Estimates per stage:
 - cost: prompt and completion tokens at the model's price per 1k, plus the tool's price
   per call (see :mod:`processors.pricing`).
 
-Fallbacks per stage, in the order recovery should try them: retry with exponential
-backoff (the step's ``retry``, or two retries for an idempotent tool), an alternate model
-(LLM stages), an alternate tool with the same capability whose schema accepts the same
-input, skip (optional stages only), and escalate, always last.
+Fallbacks per stage come from :mod:`processors.fallbacks`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field
 
+from processors.fallbacks import Fallback, alternate_tools, stage_fallbacks
 from processors.playbook import (
     Playbook,
     PlaybookStep,
-    is_reference,
     step_inputs,
     substitute,
     topological_steps,
@@ -43,13 +39,9 @@ from processors.playbook import (
 )
 from processors.pricing import DEFAULT_PRICES, PriceTable, count_tokens
 from processors.roles import RoleSpec
-from processors.tools.allocation import Allocation, Reliability, conflicts, rank_candidates
+from processors.tools.allocation import Allocation, Reliability
 from processors.tools.registry import PlanningError, ToolRegistry, ToolSpec, parse_requirement
 
-DEFAULT_RETRIES = 2
-BACKOFF_S = 1.0
-BACKOFF_FACTOR = 2.0
-MAX_BACKOFF_S = 30.0
 MIN_STAGE_TIMEOUT_S = 30
 TIMEOUT_FACTOR = 4
 
@@ -85,21 +77,6 @@ class Estimate(BaseModel):
             seconds=round(self.seconds + other.seconds, 6),
             cost_usd=round(self.cost_usd + other.cost_usd, 8),
         )
-
-
-class Fallback(BaseModel):
-    """One way to recover a failed stage; the fields that apply depend on ``kind``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: Literal["retry", "alternate_model", "alternate_tool", "skip", "escalate"]
-    detail: str
-    tool: str | None = None
-    model: str | None = None
-    attempts: int | None = None
-    backoff_s: float | None = None
-    backoff_factor: float | None = None
-    max_backoff_s: float | None = None
 
 
 class Stage(BaseModel):
@@ -223,72 +200,6 @@ def _stage_role(step: PlaybookStep, tool: str, roles: Sequence[str], alloc: Allo
     )
 
 
-def _accepts(spec: ToolSpec, tool_input: Mapping[str, Any]) -> bool:
-    validator = Draft202012Validator(spec.input_schema)
-    return all(is_reference(error.instance) for error in validator.iter_errors(tool_input))
-
-
-def _alternate_tools(
-    spec: ToolSpec,
-    tool_input: Mapping[str, Any],
-    role_tools: Iterable[ToolSpec],
-    registry: ToolRegistry,
-    allocation: Allocation,
-    reliability: Reliability | None,
-) -> list[ToolSpec]:
-    role_tools = [tool for tool in role_tools if tool.name != spec.name]
-    return rank_candidates(
-        (
-            other
-            for other in registry
-            if other.name != spec.name
-            and spec.capabilities[0] in other.capabilities
-            and (other.offline or not allocation.offline_only)
-            and not any(conflicts(other, have) for have in role_tools)
-            and _accepts(other, tool_input)
-        ),
-        reliability,
-    )
-
-
-def _fallbacks(
-    step: PlaybookStep,
-    spec: ToolSpec,
-    model: str | None,
-    fallback_models: Sequence[str],
-    alternates: Sequence[ToolSpec],
-) -> list[Fallback]:
-    found: list[Fallback] = []
-    attempts = step.retry or (DEFAULT_RETRIES if spec.idempotent else 0)
-    if attempts:
-        found.append(
-            Fallback(
-                kind="retry",
-                detail=f"retry {spec.name} up to {attempts} times with exponential backoff",
-                attempts=attempts,
-                backoff_s=BACKOFF_S,
-                backoff_factor=BACKOFF_FACTOR,
-                max_backoff_s=MAX_BACKOFF_S,
-            )
-        )
-    if spec.uses_llm:
-        found.extend(
-            Fallback(kind="alternate_model", detail=f"ask {other} instead of {model}", model=other)
-            for other in dict.fromkeys(fallback_models)
-            if other != model
-        )
-    found.extend(
-        Fallback(kind="alternate_tool", detail=f"call {alt.ref} instead", tool=alt.name)
-        for alt in alternates
-    )
-    if step.optional:
-        found.append(Fallback(kind="skip", detail="the stage is optional; go on without it"))
-    found.append(
-        Fallback(kind="escalate", detail="fail the task with the chain of errors and alert")
-    )
-    return found
-
-
 def _estimate(
     spec: ToolSpec,
     prompt: str,
@@ -315,6 +226,25 @@ def _estimate(
         seconds=spec.cost.seconds,
         cost_usd=round(cost, 8),
     )
+
+
+def _stage_tool(
+    step: PlaybookStep, role: str, allocation: Allocation, registry: ToolRegistry
+) -> tuple[ToolSpec, list[ToolSpec]]:
+    """The descriptor of the version of the step's tool that ``role`` holds, and the
+    descriptors of all the tools the role holds."""
+    name, constraint = parse_requirement(step.tool)
+    held = allocation.for_role(role)
+    role_tools = [registry.get(c.tool, f"=={c.version}") for c in held.tools] if held else []
+    spec = next(tool for tool in role_tools if tool.name == name)
+    if not constraint.contains(spec.version, prereleases=True):
+        raise PlanError(
+            "TOOL_NOT_ALLOCATED",
+            f"step {step.id} needs {step.tool}, but role {role} holds {spec.ref}",
+            step=step.id,
+            tool=name,
+        )
+    return spec, role_tools
 
 
 def _success_criteria(step: PlaybookStep, spec: ToolSpec, timeout: int) -> list[str]:
@@ -356,29 +286,18 @@ def create_execution_plan(
     role_names = [role.name for role in roles]
     stages: list[Stage] = []
     for step in topological_steps(playbook):
-        name, constraint = parse_requirement(step.tool)
-        role = _stage_role(step, name, role_names, allocation)
-        held = allocation.for_role(role)
-        role_tools = [registry.get(c.tool, f"=={c.version}") for c in held.tools] if held else []
-        spec = next(tool for tool in role_tools if tool.name == name)
-        if not constraint.contains(spec.version, prereleases=True):
-            raise PlanError(
-                "TOOL_NOT_ALLOCATED",
-                f"step {step.id} needs {step.tool}, but role {role} holds {spec.ref}",
-                step=step.id,
-                tool=name,
-            )
+        role = _stage_role(step, parse_requirement(step.tool)[0], role_names, allocation)
+        spec, role_tools = _stage_tool(step, role, allocation, registry)
         tool_input = substitute(step.input, playbook.inputs, task_description)
         stage_model = None
         if spec.uses_llm:
             named = tool_input.get("model")
             stage_model = named if isinstance(named, str) else model or prices.default_model
         prompt = build_stage_prompt(task_description, step.id, role, tool_input)
-        estimate = _estimate(spec, prompt, tool_input, stage_model, prices)
         timeout = step.timeout or max(
             MIN_STAGE_TIMEOUT_S, math.ceil(TIMEOUT_FACTOR * spec.cost.seconds)
         )
-        alternates = _alternate_tools(
+        alternates = alternate_tools(
             spec, tool_input, role_tools, registry, allocation, reliability
         )
         stages.append(
@@ -395,8 +314,8 @@ def create_execution_plan(
                 optional=step.optional,
                 timeout=timeout,
                 retry=step.retry,
-                estimate=estimate,
-                fallbacks=_fallbacks(step, spec, stage_model, fallback_models, alternates),
+                estimate=_estimate(spec, prompt, tool_input, stage_model, prices),
+                fallbacks=stage_fallbacks(step, spec, stage_model, fallback_models, alternates),
             )
         )
     ordered = validate_stage_graph(stages)
