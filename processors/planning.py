@@ -26,12 +26,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field
 
 from processors.fallbacks import Fallback, alternate_tools, stage_fallbacks
 from processors.playbook import (
     Playbook,
     PlaybookStep,
+    is_reference,
     step_inputs,
     substitute,
     topological_steps,
@@ -48,7 +50,8 @@ TIMEOUT_FACTOR = 4
 
 class PlanError(PlanningError):
     """The stages cannot form a plan. ``code`` (also ``reason``): ROLE_NOT_ASSIGNED,
-    TOOL_NOT_ALLOCATED, DUPLICATE_STAGE, UNKNOWN_DEPENDENCY, PLAN_CYCLE or MISSING_INPUT."""
+    TOOL_NOT_ALLOCATED, INVALID_INPUT, DUPLICATE_STAGE, UNKNOWN_DEPENDENCY, PLAN_CYCLE or
+    MISSING_INPUT."""
 
     code = "PLAN_ERROR"
 
@@ -247,6 +250,21 @@ def _stage_tool(
     return spec, role_tools
 
 
+def _check_stage_input(step: PlaybookStep, spec: ToolSpec, tool_input: dict[str, Any]) -> None:
+    """The input once the task is filled in must still fit the tool (step outputs aside)."""
+    for error in Draft202012Validator(spec.input_schema).iter_errors(tool_input):
+        if not is_reference(error.instance):
+            where = "/".join(str(part) for part in error.absolute_path) or "(input)"
+            raise PlanError(
+                "INVALID_INPUT",
+                f"step {step.id}: with the task filled in, the input for {spec.ref} is "
+                f"invalid at {where}: {error.message}",
+                step=step.id,
+                tool=spec.name,
+                path=where,
+            )
+
+
 def _success_criteria(step: PlaybookStep, spec: ToolSpec, timeout: int) -> list[str]:
     required = spec.output_schema.get("required", [])
     criteria = [f"the output matches the {spec.ref} output schema"]
@@ -289,6 +307,7 @@ def create_execution_plan(
         role = _stage_role(step, parse_requirement(step.tool)[0], role_names, allocation)
         spec, role_tools = _stage_tool(step, role, allocation, registry)
         tool_input = substitute(step.input, playbook.inputs, task_description)
+        _check_stage_input(step, spec, tool_input)
         stage_model = None
         if spec.uses_llm:
             named = tool_input.get("model")

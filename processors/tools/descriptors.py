@@ -33,7 +33,7 @@ WEB_SEARCH = ToolSpec(
     capabilities=["search", "retrieval"],
     input_schema=_object(
         {
-            "query": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "query": {"type": "string", "minLength": 1, "maxLength": 10_000},
             "limit": {"type": "integer", "minimum": 1, "maximum": 50, "default": 5},
         },
         ["query"],
@@ -178,7 +178,7 @@ REPORT_COMPILE = ToolSpec(
     capabilities=["reporting"],
     input_schema=_object(
         {
-            "title": {"type": "string", "minLength": 1, "maxLength": 500},
+            "title": {"type": "string", "minLength": 1},
             "sections": {
                 "type": "array",
                 "minItems": 1,

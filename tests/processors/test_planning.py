@@ -365,3 +365,31 @@ def test_roles_given_directly_are_planned_in_their_order() -> None:
     plan = create_execution_plan(TASK, [writer], playbook, allocation, registry)
     assert plan.stages[0].role == "writer"
     assert plan.total == plan.stages[0].estimate
+
+
+def test_an_input_the_task_description_makes_invalid_is_refused_at_planning() -> None:
+    playbook = load_playbook(
+        {
+            "name": "x",
+            "steps": [
+                {
+                    "id": "get",
+                    "tool": "http.fetch",
+                    "role": "researcher",
+                    "input": {"url": "{{task.description}}"},
+                }
+            ],
+        }
+    )
+    with pytest.raises(PlanError, match="invalid at url") as info:
+        _plan(playbook)  # the task description is not a URL
+    assert info.value.code == "INVALID_INPUT"
+
+
+def test_a_task_description_of_the_longest_allowed_size_still_plans_the_research_report() -> None:
+    playbook = load_playbook("research_report")
+    roles = validate_role_assignment(playbook_roles(playbook), CATALOG)
+    registry = builtin_registry()
+    allocation = allocate_tools(roles, registry, pinned=playbook_tools(playbook))
+    plan = create_execution_plan("x" * 10_000, roles, playbook, allocation, registry)
+    assert len(plan.stages[0].tool_input["query"]) == 10_000
