@@ -142,6 +142,29 @@ def _choice(
     )
 
 
+def _required(
+    role: RoleSpec, requirement: str, registry: ToolRegistry, held: list[ToolSpec], offline: bool
+) -> ToolSpec:
+    """The tool a role must hold, checked against offline_only and the tools it holds."""
+    spec = registry.get(requirement)
+    if offline and not spec.offline:
+        raise ToolUnavailableError(
+            f"role {role.name} requires {spec.name}, which needs a network or an LLM, "
+            "and only offline tools can be used (no LLM is configured)",
+            role=role.name,
+            tool=spec.name,
+        )
+    other = next((have for have in held if conflicts(have, spec)), None)
+    if other is not None:
+        raise ToolConflictError(
+            f"role {role.name} requires both {other.name} and {spec.name}, which "
+            "conflict; drop one of them from the role",
+            role=role.name,
+            tools=[other.name, spec.name],
+        )
+    return spec
+
+
 def _allocate_role(
     role: RoleSpec,
     registry: ToolRegistry,
@@ -149,59 +172,47 @@ def _allocate_role(
     offline_only: bool,
     pinned: Sequence[str],
 ) -> RoleAllocation:
-    chosen: list[tuple[ToolSpec, ToolChoice]] = []
+    held: list[ToolSpec] = []
+    choices: list[ToolChoice] = []
 
-    def clash(spec: ToolSpec) -> ToolSpec | None:
-        return next((have for have, _ in chosen if conflicts(have, spec)), None)
+    def fits(spec: ToolSpec) -> bool:
+        return all(not conflicts(have, spec) for have in held)
+
+    def take(spec: ToolSpec, choice: ToolChoice) -> None:
+        if all(have.name != spec.name for have in held):
+            held.append(spec)
+            choices.append(choice)
 
     for requirement in [*role.required_tools, *pinned]:
-        spec = registry.get(requirement)
-        if offline_only and not spec.offline:
-            raise ToolUnavailableError(
-                f"role {role.name} requires {spec.name}, which needs a network or an LLM, "
-                "and only offline tools can be used (no LLM is configured)",
-                role=role.name,
-                tool=spec.name,
-            )
-        other = clash(spec)
-        if other is not None:
-            raise ToolConflictError(
-                f"role {role.name} requires both {other.name} and {spec.name}, which "
-                "conflict; drop one of them from the role",
-                role=role.name,
-                tools=[other.name, spec.name],
-            )
-        if all(have.name != spec.name for have, _ in chosen):
-            chosen.append((spec, _choice(spec, "required_tool", reliability)))
+        spec = _required(role, requirement, registry, held, offline_only)
+        take(spec, _choice(spec, "required_tool", reliability))
 
     for capability in role.required_capabilities:
-        if any(capability in have.capabilities for have, _ in chosen):
+        if any(capability in have.capabilities for have in held):
             continue
         ranked = rank_candidates(
             registry.by_capability(capability, offline_only=offline_only), reliability
         )
-        usable = [spec for spec in ranked if clash(spec) is None]
+        usable = [spec for spec in ranked if fits(spec)]
         if not usable:
             raise ToolConflictError(
                 f"every tool offering {capability!r} ({', '.join(s.name for s in ranked)}) "
                 f"conflicts with a tool role {role.name} already has "
-                f"({', '.join(have.name for have, _ in chosen)})",
+                f"({', '.join(have.name for have in held)})",
                 role=role.name,
                 capability=capability,
             )
-        best = usable[0]
-        chosen.append((best, _choice(best, f"capability:{capability}", reliability, usable)))
+        take(usable[0], _choice(usable[0], f"capability:{capability}", reliability, usable))
 
     for requirement in role.optional_tools:
         try:
             spec = registry.get(requirement)
         except PlanningError:
             continue  # optional: a tool that is not registered is simply not given
-        allowed = spec.offline or not offline_only
-        if allowed and clash(spec) is None and all(h.name != spec.name for h, _ in chosen):
-            chosen.append((spec, _choice(spec, "optional_tool", reliability)))
+        if (spec.offline or not offline_only) and fits(spec):
+            take(spec, _choice(spec, "optional_tool", reliability))
 
-    return RoleAllocation(role=role.name, tools=[choice for _, choice in chosen])
+    return RoleAllocation(role=role.name, tools=choices)
 
 
 def allocate_tools(
