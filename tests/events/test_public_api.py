@@ -4,6 +4,18 @@ import events
 import events.schema
 
 EXPECTED = {
+    "AllocatedTool",
+    "AssignedRole",
+    "Operation",
+    "PlanCreated",
+    "PlanEstimate",
+    "PlanStage",
+    "RolesAssigned",
+    "RoleTools",
+    "StageFallback",
+    "ThoughtRecorded",
+    "ToolsAllocated",
+    "UsageRecorded",
     "SYSTEM",
     "TERMINAL_TYPES",
     "TOPICS",
