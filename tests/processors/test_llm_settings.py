@@ -53,15 +53,28 @@ def test_api_key_is_never_shown() -> None:
 def test_public_names_of_the_reasoning_layer_are_pinned() -> None:
     """processors.reasoning exports a curated set of names; changing it is a decision."""
     assert sorted(processors.reasoning.__all__) == [
+        "CriterionFinding",
+        "ERROR_CATEGORIES",
+        "ErrorAnalysis",
+        "ErrorCategory",
+        "Evaluation",
         "LLMClient",
         "LLMInvalidOutput",
         "LLMNotConfigured",
+        "LLMReasoner",
         "LLMUnavailable",
         "OnThought",
+        "PlanProposal",
         "Reasoned",
+        "Reasoner",
         "ReasoningError",
+        "RoleProposal",
+        "RoleScore",
+        "RuleReasoner",
+        "TaskBrief",
         "Thought",
         "Usage",
+        "proposed_playbook",
     ]
     for name in processors.reasoning.__all__:
         assert hasattr(processors.reasoning, name)
