@@ -12,7 +12,15 @@ from typing import Any, Protocol
 
 import asyncpg
 
-from events import Event, Position, TaskSubmitted
+from events import (
+    Event,
+    PlanCreated,
+    Position,
+    RolesAssigned,
+    TaskSubmitted,
+    ThoughtRecorded,
+    ToolsAllocated,
+)
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -70,6 +78,16 @@ class TasksModel:
                     ),
                 )
             ]
+        if isinstance(event.payload, PlanCreated) and event.task_id is not None:
+            # A plan sets a submitted task to work; a task that already ended stays ended.
+            return [
+                (
+                    f"""UPDATE {table} SET status = 'running', updated_at = $2,
+                        last_event_id = $3, last_partition = $4, last_offset = $5
+                    WHERE task_id = $1 AND status = 'submitted'""",
+                    (event.task_id, event.occurred_at, event.id, pos.partition, pos.offset),
+                )
+            ]
         status = _STATUS_OF.get(event.type)
         if status is None or event.task_id is None:
             return []
@@ -84,7 +102,177 @@ class TasksModel:
         ]
 
 
-READ_MODELS: tuple[ReadModel, ...] = (TasksModel(),)
+# Planning read models. Each row's key is the task and a place inside the event that wrote it,
+# and every insert is ON CONFLICT DO NOTHING. A task has one set of roles, tools and plan: the
+# first event of a kind wins whole (a later one adds no rows), and applying an event again
+# changes nothing.
+
+
+class RolesModel:
+    """The roles of each task in execution order, from roles.assigned."""
+
+    tables: tuple[str, ...] = ("task_roles",)
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        event = applied.event
+        if not isinstance(event.payload, RolesAssigned) or event.task_id is None:
+            return []
+        sql = f"""INSERT INTO {names["task_roles"]}
+                (task_id, ordinal, name, reason, score, depends_on, event_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7
+            WHERE NOT EXISTS (SELECT 1 FROM {names["task_roles"]}
+                              WHERE task_id = $1 AND event_id <> $7)
+            ON CONFLICT (task_id, ordinal) DO NOTHING"""
+        return [
+            (sql, (event.task_id, i, r.name, r.reason, r.score, r.depends_on, event.id))
+            for i, r in enumerate(event.payload.roles)
+        ]
+
+
+class AllocationsModel:
+    """The tools of each role of each task, from tools.allocated."""
+
+    tables: tuple[str, ...] = ("task_allocations",)
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        event = applied.event
+        if not isinstance(event.payload, ToolsAllocated) or event.task_id is None:
+            return []
+        p = event.payload
+        sql = f"""INSERT INTO {names["task_allocations"]}
+                (task_id, role, ordinal, tool, version, need, reliability, score, alternatives,
+                 offline_only, event_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+            WHERE NOT EXISTS (SELECT 1 FROM {names["task_allocations"]}
+                              WHERE task_id = $1 AND event_id <> $11)
+            ON CONFLICT (task_id, role, ordinal) DO NOTHING"""
+        return [
+            (
+                sql,
+                (
+                    event.task_id,
+                    role.role,
+                    i,
+                    t.tool,
+                    t.version,
+                    t.need,
+                    t.reliability,
+                    t.score,
+                    t.alternatives,
+                    p.offline_only,
+                    event.id,
+                ),
+            )
+            for role in p.roles
+            for i, t in enumerate(role.tools)
+        ]
+
+
+class PlansModel:
+    """Each task's plan and its stages (status ``pending`` until execution moves them on),
+    from plan.created."""
+
+    tables: tuple[str, ...] = ("task_plans", "task_stages")
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        event = applied.event
+        if not isinstance(event.payload, PlanCreated) or event.task_id is None:
+            return []
+        p = event.payload
+        plan_sql = f"""INSERT INTO {names["task_plans"]}
+                (task_id, event_id, playbook, total, critical_path_seconds, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            ON CONFLICT (task_id) DO NOTHING"""
+        # Stages of a second, different plan must not mix into the first: insert them only
+        # when the plan row that owns them is this event's.
+        stage_sql = f"""INSERT INTO {names["task_stages"]}
+                (task_id, stage_id, ordinal, role, tools, tool_version, model, depends_on,
+                 inputs, tool_input, success_criteria, optional, timeout, retry, estimate,
+                 fallbacks, event_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+            WHERE EXISTS (SELECT 1 FROM {names["task_plans"]} WHERE task_id = $1 AND event_id = $17)
+            ON CONFLICT (task_id, stage_id) DO NOTHING"""
+        return [
+            (
+                plan_sql,
+                (
+                    event.task_id,
+                    event.id,
+                    p.playbook,
+                    p.total.model_dump(mode="json"),
+                    p.critical_path_seconds,
+                    event.occurred_at,
+                ),
+            ),
+            *[
+                (
+                    stage_sql,
+                    (
+                        event.task_id,
+                        s.id,
+                        i,
+                        s.role,
+                        s.tools,
+                        s.tool_version,
+                        s.model,
+                        s.depends_on,
+                        s.inputs,
+                        s.tool_input,
+                        s.success_criteria,
+                        s.optional,
+                        s.timeout,
+                        s.retry,
+                        s.estimate.model_dump(mode="json"),
+                        [f.model_dump(mode="json") for f in s.fallbacks],
+                        event.id,
+                    ),
+                )
+                for i, s in enumerate(p.stages)
+            ],
+        ]
+
+
+class ThoughtsModel:
+    """Every thought of every task, with its log position, from thought.recorded."""
+
+    tables: tuple[str, ...] = ("task_thoughts",)
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        event, pos = applied.event, applied.position
+        if not isinstance(event.payload, ThoughtRecorded) or event.task_id is None:
+            return []
+        t = event.payload
+        return [
+            (
+                f"""INSERT INTO {names["task_thoughts"]}
+                    (event_id, task_id, operation, number, text, revises, branch, stage_id,
+                     occurred_at, partition, "offset")
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                ON CONFLICT (event_id) DO NOTHING""",
+                (
+                    event.id,
+                    event.task_id,
+                    t.operation,
+                    t.number,
+                    t.text,
+                    t.revises,
+                    t.branch,
+                    t.stage_id,
+                    event.occurred_at,
+                    pos.partition,
+                    pos.offset,
+                ),
+            )
+        ]
+
+
+READ_MODELS: tuple[ReadModel, ...] = (
+    TasksModel(),
+    RolesModel(),
+    AllocationsModel(),
+    PlansModel(),
+    ThoughtsModel(),
+)
 """Every read model the projector maintains, in the order they apply."""
 
 
