@@ -39,7 +39,7 @@ class RoleScore(BaseModel):
 
     role: str
     score: float = Field(ge=0.0, le=1.0)
-    reason: str
+    reason: str = Field(min_length=1, max_length=500)
 
 
 class RoleProposal(BaseModel):

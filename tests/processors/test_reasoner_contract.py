@@ -329,3 +329,29 @@ async def test_llm_inline_plan_is_accepted_when_it_validates(
 
     assert proposed_playbook(reasoned.result, playbooks) == inline
     assert len(reasoned.usage) == 3
+
+
+async def test_llm_evaluation_that_contradicts_its_findings_gets_one_repair(
+    llm: Harness,
+) -> None:
+    """passed=true with an unmet finding does not validate as an Evaluation, so the model
+    is asked once more with the error; its corrected answer is the result."""
+    assert llm.server is not None
+    findings = [CriterionFinding(criterion="cites sources", met=False, detail="none")]
+    contradiction = {
+        "passed": True,
+        "score": 1.0,
+        "findings": [finding.model_dump() for finding in findings],
+        "suggestions": [],
+    }
+    corrected = Evaluation(passed=False, score=0.0, findings=findings, suggestions=["cite"])
+    llm.server.answer(Thought(number=1, text="Judge.", next_thought_needed=False))
+    llm.server.answer(contradiction)
+    llm.server.answer(corrected)
+
+    reasoned = await llm.reasoner.evaluate(RESEARCH, "report", ["cites sources"], "text")
+
+    assert reasoned.result == corrected
+    repair = llm.server.requests[-1].messages[-1]["content"]
+    assert "passed must be true exactly when every finding is met" in repair
+    assert len(reasoned.usage) == 3
