@@ -18,7 +18,17 @@ import asyncpg
 import orjson
 
 from api._resources import Database
-from api.models import HistoryEvent, Task, TaskStatus
+from api.models import (
+    HistoryEvent,
+    Plan,
+    PlanStage,
+    RoleTool,
+    Task,
+    TaskDetail,
+    TaskRole,
+    TaskStatus,
+    Thought,
+)
 from events import Codec, Position
 from projections import headers_from_json
 from wrenchai.settings import Settings
@@ -80,6 +90,83 @@ async def fetch_task(conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUI
         tenant_id,
     )
     return None if row is None else _task(row)
+
+
+async def fetch_task_detail(
+    conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUID
+) -> TaskDetail | None:
+    """The task's row with its roles, their tools and its plan; None when there is no task."""
+    task = await fetch_task(conn, tenant_id, task_id)
+    if task is None:
+        return None
+    return TaskDetail(
+        **task.model_dump(),
+        roles=await _fetch_roles(conn, task_id),
+        plan=await _fetch_plan(conn, task_id),
+    )
+
+
+async def _fetch_roles(conn: asyncpg.Connection, task_id: uuid.UUID) -> list[TaskRole]:
+    roles = await conn.fetch(
+        "SELECT name, reason, score, depends_on FROM task_roles WHERE task_id = $1"
+        " ORDER BY ordinal",
+        task_id,
+    )
+    tools = await conn.fetch(
+        """SELECT role, tool, version, need, reliability, score, alternatives
+           FROM task_allocations WHERE task_id = $1 ORDER BY role, ordinal""",
+        task_id,
+    )
+    by_role: dict[str, list[RoleTool]] = {}
+    for row in tools:
+        by_role.setdefault(row["role"], []).append(
+            RoleTool.model_validate({k: v for k, v in row.items() if k != "role"})
+        )
+    return [TaskRole(**dict(row), tools=by_role.get(row["name"], [])) for row in roles]
+
+
+async def _fetch_plan(conn: asyncpg.Connection, task_id: uuid.UUID) -> Plan | None:
+    plan = await conn.fetchrow(
+        """SELECT playbook, total, critical_path_seconds, created_at FROM task_plans
+           WHERE task_id = $1""",
+        task_id,
+    )
+    if plan is None:
+        return None
+    stages = await conn.fetch(
+        """SELECT stage_id AS id, role, tools, tool_version, model, depends_on, inputs,
+               tool_input, success_criteria, optional, timeout, retry, estimate, fallbacks,
+               status
+           FROM task_stages WHERE task_id = $1 ORDER BY ordinal""",
+        task_id,
+    )
+    return Plan.model_validate(
+        {**dict(plan), "stages": [PlanStage.model_validate(dict(row)) for row in stages]}
+    )
+
+
+async def fetch_thoughts(conn: asyncpg.Connection, task_id: uuid.UUID) -> list[Thought]:
+    """The task's thoughts in log order (a task's events share one partition)."""
+    rows = await conn.fetch(
+        """SELECT operation, number, text, revises, branch, stage_id, occurred_at, partition,
+               "offset"
+           FROM task_thoughts WHERE task_id = $1 ORDER BY partition, "offset"
+        """,
+        task_id,
+    )
+    return [
+        Thought(
+            operation=row["operation"],
+            number=row["number"],
+            text=row["text"],
+            revises=row["revises"],
+            branch=row["branch"],
+            stage_id=row["stage_id"],
+            occurred_at=row["occurred_at"],
+            position=str(Position(row["partition"], row["offset"])),
+        )
+        for row in rows
+    ]
 
 
 async def list_tasks(

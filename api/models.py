@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events import Actor
+from events import Actor, Operation, PlanEstimate, StageFallback
 
 # The same bounds as events.TaskSubmitted, so a request the API accepts always makes a valid
 # event (tests/api pins the two together).
@@ -67,6 +67,87 @@ class Task(_Body):
     updated_at: datetime
     last_event_id: uuid.UUID
     position: str = Field(description="Log position of the last event applied to this row.")
+
+
+class RoleTool(_Body):
+    """One tool a role may call, and how it scored against the alternatives."""
+
+    tool: str
+    version: str
+    need: str = Field(description="required_tool, optional_tool or capability:<name>.")
+    reliability: float
+    score: float
+    alternatives: list[str]
+
+
+class TaskRole(_Body):
+    """One role of the task, why it was chosen, and the tools it was given."""
+
+    name: str
+    reason: str
+    score: float
+    depends_on: list[str]
+    tools: list[RoleTool]
+
+
+StageStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+
+
+class PlanStage(_Body):
+    """One stage of the plan, with where its execution stands."""
+
+    id: str
+    role: str
+    tools: list[str] = Field(description="The tool to call, then alternates by preference.")
+    tool_version: str
+    model: str | None
+    depends_on: list[str]
+    inputs: list[str] = Field(description="Stages whose outputs this stage reads.")
+    tool_input: dict[str, Any]
+    success_criteria: list[str]
+    optional: bool
+    timeout: int
+    retry: int
+    estimate: PlanEstimate
+    fallbacks: list[StageFallback]
+    status: StageStatus
+
+
+class Plan(_Body):
+    """The task's execution plan: stages in dependency order, with estimates and fallbacks."""
+
+    playbook: str | None
+    stages: list[PlanStage]
+    total: PlanEstimate
+    critical_path_seconds: float
+    created_at: datetime
+
+
+class TaskDetail(Task):
+    """A task with its roles (in execution order) and its plan, null until it is planned."""
+
+    roles: list[TaskRole]
+    plan: Plan | None
+
+
+class Thought(_Body):
+    """One step of a reasoner's thinking about the task."""
+
+    operation: Operation
+    number: int
+    text: str
+    revises: int | None
+    branch: str | None
+    stage_id: str | None
+    occurred_at: datetime
+    position: str = Field(description="Log position of the thought.recorded event.")
+
+
+class TaskThoughts(_Body):
+    """Every thought recorded for one task, in log order."""
+
+    task_id: uuid.UUID
+    thoughts: list[Thought]
 
 
 class TaskPage(_Body):

@@ -18,6 +18,8 @@ from api._readmodels import (
     decode_history,
     fetch_history,
     fetch_task,
+    fetch_task_detail,
+    fetch_thoughts,
     list_tasks,
     wait_for_projector,
 )
@@ -31,10 +33,11 @@ from api.models import (
     CancelTask,
     ErrorBody,
     SubmitTask,
-    Task,
+    TaskDetail,
     TaskHistory,
     TaskPage,
     TaskStatus,
+    TaskThoughts,
 )
 from events import Event, Position, TaskCancelled, TaskSubmitted
 
@@ -118,17 +121,40 @@ async def list_tasks_page(
     return TaskPage(tasks=tasks, next_cursor=next_page.encode() if next_page else None)
 
 
-@router.get("/{task_id}", response_model=Task, responses=_ERRORS, summary="Get a task")
+@router.get("/{task_id}", response_model=TaskDetail, responses=_ERRORS, summary="Get a task")
 async def get_task(
     task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
-) -> Task:
-    """The task's read model row."""
+) -> TaskDetail:
+    """The task's read model row, its roles with their tools, and its plan (null until the
+    task is planned)."""
     await _wait(resources, wait_for)
-    async with resources.database.connection() as conn:
-        task = await fetch_task(conn, principal.tenant_id, task_id)
+    async with (
+        resources.database.connection() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        # One snapshot: the roles and the plan are those of the same projector batch.
+        task = await fetch_task_detail(conn, principal.tenant_id, task_id)
     if task is None:
         raise _not_found(task_id)
     return task
+
+
+@router.get(
+    "/{task_id}/thoughts",
+    response_model=TaskThoughts,
+    responses=_ERRORS,
+    summary="Task reasoning",
+)
+async def get_task_thoughts(
+    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+) -> TaskThoughts:
+    """Every thought the reasoners recorded while working on the task, in log order."""
+    await _wait(resources, wait_for)
+    async with resources.database.connection() as conn:
+        if await fetch_task(conn, principal.tenant_id, task_id) is None:
+            raise _not_found(task_id)
+        thoughts = await fetch_thoughts(conn, task_id)
+    return TaskThoughts(task_id=task_id, thoughts=thoughts)
 
 
 @router.get(
