@@ -30,6 +30,9 @@ from processors.reasoning._protocol import (
 from processors.reasoning._rule import RuleReasoner
 from processors.reasoning._types import Reasoned, Thought, Usage
 
+# Checked by mypy: both reasoners implement the whole protocol, with its signatures.
+_IMPLEMENTATIONS: tuple[type[Reasoner], ...] = (RuleReasoner, LLMReasoner)
+
 __all__ = [
     "ERROR_CATEGORIES",
     "CriterionFinding",
