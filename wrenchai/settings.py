@@ -109,6 +109,61 @@ class Settings(BaseSettings):
         8, ge=1, le=64, description="Most numbered thoughts one reasoning call may take."
     )
 
+    # -- agents ------------------------------------------------------------------------
+    roles_file: Path | None = Field(
+        None,
+        description="YAML file of extra roles (the format of processors/roles.yaml); a role "
+        "with a built-in name replaces the built-in one.",
+    )
+    playbooks_dir: Path | None = Field(
+        None,
+        description="Folder of extra playbook files (*.yaml); a playbook with a shipped "
+        "name replaces the shipped one.",
+    )
+    price_table: Path | None = Field(
+        None,
+        description="YAML price table (models per 1k tokens, tools per call) for plan "
+        "estimates; unset uses the built-in table.",
+    )
+    agent_concurrency: int = Field(
+        8, ge=1, le=1024, description="Most tasks one agent worker works on at once."
+    )
+
+    # -- built-in tools -----------------------------------------------------------------
+    search_url: str | None = Field(
+        None,
+        description="Base URL of a SearxNG-compatible JSON search API for web.search; unset "
+        "searches the local corpus.",
+    )
+    search_corpus: Path | None = Field(
+        None,
+        description="Folder of text and markdown files that offline web.search ranks; unset "
+        "uses the project's docs/.",
+    )
+    sandbox_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Default wall-time limit of one code.python run."
+    )
+    sandbox_cpu_s: int = Field(30, ge=1, description="CPU-seconds limit of one code.python run.")
+    sandbox_memory_mb: int = Field(
+        512, ge=16, description="Address-space limit of one code.python run, in MiB."
+    )
+    sandbox_output_bytes: int = Field(
+        1_000_000, ge=1_024, description="Most bytes of stdout and of stderr code.python keeps."
+    )
+    fetch_max_bytes: int = Field(
+        2_000_000, ge=1, description="Default most bytes http.fetch reads from a response."
+    )
+    fetch_timeout_s: float = Field(10.0, gt=0, description="Default timeout of http.fetch.")
+    fetch_content_types: str = Field(
+        "text/html,text/plain,text/markdown,application/json,application/xml,text/xml",
+        description="Comma-separated content types http.fetch accepts.",
+    )
+    fetch_allow_hosts: str = Field(
+        "",
+        description="Comma-separated hosts or CIDR ranges http.fetch may reach even though "
+        "they are private, loopback or link-local (the SSRF guard refuses them otherwise).",
+    )
+
     # -- logging -----------------------------------------------------------------------
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     log_format: Literal["console", "json"] = Field(
