@@ -321,6 +321,23 @@ def load_playbook(
     return playbook
 
 
+def load_playbooks(extra_dir: Path | None = None) -> dict[str, Playbook]:
+    """Every shipped playbook by name, then those in ``extra_dir``
+    (``WRENCH_PLAYBOOKS_DIR``), which replace shipped ones of the same name. A file that
+    does not parse is a PlaybookError naming it, so a bad deployment fails at start-up."""
+    playbooks = {name: load_playbook(name) for name in list_playbooks()}
+    if extra_dir is not None:
+        if not Path(extra_dir).is_dir():
+            raise PlaybookError(
+                "PLAYBOOK_NOT_FOUND",
+                f"the playbooks folder {extra_dir} does not exist; fix WRENCH_PLAYBOOKS_DIR",
+                directory=str(extra_dir),
+            )
+        for name in list_playbooks(extra_dir):
+            playbooks[name] = load_playbook(name, extra_dir)
+    return playbooks
+
+
 def playbook_roles(playbook: Playbook) -> list[str]:
     """The roles the playbook's steps name, sorted (for the SuperAgent to assign)."""
     return sorted({step.role for step in playbook.steps if step.role})

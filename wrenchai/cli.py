@@ -97,6 +97,28 @@ def projector() -> None:
 
 
 @main.command()
+@click.argument("name")
+def worker(name: str) -> None:
+    """Run one agent worker (super-agent, ...) until SIGTERM."""
+    import importlib
+
+    from wrenchai.stack import WORKERS, available_workers
+
+    known = available_workers()
+    if name not in known:
+        click.echo(f"error: no worker called {name!r}; workers: {', '.join(known)}", err=True)
+        sys.exit(2)
+    settings = _settings(name)
+    module = importlib.import_module(dict(WORKERS)[name])
+    try:
+        runner = module.worker(settings)
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    runner.main()
+
+
+@main.command()
 def migrate() -> None:
     """Apply the database migrations this database lacks."""
     from projections import migrate_database

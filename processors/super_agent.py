@@ -1,0 +1,412 @@
+"""The SuperAgent: a submitted task becomes roles, the tools of each role, and a plan.
+
+The core is pure and runs without Kafka:
+
+- :func:`evolve` folds the log into what the SuperAgent knows of one task
+  (:class:`TaskState`);
+- :func:`decide` says what planning the task still needs (a :class:`PlanTask`, or nothing
+  once it is planned, cancelled or otherwise over);
+- :meth:`SuperAgent.run` does that planning: the reasoner proposes roles and a playbook,
+  the catalog and the task's constraints decide the roles, the registry and the optimiser
+  allocate tools, and the planner builds the stages. It emits thought.recorded and
+  usage.recorded as it reasons, then roles.assigned, tools.allocated and plan.created, or
+  task.failed with a stable reason when the task cannot be planned.
+
+Every event it emits takes its id from the task.submitted id and a step name, so planning
+the same task again (after a crash, or when task.submitted is delivered twice) yields the
+same ids. A planned task is never planned again: the state is folded from the log, where
+the first plan.created already stands. When the log holds the roles (or the allocation) of
+an interrupted planning, they are reused rather than asked for again.
+
+The faust worker around this core is :func:`worker`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+
+from events import (
+    TERMINAL_TYPES,
+    Actor,
+    AssignedRole,
+    Event,
+    EventPayload,
+    Operation,
+    PlanCreated,
+    RolesAssigned,
+    TaskError,
+    TaskFailed,
+    TaskSubmitted,
+    ThoughtRecorded,
+    ToolsAllocated,
+    UsageRecorded,
+)
+from processors.planning import Plan, create_execution_plan
+from processors.playbook import (
+    Playbook,
+    load_playbooks,
+    playbook_roles,
+    playbook_tools,
+    validate_playbook,
+)
+from processors.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.reasoning import (
+    LLMClient,
+    LLMReasoner,
+    Reasoner,
+    ReasoningError,
+    RoleProposal,
+    RuleReasoner,
+    TaskBrief,
+    Thought,
+    Usage,
+    proposed_playbook,
+)
+from processors.roles import (
+    RoleAssignmentError,
+    RoleCatalog,
+    RoleSpec,
+    load_role_catalog,
+    validate_role_assignment,
+)
+from processors.tools import Allocation, PlanningError, ToolRegistry, allocate_tools
+from processors.tools import builtin_registry as _builtin_registry
+
+if TYPE_CHECKING:
+    from processors._worker import Worker
+    from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+NAME = "super-agent"
+ACTOR = Actor(kind="agent", id=NAME)
+FOLDED_TYPES = frozenset(
+    {"task.submitted", "roles.assigned", "tools.allocated", "plan.created", *TERMINAL_TYPES}
+)
+"""The event types the SuperAgent's state is folded from; it skips the others unread."""
+PLAN_TYPES = frozenset({"roles.assigned", "tools.allocated", "plan.created"})
+"""The events that make a plan; they are not published for a task that closed meanwhile."""
+
+Emit = Callable[[Event], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+# -- state ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskState:
+    """What the SuperAgent knows of one task.
+
+    The events of an unfinished planning are kept so it can go on from them; once the task
+    is planned or over only a flag remains, which keeps a long-running worker's state small.
+    """
+
+    submitted: Event | None = None
+    roles: Event | None = None
+    allocation: Event | None = None
+    planned: bool = False
+    closed: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing remains for the SuperAgent to do for this task."""
+        return self.planned or self.closed is not None
+
+
+def evolve(state: TaskState | None, event: Event) -> TaskState:
+    """``state`` after ``event``; the first event of each kind wins (a repeat is a redelivery)."""
+    state = state or TaskState()
+    if event.type == "task.submitted" and state.submitted is None and not state.settled:
+        return replace(state, submitted=event)
+    if event.type == "roles.assigned" and state.roles is None and not state.settled:
+        return replace(state, roles=event)
+    if event.type == "tools.allocated" and state.allocation is None and not state.settled:
+        return replace(state, allocation=event)
+    if event.type == "plan.created" and not state.planned:
+        return TaskState(planned=True, closed=state.closed)
+    if event.type in TERMINAL_TYPES and state.closed is None:
+        return TaskState(planned=state.planned, closed=event.type)
+    return state
+
+
+@dataclass(frozen=True)
+class PlanTask:
+    """The planning a task still needs. ``roles`` and ``allocation`` are the events of an
+    interrupted planning, when the log holds them; they are reused as they are."""
+
+    submitted: Event
+    roles: Event | None = None
+    allocation: Event | None = None
+
+    key: str = "plan"
+
+
+def decide(state: TaskState) -> list[PlanTask]:
+    """The planning ``state`` calls for: one PlanTask for a submitted task that is neither
+    planned nor over, nothing otherwise (a task cancelled before planning gets no plan)."""
+    if state.submitted is None or state.settled:
+        return []
+    return [PlanTask(state.submitted, state.roles, state.allocation)]
+
+
+# -- planning ------------------------------------------------------------------------------
+class _Recorder:
+    """Turns thoughts and token usage into events derived from the task.submitted event."""
+
+    def __init__(self, cause: Event, emit: Emit, clock: Clock) -> None:
+        self.cause, self.emit, self.clock = cause, emit, clock
+        self.operation: Operation = "assign_roles"
+        self._counts: dict[str, int] = {}
+
+    def _next(self, step: str) -> int:
+        self._counts[step] = self._counts.get(step, 0) + 1
+        return self._counts[step]
+
+    async def derive(self, payload: EventPayload, step: str) -> None:
+        await self.emit(
+            self.cause.derive(payload, step=step, actor=ACTOR, occurred_at=self.clock())
+        )
+
+    def thoughts(self, operation: Operation) -> Callable[[Thought], Awaitable[None]]:
+        """The ``on_thought`` callback of one reasoning operation."""
+        self.operation = operation
+
+        async def record(thought: Thought) -> None:
+            number = self._next(f"{operation}/thought")
+            payload = ThoughtRecorded(
+                operation=operation,
+                number=number,
+                text=thought.text,
+                revises=thought.revises,
+                branch=thought.branch,
+            )
+            await self.derive(payload, f"{operation}/thought/{number}")
+
+        return record
+
+    async def usage(self, operation: Operation, usage: Sequence[Usage]) -> None:
+        for item in usage:
+            number = self._next(f"{operation}/usage")
+            payload = UsageRecorded(
+                operation=operation,
+                model=item.model,
+                prompt_tokens=item.prompt_tokens,
+                completion_tokens=item.completion_tokens,
+                total_tokens=item.total_tokens,
+            )
+            await self.derive(payload, f"{operation}/usage/{number}")
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    roles: list[RoleSpec]
+    reasons: dict[str, tuple[str, float]]
+    allocation: Allocation
+    plan: Plan
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SuperAgent:
+    """Plans tasks with a reasoner, the role catalog, the tool registry and the playbooks.
+
+    ``offline_only`` restricts allocation to tools that need no network (the rule reasoner
+    runs without an LLM, so llm.complete is never allocated); ``model`` and
+    ``fallback_models`` are the LLM stages' model and its alternates.
+    """
+
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        catalog: RoleCatalog,
+        registry: ToolRegistry,
+        playbooks: dict[str, Playbook],
+        prices: PriceTable = DEFAULT_PRICES,
+        *,
+        reasoner_kind: Literal["rule", "llm"],
+        offline_only: bool,
+        model: str | None = None,
+        fallback_models: Sequence[str] = (),
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.reasoner = reasoner
+        self.catalog = catalog
+        self.registry = registry
+        self.playbooks = playbooks
+        self.prices = prices
+        self.reasoner_kind: Literal["rule", "llm"] = reasoner_kind
+        self.offline_only = offline_only
+        self.model = model
+        self.fallback_models = list(fallback_models)
+        self.clock = clock
+
+    @classmethod
+    def offline(cls, registry: ToolRegistry | None = None, clock: Clock = _utcnow) -> SuperAgent:
+        """The SuperAgent with the rule reasoner and the shipped roles and playbooks."""
+        return cls(
+            RuleReasoner(),
+            load_role_catalog(),
+            registry or _builtin_registry(),
+            load_playbooks(),
+            reasoner_kind="rule",
+            offline_only=True,
+            clock=clock,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: LLMClient | None = None) -> SuperAgent:
+        """The SuperAgent as configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set
+        (through ``client``, or a new LLMClient), the rule reasoner otherwise; the user's
+        roles file, playbooks folder and price table on top of the shipped ones."""
+        llm = settings.llm_base_url is not None
+        reasoner: Reasoner = LLMReasoner(client or LLMClient(settings)) if llm else RuleReasoner()
+        models = settings.llm_models()
+        return cls(
+            reasoner,
+            load_role_catalog(settings.roles_file),
+            _builtin_registry(),
+            load_playbooks(settings.playbooks_dir),
+            load_price_table(settings.price_table) if settings.price_table else DEFAULT_PRICES,
+            reasoner_kind="llm" if llm else "rule",
+            offline_only=not llm,
+            model=models[0] if llm else None,
+            fallback_models=models[1:] if llm else (),
+        )
+
+    async def run(self, job: PlanTask, emit: Emit) -> None:
+        """Plan the task of ``job``, emitting every event through ``emit`` in log order."""
+        cause = job.submitted
+        submitted = cause.payload
+        assert isinstance(submitted, TaskSubmitted)
+        recorder = _Recorder(cause, emit, self.clock)
+        brief = TaskBrief(
+            task_id=str(cause.task_id),
+            description=submitted.description,
+            constraints=submitted.constraints or {},
+        )
+        try:
+            outcome = await self._plan(job, brief, recorder)
+        except ReasoningError as exc:
+            # The tokens of a failed call were spent all the same.
+            await recorder.usage(recorder.operation, exc.details.get("usage", []))
+            await recorder.derive(_failure(exc), "task.failed")
+            return
+        except (RoleAssignmentError, PlanningError) as exc:
+            await recorder.derive(_failure(exc), "task.failed")
+            return
+        if job.roles is None:
+            await recorder.derive(self._roles_assigned(outcome), "roles.assigned")
+        if job.allocation is None:
+            allocated = ToolsAllocated.model_validate(outcome.allocation.model_dump())
+            await recorder.derive(allocated, "tools.allocated")
+        await recorder.derive(PlanCreated.model_validate(outcome.plan.model_dump()), "plan.created")
+
+    async def _plan(self, job: PlanTask, brief: TaskBrief, recorder: _Recorder) -> _Outcome:
+        reasons: dict[str, tuple[str, float]] = {}
+        proposal: RoleProposal | None = None
+        if job.roles is None:
+            reasoned = await self.reasoner.assign_roles(
+                brief, self.catalog, on_thought=recorder.thoughts("assign_roles")
+            )
+            await recorder.usage("assign_roles", reasoned.usage)
+            proposal = reasoned.result
+            reasons = {item.role: (item.reason, item.score) for item in proposal.roles}
+            candidates = validate_role_assignment(proposal.names(), self.catalog, brief.constraints)
+        else:
+            assigned = job.roles.payload
+            assert isinstance(assigned, RolesAssigned)
+            candidates = [self.catalog.get(role.name) for role in assigned.roles]
+        planned = await self.reasoner.plan(
+            brief,
+            candidates,
+            self.registry,
+            self.playbooks,
+            on_thought=recorder.thoughts("plan"),
+        )
+        await recorder.usage("plan", planned.usage)
+        playbook = validate_playbook(
+            proposed_playbook(planned.result, self.playbooks), self.registry
+        )
+        roles = candidates
+        if proposal is not None:
+            # The playbook's steps may name roles the reasoner did not propose.
+            roles = validate_role_assignment(
+                [*proposal.names(), *playbook_roles(playbook)], self.catalog, brief.constraints
+            )
+            for name in playbook_roles(playbook):
+                reasons.setdefault(name, (f"named by the steps of playbook {playbook.name}", 0.0))
+        if job.allocation is None:
+            allocation = allocate_tools(
+                roles,
+                self.registry,
+                offline_only=self.offline_only,
+                pinned=playbook_tools(playbook),
+            )
+        else:
+            allocation = Allocation.model_validate(job.allocation.payload.model_dump())
+        plan = create_execution_plan(
+            brief.description,
+            roles,
+            playbook,
+            allocation,
+            self.registry,
+            self.prices,
+            model=self.model,
+            fallback_models=self.fallback_models,
+        )
+        return _Outcome(roles, reasons, allocation, plan)
+
+    def _roles_assigned(self, outcome: _Outcome) -> RolesAssigned:
+        needed_by: dict[str, list[str]] = {}
+        for role in outcome.roles:
+            for dependency in role.depends_on:
+                needed_by.setdefault(dependency, []).append(role.name)
+        assigned = []
+        for role in outcome.roles:
+            default = (f"needed by {', '.join(needed_by.get(role.name, []))}", 0.0)
+            reason, score = outcome.reasons.get(role.name, default)
+            assigned.append(
+                AssignedRole(
+                    name=role.name,
+                    reason=reason[:2_000],
+                    score=score,
+                    depends_on=list(role.depends_on),
+                )
+            )
+        return RolesAssigned(roles=assigned, reasoner=self.reasoner_kind)
+
+
+def _failure(exc: RoleAssignmentError | PlanningError | ReasoningError) -> TaskFailed:
+    """task.failed for a task that cannot be planned: the error's code is the reason."""
+    details = {k: v for k, v in exc.details.items() if k != "usage"}
+    # Details may hold sets or paths; the log holds JSON.
+    details = json.loads(json.dumps(details, default=str))
+    return TaskFailed(
+        reason=exc.code[:100],
+        message=exc.message[:10_000],
+        errors=[TaskError(code=exc.code, message=exc.message[:10_000], details=details)],
+    )
+
+
+def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
+    """The SuperAgent's faust worker: folds the log with :func:`evolve`, plans what
+    :func:`decide` asks for, and never publishes a plan for a task that closed meanwhile."""
+    from processors._worker import Worker
+
+    agent = SuperAgent.from_settings(settings)
+    return Worker(
+        settings,
+        NAME,
+        folded_types=FOLDED_TYPES,
+        evolve=evolve,
+        decide=decide,
+        run=agent.run,
+        suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
+    )
