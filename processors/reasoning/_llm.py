@@ -8,6 +8,7 @@ Prompts and completions are user content: they are never logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypeVar
@@ -176,36 +177,73 @@ class LLMClient:
             raise
         return Reasoned(result=result, thoughts=thoughts, usage=usage + used)
 
+    # -- plain completions ---------------------------------------------------------------
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        model: str | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        name: str = "complete",
+    ) -> tuple[str, Usage]:
+        """Free text for ``messages``, and the usage of the request that produced it.
+
+        ``model`` asks that model alone; without it the configured model and then each
+        fallback are tried, each with the same retries and backoff as structured calls.
+        Raises :class:`LLMUnavailable` when no model answers.
+        """
+        options: dict[str, Any] = {}
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
+        if temperature is not None:
+            options["temperature"] = temperature
+
+        async def request(asked: str) -> tuple[str, Usage]:
+            body = {"model": asked, "messages": messages, **options}
+            return self._answer(await self._post(body), asked)
+
+        return await self._first_answer([model] if model else self._models, name, request)
+
     # -- transport -----------------------------------------------------------------------
 
     async def _complete(
         self, messages: list[Message], result_model: type[BaseModel], name: str
     ) -> tuple[str, Usage]:
         """The content of one answer: each model in turn, each with its retries."""
+        return await self._first_answer(
+            self._models, name, lambda model: self._request(model, messages, result_model, name)
+        )
+
+    async def _first_answer(
+        self, models: list[str], name: str, request: Callable[[str], Awaitable[tuple[str, Usage]]]
+    ) -> tuple[str, Usage]:
+        """``request`` for each model in turn, each with its retries, until one answers."""
         errors: list[str] = []
-        for model in self._models:
+        for model in models:
             try:
-                return await self._ask(model, messages, result_model, name)
+                return await self._ask(model, name, functools.partial(request, model))
             except _ModelFailed as exc:
                 errors.append(f"{model}: {exc}")
                 log.warning("llm.model_failed", name=name, model=model, error=str(exc))
         raise LLMUnavailable(
-            f"No LLM answered {name}: tried {', '.join(self._models)} at {self._url}. "
+            f"No LLM answered {name}: tried {', '.join(models)} at {self._url}. "
             f"Last error: {errors[-1]}. Check that the server is up and WRENCH_LLM_MODEL / "
             "WRENCH_LLM_FALLBACK_MODELS name models it serves.",
             name=name,
-            models=list(self._models),
+            models=list(models),
             errors=errors,
         )
 
     async def _ask(
-        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
+        self, model: str, name: str, request: Callable[[], Awaitable[tuple[str, Usage]]]
     ) -> tuple[str, Usage]:
         """One model, retried with exponential backoff and full jitter."""
         attempt = 0
         while True:
             try:
-                return await self._request(model, messages, result_model, name)
+                return await request()
             except _Retryable as exc:
                 if attempt >= self._settings.llm_max_retries:
                     raise _ModelFailed(f"{exc} (after {attempt + 1} attempts)") from exc
@@ -232,8 +270,17 @@ class LLMClient:
         self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
     ) -> tuple[str, Usage]:
         body = self._body(model, messages, result_model, name)
+        response = await self._post(body)
+        if response.status_code == 400 and self._format_unsupported(response):
+            self._format = _WEAKER_FORMAT[self._format]
+            log.info("llm.response_format_unsupported", name=name, model=model, now=self._format)
+            return await self._request(model, messages, result_model, name)
+        return self._answer(response, model)
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        """One POST; a timeout or a broken connection is worth another attempt."""
         try:
-            response = await self._http.post(
+            return await self._http.post(
                 self._url,
                 json=body,
                 headers=self._headers(),
@@ -243,10 +290,9 @@ class LLMClient:
             raise _Retryable(f"timed out after {self._settings.llm_timeout_s}s") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
-        if response.status_code == 400 and self._format_unsupported(response):
-            self._format = _WEAKER_FORMAT[self._format]
-            log.info("llm.response_format_unsupported", name=name, model=model, now=self._format)
-            return await self._request(model, messages, result_model, name)
+
+    def _answer(self, response: httpx.Response, model: str) -> tuple[str, Usage]:
+        """The content and usage of a response, or the reason to retry or give up."""
         if response.status_code in _RETRYABLE or response.status_code >= 500:
             raise _Retryable(f"HTTP {response.status_code}", _wire.retry_after(response))
         if response.status_code != 200:
