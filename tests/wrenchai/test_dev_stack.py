@@ -3,6 +3,7 @@ projector and the API as child processes, driven over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -18,13 +19,22 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from wrenchai.embedded import free_port
 
 READY_TIMEOUT_S = 60.0
 STOP_LIMIT_S = 10.0
 # Components the supervisor owns, by a fragment of their command line.
-ROLES = {"broker": "tansu", "postgres": "postgres", "projector": "projector", "api": " api "}
+ROLES = {
+    "broker": "tansu",
+    "postgres": "postgres",
+    "projector": "projector",
+    "api": " api ",
+    "super-agent": "worker super-agent",
+}
+REPORT = "Research how WrenchAI recovers from errors and write a short report"
+PLAN_WAIT_S = 60.0
 
 
 def _clean_env() -> dict[str, str]:
@@ -177,6 +187,49 @@ def _wait_new_pid(stack: DevStack, role: str, old: int, timeout_s: float) -> int
     raise AssertionError(f"{role} was not restarted within {timeout_s}s")
 
 
+def _wait_planned(stack: DevStack, task_id: str, timeout_s: float = PLAN_WAIT_S) -> dict[str, Any]:
+    """GET /tasks/{task_id} once the task has a plan."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = stack.client.get(f"/tasks/{task_id}")
+        if response.status_code == 200 and response.json().get("plan"):
+            body: dict[str, Any] = response.json()
+            return body
+        assert time.monotonic() < deadline, f"no plan in {timeout_s}s: {response.text}"
+        time.sleep(0.2)
+
+
+async def _records_of(bootstrap: str, task_id: str) -> list[tuple[str, bytes, tuple[Any, ...]]]:
+    """(type, value, headers) of every record of the task on the dev broker's wrench.events."""
+    consumer = AIOKafkaConsumer(
+        "wrench.events", bootstrap_servers=bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+        found = []
+        while batch := await consumer.getmany(timeout_ms=1000):
+            for messages in batch.values():
+                found += [
+                    (dict(m.headers)["type"].decode(), m.value, tuple(m.headers))
+                    for m in messages
+                    if m.key == task_id.encode()
+                ]
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _republish(bootstrap: str, value: bytes, key: str, headers: tuple[Any, ...]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            "wrench.events", value, key=key.encode(), headers=list(headers)
+        )
+    finally:
+        await producer.stop()
+
+
 @pytest.mark.parametrize("flag", ["--api-port", "--broker-port"])
 def test_a_port_in_use_is_refused_naming_the_port_and_the_flag(tmp_path: Path, flag: str) -> None:
     """dev exits non-zero at once, before starting anything, and says which port to change."""
@@ -197,29 +250,48 @@ def test_a_port_in_use_is_refused_naming_the_port_and_the_flag(tmp_path: Path, f
     assert not (tmp_path / "state" / "postgres").exists()
 
 
-def test_dev_serves_tasks_and_restarts_a_killed_projector(state_dir: Path, start_dev: Any) -> None:
-    """Tasks submitted over HTTP are readable at their positions; a projector killed with
-    SIGKILL comes back under a new pid and the stack keeps working; Ctrl-C stops it all."""
+def test_dev_plans_tasks_and_restarts_killed_children(state_dir: Path, start_dev: Any) -> None:
+    """Tasks submitted over HTTP are readable at their positions and planned by the
+    SuperAgent within seconds; a redelivered task.submitted gets no second plan; a projector
+    or a worker killed with SIGKILL comes back under a new pid and the stack keeps working;
+    Ctrl-C stops it all."""
     stack: DevStack = start_dev(state_dir)
     ready_s = stack.wait_ready()
     print(f"stack ready in {ready_s:.1f}s")
 
-    first = stack.submit("count the open incidents")
+    first = stack.submit(REPORT)
+    submitted_at = time.monotonic()
     task = stack.read(f"/tasks/{first['task_id']}", first["position"])
-    assert task["status"] == "submitted" and task["position"] == first["position"]
+    assert task["position"] == first["position"]
+    planned = _wait_planned(stack, first["task_id"])
+    print(f"planned {time.monotonic() - submitted_at:.1f}s after submission")
+    assert planned["status"] == "running"
+    assert planned["plan"]["playbook"] == "research_report"
+    assert [s["id"] for s in planned["plan"]["stages"]] == ["search", "summarize", "report"]
+    assert {"researcher", "analyst", "writer"} <= {r["name"] for r in planned["roles"]}
 
-    old = stack.children()["projector"]
-    killed = time.monotonic()
-    os.kill(old, signal.SIGKILL)
-    new = _wait_new_pid(stack, "projector", old, timeout_s=10)
-    respawn_s = time.monotonic() - killed
-    second = stack.submit("after the crash")
+    bootstrap = f"127.0.0.1:{stack.broker_port}"
+    before = asyncio.run(_records_of(bootstrap, first["task_id"]))
+    _, value, headers = next(r for r in before if r[0] == "task.submitted")
+    asyncio.run(_republish(bootstrap, value, first["task_id"], headers))
+
+    for role in ("super-agent", "projector"):
+        old = stack.children()[role]
+        killed = time.monotonic()
+        os.kill(old, signal.SIGKILL)
+        _wait_new_pid(stack, role, old, timeout_s=10)
+        print(f"{role} respawned in {time.monotonic() - killed:.2f}s")
+    second = stack.submit("Research the crash and write a short report")
     task = stack.read(f"/tasks/{second['task_id']}", second["position"])
-    caught_up_s = time.monotonic() - killed
-    print(f"projector respawned in {respawn_s:.2f}s, projecting again after {caught_up_s:.1f}s")
-    assert task["status"] == "submitted"
-    assert stack.children()["projector"] == new
+    assert task["position"] == second["position"]
+    _wait_planned(stack, second["task_id"])
+    print(f"planning and projecting again {time.monotonic() - killed:.1f}s after the kills")
     assert "child exited; restarting" in stack.output.read_text()
+
+    after = [kind for kind, _, _ in asyncio.run(_records_of(bootstrap, first["task_id"]))]
+    assert after == [kind for kind, _, _ in before] + ["task.submitted"]
+    assert after.count("plan.created") == 1
+    assert _wait_planned(stack, first["task_id"])["plan"] == planned["plan"]
 
     print(f"stopped in {_stop_cleanly(stack, signal.SIGINT):.1f}s")
 
@@ -232,7 +304,9 @@ def test_restart_on_the_same_state_dir_restores_tasks_and_history(
     tasks land after them (a log restarted at offset 0 would make the projector skip them)."""
     stack: DevStack = start_dev(state_dir)
     stack.wait_ready()
-    accepted = [stack.submit(f"task {i}") for i in range(4)]
+    accepted = [stack.submit(f"{REPORT}, part {i}") for i in range(4)]
+    for item in accepted:
+        _wait_planned(stack, item["task_id"])
     cancel = stack.client.post(
         f"/tasks/{accepted[0]['task_id']}/cancel",
         params={"wait_for": accepted[0]["position"]},
@@ -249,21 +323,32 @@ def test_restart_on_the_same_state_dir_restores_tasks_and_history(
         )
         for task_id, wait in last.items()
     }
-    assert len(before[accepted[0]["task_id"]][1]["events"]) == 2
+    history = before[accepted[0]["task_id"]][1]["events"]
+    assert [e["type"] for e in history][-4:] == [
+        "roles.assigned",
+        "tools.allocated",
+        "plan.created",
+        "task.cancelled",
+    ]
+    archived = sum(len(events["events"]) for _, events in before.values())
     _stop_cleanly(stack)
 
     again: DevStack = start_dev(state_dir)
     ready_s = again.wait_ready()
     print(f"restarted (with restore) and ready in {ready_s:.1f}s")
-    # Four submissions and one cancellation.
-    assert "restored 5 record(s)" in again.output.read_text()
+    # Every record of the four tasks: submissions, planning, one cancellation.
+    assert f"restored {archived} record(s)" in again.output.read_text()
     for task_id, (task, history) in before.items():
         assert again.read(f"/tasks/{task_id}", task["position"]) == task
         assert again.read(f"/tasks/{task_id}/events", task["position"]) == history
 
-    fresh = again.submit("after the restart")
+    fresh = again.submit(f"{REPORT}, after the restart")
     task = again.read(f"/tasks/{fresh['task_id']}", fresh["position"])
-    assert task["status"] == "submitted"
+    assert task["position"] == fresh["position"]
+    _wait_planned(again, fresh["task_id"])
+    # The replayed SuperAgent planned none of the restored tasks again.
+    for task_id, (_, history) in before.items():
+        assert again.read(f"/tasks/{task_id}/events", fresh["position"]) == history
     used = {e["position"] for _, h in before.values() for e in h["events"]}
     assert fresh["position"] not in used
     _stop_cleanly(again)
