@@ -4,6 +4,17 @@ import events
 import events.schema
 
 EXPECTED = {
+    "ErrorCategory",
+    "ProgressUpdated",
+    "RecoveryAction",
+    "RecoveryExecuted",
+    "RecoveryPlanned",
+    "StepCompleted",
+    "StepError",
+    "StepFailed",
+    "StepStarted",
+    "ToolCalled",
+    "ToolReturned",
     "AllocatedTool",
     "AssignedRole",
     "Operation",
