@@ -114,9 +114,9 @@ class SsrfGuard:
         for address in addresses:
             reason = refusal(address)
             if reason is not None and not self.allowed(host, address):
+                where = host if str(address) == host else f"{host} resolves to {address}, which"
                 raise FetchRefused(
-                    f"Refused to fetch {url}: {host} resolves to {address}, which is "
-                    f"{reason}. If this host is meant to be reachable, add it (or its "
+                    f"Refused to fetch {url}: {where} is {reason}. If this host is meant to be reachable, add it (or its "
                     "range, as a CIDR) to WRENCH_FETCH_ALLOW_HOSTS.",
                     url=str(url),
                     host=host,
