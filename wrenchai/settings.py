@@ -126,7 +126,16 @@ class Settings(BaseSettings):
         "estimates; unset uses the built-in table.",
     )
     agent_concurrency: int = Field(
-        8, ge=1, le=1024, description="Most tasks one agent worker works on at once."
+        8, ge=1, le=1024, description="Most jobs (LLM or tool calls) one agent worker runs at once."
+    )
+    max_parallel_stages: int = Field(
+        4, ge=1, le=64, description="Most stages of one task that run at the same time."
+    )
+    max_event_bytes: int = Field(
+        524_288,
+        ge=4_096,
+        description="Largest tool result or step output put in an event; a larger one fails "
+        "the step with OUTPUT_TOO_LARGE.",
     )
 
     # -- built-in tools -----------------------------------------------------------------
@@ -148,7 +157,10 @@ class Settings(BaseSettings):
         512, ge=16, description="Address-space limit of one code.python run, in MiB."
     )
     sandbox_output_bytes: int = Field(
-        1_000_000, ge=1_024, description="Most bytes of stdout and of stderr code.python keeps."
+        65_536,
+        ge=1_024,
+        description="Most bytes of stdout and of stderr code.python keeps (outputs travel in "
+        "events, so keep them well under the broker's message size).",
     )
     fetch_max_bytes: int = Field(
         2_000_000, ge=1, description="Default most bytes http.fetch reads from a response."
