@@ -27,7 +27,7 @@ _TOLERANCE = 1e-9
 _MAX_ROUNDS = 200
 # A sentence ends at . ! or ? (optionally closed by a quote or bracket) followed by
 # whitespace and an upper-case letter, a digit or an opening quote; or at a blank line.
-_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[A-Z0-9\"'(\[])|\n\s*\n")
+_BOUNDARY = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[A-Z0-9\"'(\[])|\n\s*\n")
 
 
 def sentences(text: str) -> list[str]:
