@@ -92,6 +92,9 @@ FOLDED_TYPES = frozenset(
 """The event types the SuperAgent's state is folded from; it skips the others unread."""
 PLAN_TYPES = frozenset({"roles.assigned", "tools.allocated", "plan.created"})
 """The events that make a plan; they are not published for a task that closed meanwhile."""
+NEEDED_BY = "needed by {}"
+NAMED_BY_PLAYBOOK = "named by the steps of playbook {}"
+"""The reasons of roles.assigned for the roles that the reasoner did not propose."""
 
 Emit = Callable[[Event], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -319,13 +322,15 @@ class SuperAgent:
             proposal = reasoned.result
             reasons = {item.role: (item.reason, item.score) for item in proposal.roles}
             candidates = validate_role_assignment(proposal.names(), self.catalog, brief.constraints)
+            asked = candidates
         else:
             assigned = job.roles.payload
             assert isinstance(assigned, RolesAssigned)
             candidates = [self.catalog.get(role.name) for role in assigned.roles]
+            asked = self._first_candidates(assigned, brief)
         planned = await self.reasoner.plan(
             brief,
-            candidates,
+            asked,
             self.registry,
             self.playbooks,
             on_thought=recorder.thoughts("plan"),
@@ -341,7 +346,7 @@ class SuperAgent:
                 [*proposal.names(), *playbook_roles(playbook)], self.catalog, brief.constraints
             )
             for name in playbook_roles(playbook):
-                reasons.setdefault(name, (f"named by the steps of playbook {playbook.name}", 0.0))
+                reasons.setdefault(name, (NAMED_BY_PLAYBOOK.format(playbook.name), 0.0))
         if job.allocation is None:
             allocation = allocate_tools(
                 roles,
@@ -363,6 +368,23 @@ class SuperAgent:
         )
         return _Outcome(roles, reasons, allocation, plan)
 
+    def _first_candidates(self, assigned: RolesAssigned, brief: TaskBrief) -> list[RoleSpec]:
+        """The roles the reasoner planned with before the planning was interrupted: the
+        logged roles that came from its proposal, with their dependencies.
+
+        The logged roles also hold those the chosen playbook added, and a reasoner given
+        more roles may choose another playbook; resuming with the first run's roles makes
+        the same plan, and the same thoughts under the same ids, as an uninterrupted run.
+        """
+        proposed = [
+            role.name
+            for role in assigned.roles
+            if not (role.score == 0.0 and _added_by_planning(role.reason))
+        ]
+        if not proposed:
+            return [self.catalog.get(role.name) for role in assigned.roles]
+        return validate_role_assignment(proposed, self.catalog, brief.constraints)
+
     def _roles_assigned(self, outcome: _Outcome) -> RolesAssigned:
         needed_by: dict[str, list[str]] = {}
         for role in outcome.roles:
@@ -370,7 +392,7 @@ class SuperAgent:
                 needed_by.setdefault(dependency, []).append(role.name)
         assigned = []
         for role in outcome.roles:
-            default = (f"needed by {', '.join(needed_by.get(role.name, []))}", 0.0)
+            default = (NEEDED_BY.format(", ".join(needed_by.get(role.name, []))), 0.0)
             reason, score = outcome.reasons.get(role.name, default)
             assigned.append(
                 AssignedRole(
@@ -381,6 +403,14 @@ class SuperAgent:
                 )
             )
         return RolesAssigned(roles=assigned, reasoner=self.reasoner_kind)
+
+
+def _added_by_planning(reason: str) -> bool:
+    """Whether a logged role's reason is one the SuperAgent wrote for a role the reasoner
+    did not propose (a dependency, or a role named by the playbook's steps)."""
+    return reason.startswith(NEEDED_BY.format("")) or reason.startswith(
+        NAMED_BY_PLAYBOOK.format("")
+    )
 
 
 def _failure(exc: RoleAssignmentError | PlanningError | ReasoningError) -> TaskFailed:

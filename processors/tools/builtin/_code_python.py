@@ -53,21 +53,25 @@ class _Capped:
         self.truncated = False
 
     async def drain(self, fd: int) -> None:
-        """Read ``fd`` to end of file, then close it (also when cancelled)."""
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=65_536)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", buffering=0)
-        )
+        """Read ``fd`` to end of file, then close it (also on error or cancellation)."""
+        pipe = os.fdopen(fd, "rb", buffering=0)
         try:
-            while chunk := await reader.read(65_536):
-                room = self.limit - len(self.data)
-                if len(chunk) > room:
-                    self.truncated = True
-                if room > 0:
-                    self.data += chunk[:room]
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=65_536)
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), pipe
+            )
+            try:
+                while chunk := await reader.read(65_536):
+                    room = self.limit - len(self.data)
+                    if len(chunk) > room:
+                        self.truncated = True
+                    if room > 0:
+                        self.data += chunk[:room]
+            finally:
+                transport.close()
         finally:
-            transport.close()
+            pipe.close()
 
     def text(self) -> str:
         return self.data.decode("utf-8", errors="replace")
@@ -100,26 +104,23 @@ class CodePython(BuiltinTool):
         timeout_s = float(tool_input.get("timeout_s", self._timeout_s))
         isolate = await self.network_isolation()
         workdir = Path(tempfile.mkdtemp(prefix="wrench-code-"))
-        cgroup = _sandbox.create_pids_cgroup(self._limits.processes)
+        cgroup = await asyncio.to_thread(_sandbox.create_pids_cgroup, self._limits.processes)
         try:
             (workdir / "main.py").write_text(tool_input["code"], encoding="utf-8")
-            return await self._execute(
-                workdir, tool_input.get("stdin", ""), timeout_s, cgroup, isolate
+            proc, stdout_fd, stderr_fd = await self._spawn(workdir, cgroup, isolate)
+            return await self._supervise(
+                proc, stdout_fd, stderr_fd, tool_input.get("stdin", ""), timeout_s, cgroup
             )
         finally:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.kill_all)
             shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _execute(
-        self,
-        workdir: Path,
-        stdin: str,
-        timeout_s: float,
-        cgroup: _sandbox.PidsCgroup | None,
-        isolate: bool,
-    ) -> dict[str, Any]:
-        started = time.monotonic()
+    async def _spawn(
+        self, workdir: Path, cgroup: _sandbox.PidsCgroup | None, isolate: bool
+    ) -> tuple[asyncio.subprocess.Process, int, int]:
+        """Start ``main.py`` inside the fences; the process and the read ends of its
+        stdout and stderr."""
         # Our own pipes, not asyncio's: asyncio's Process.wait() also waits for its pipes to
         # close, which a grandchild holding stdout would put off until the timeout.
         out_read, out_write = os.pipe()
@@ -144,8 +145,8 @@ class CodePython(BuiltinTool):
                 preexec_fn=_sandbox.preexec(self._limits, cgroup=cgroup, isolate_network=isolate),
             )
         except (OSError, subprocess.SubprocessError) as exc:
-            for fd in (out_read, err_read):
-                os.close(fd)
+            os.close(out_read)
+            os.close(err_read)
             raise ToolFailed(
                 f"code.python could not start {sys.executable}: {exc}. Check that the "
                 "interpreter exists and that the worker may create processes.",
@@ -154,12 +155,26 @@ class CodePython(BuiltinTool):
         finally:
             os.close(out_write)
             os.close(err_write)
+        return proc, out_read, err_read
+
+    async def _supervise(
+        self,
+        proc: asyncio.subprocess.Process,
+        stdout_fd: int,
+        stderr_fd: int,
+        stdin: str,
+        timeout_s: float,
+        cgroup: _sandbox.PidsCgroup | None,
+    ) -> dict[str, Any]:
+        """Feed, read and wait for the run within ``timeout_s``; kill what it leaves."""
+        started = time.monotonic()
         out, err = _Capped(self._output_bytes), _Capped(self._output_bytes)
-        readers = asyncio.gather(out.drain(out_read), err.drain(err_read))
+        readers = asyncio.gather(out.drain(stdout_fd), err.drain(stderr_fd))
         try:
             async with asyncio.timeout(timeout_s):
                 await _feed(proc, stdin)
                 exit_code = await proc.wait()
+            duration_s = time.monotonic() - started
         except TimeoutError:
             raise ToolTimeout(
                 f"code.python ran out of its {timeout_s:g}s wall-time limit and was killed; "
@@ -170,28 +185,12 @@ class CodePython(BuiltinTool):
                 stderr_tail=err.text()[-_TAIL_CHARS:],
             ) from None
         finally:
-            # Whatever the run started dies with it, on success, timeout or cancellation.
-            _sandbox.kill_group(proc.pid)
-            if cgroup is not None:
-                await asyncio.to_thread(cgroup.kill_all)
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await asyncio.shield(proc.wait())
-            # The pipes reach end of file once every writer is dead; a writer that escaped
-            # both the group and the cgroup gets a short grace, then its output is dropped.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_DRAIN_GRACE_S):
-                    await asyncio.shield(readers)
-            if not readers.done():
-                readers.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await readers
+            await _end(proc, cgroup, readers)
         return {
             "stdout": out.text(),
             "stderr": err.text(),
             "exit_code": exit_code,
-            "duration_s": round(time.monotonic() - started, 6),
+            "duration_s": round(duration_s, 6),
             "truncated": out.truncated or err.truncated,
         }
 
@@ -221,6 +220,31 @@ class CodePython(BuiltinTool):
             f"CPU {self._limits.cpu_s}s; wall {self._timeout_s:g}s by default; "
             f"output {self._output_bytes} bytes per stream"
         )
+
+
+async def _end(
+    proc: asyncio.subprocess.Process,
+    cgroup: _sandbox.PidsCgroup | None,
+    readers: asyncio.Future[Any],
+) -> None:
+    """Kill whatever the run started (on success, timeout or cancellation alike), reap the
+    interpreter, and let its output pipes run dry."""
+    _sandbox.kill_group(proc.pid)
+    if cgroup is not None:
+        await asyncio.to_thread(cgroup.kill_all)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+    # The pipes reach end of file once every writer is dead; a writer that escaped both the
+    # group and the cgroup gets a short grace, then its output is dropped.
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_GRACE_S):
+            await asyncio.shield(readers)
+    if not readers.done():
+        readers.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await readers
 
 
 async def _feed(proc: asyncio.subprocess.Process, stdin: str) -> None:

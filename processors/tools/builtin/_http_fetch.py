@@ -116,8 +116,9 @@ class SsrfGuard:
             if reason is not None and not self.allowed(host, address):
                 where = host if str(address) == host else f"{host} resolves to {address}, which"
                 raise FetchRefused(
-                    f"Refused to fetch {url}: {where} is {reason}. If this host is meant to be reachable, add it (or its "
-                    "range, as a CIDR) to WRENCH_FETCH_ALLOW_HOSTS.",
+                    f"Refused to fetch {url}: {where} is {reason}. If this host is meant "
+                    "to be reachable, add it (or its range, as a CIDR) to "
+                    "WRENCH_FETCH_ALLOW_HOSTS.",
                     url=str(url),
                     host=host,
                     address=str(address),

@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from processors.tools.builtin import CodePython, ToolTimeout, _sandbox
+from processors.tools.builtin import CodePython, ToolTimeout, _code_python, _sandbox
 from tests.processors.tools_builtin.local_http import LocalServer
 from wrenchai.settings import Settings
 
@@ -261,3 +261,34 @@ async def test_runs_leave_no_cgroup_and_no_directory_behind(tool: CodePython) ->
     result = await tool.call({"code": "import os; print(os.getcwd())"})
     assert not _exists(result["stdout"].strip())
     assert leftovers() <= before
+
+
+async def test_the_cpu_limit_stops_a_busy_loop_before_the_wall_time() -> None:
+    tool = CodePython(Settings(sandbox_cpu_s=1, sandbox_timeout_s=20))
+    started = time.monotonic()
+    result = await tool.call({"code": "while True: pass"})
+    assert time.monotonic() - started < 10
+    assert result["exit_code"] in (-9, -24), "SIGXCPU at the soft limit, SIGKILL at the hard"
+
+
+async def test_a_file_past_the_size_limit_cannot_be_written(tool: CodePython) -> None:
+    code = (
+        "import errno\n"
+        "try:\n"
+        "    with open('big', 'wb') as f:\n"
+        "        f.write(b'x' * (65 * 1024 * 1024))\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode[exc.errno])\n"
+    )
+    result = await tool.call({"code": code})
+    assert result["stdout"] == "EFBIG\n"
+
+
+async def test_without_network_isolation_runs_go_on_and_health_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_code_python, "_try_network_isolation", lambda: False)
+    tool = CodePython(SETTINGS)
+    assert (await tool.call({"code": "print('ran')"}))["stdout"] == "ran\n"
+    health = await tool.health()
+    assert health.ok and "network: NOT isolated" in health.detail
