@@ -22,6 +22,7 @@ from processors.tools.builtin._base import (
     ToolHealth,
     ToolLLMNotConfigured,
     ToolLLMUnavailable,
+    ToolOutputInvalid,
     ToolOutputTooLarge,
     ToolTimeout,
 )
@@ -49,8 +50,8 @@ def build_tools(settings: Settings) -> dict[str, Tool]:
         CodePython(settings),
         HttpFetch(settings),
         LLMComplete(settings),
-        ReportCompile(),
-        TextSummarize(),
+        ReportCompile(max_result_bytes=settings.max_event_bytes),
+        TextSummarize(max_result_bytes=settings.max_event_bytes),
         WebSearch(settings),
     ]
     return {tool.spec.name: tool for tool in tools}
@@ -77,6 +78,7 @@ __all__ = [
     "ToolHealth",
     "ToolLLMNotConfigured",
     "ToolLLMUnavailable",
+    "ToolOutputInvalid",
     "ToolOutputTooLarge",
     "ToolTimeout",
     "WebSearch",

@@ -63,6 +63,12 @@ class ToolFailed(ToolError):
     code = "TOOL_FAILED"
 
 
+class ToolOutputInvalid(ToolFailed):
+    """The tool returned a result that breaks its own output schema: a bug in the tool."""
+
+    code = "INVALID_OUTPUT"
+
+
 class ToolOutputTooLarge(ToolError):
     """The result is too big to record as an event; ask for less (a smaller limit)."""
 
@@ -131,13 +137,16 @@ class Tool(Protocol):
     async def health(self) -> ToolHealth: ...
 
 
-# Results travel in events on the log; one this big would not fit a Kafka record anyway.
-MAX_RESULT_BYTES = 16 * 1024 * 1024
+# Results travel in events on the log: the default is WRENCH_MAX_EVENT_BYTES's.
+MAX_RESULT_BYTES = 524_288
 _REMEMBERED_RESULTS = 256
 
 
 class BuiltinTool(ABC):
     """The shared half of every built-in tool: schema checks, defaults, idempotency.
+
+    ``max_result_bytes`` is the largest result (as UTF-8 JSON) the tool may return; results
+    travel in events, so :func:`build_tools` sets it to WRENCH_MAX_EVENT_BYTES.
 
     A subclass sets ``spec`` and implements :meth:`_run` (the work, on valid input with
     top-level defaults filled in) and :meth:`_probe` (the health check).
@@ -149,7 +158,8 @@ class BuiltinTool(ABC):
 
     spec: ClassVar[ToolSpec]
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_result_bytes: int = MAX_RESULT_BYTES) -> None:
+        self.max_result_bytes = max_result_bytes
         self._input_validator = Draft202012Validator(self.spec.input_schema)
         self._output_validator = Draft202012Validator(self.spec.output_schema)
         self._results: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -207,19 +217,21 @@ class BuiltinTool(ABC):
         error = _first_error(self._output_validator, result)
         if error is not None:
             path = _json_path(error)
-            raise ToolFailed(
+            raise ToolOutputInvalid(
                 f"{self.spec.ref} returned a result that breaks its output schema at {path}: "
                 f"{error.message}. This is a bug in the tool, not in the input.",
                 tool=self.spec.name,
                 path=path,
             )
         size = len(json.dumps(result, ensure_ascii=False).encode())
-        if size > MAX_RESULT_BYTES:
+        if size > self.max_result_bytes:
             raise ToolOutputTooLarge(
-                f"{self.spec.name} produced {size} bytes, more than the {MAX_RESULT_BYTES} a "
-                "result may hold; ask for less (a lower limit or max_bytes).",
+                f"{self.spec.name} produced a {size}-byte result, more than the "
+                f"{self.max_result_bytes} an event may carry (WRENCH_MAX_EVENT_BYTES); ask "
+                "for less (a lower limit or max_bytes).",
                 tool=self.spec.name,
                 size=size,
+                limit=self.max_result_bytes,
             )
 
     def _with_defaults(self, tool_input: dict[str, Any]) -> dict[str, Any]:

@@ -83,7 +83,7 @@ class CodePython(BuiltinTool):
     spec = CODE_PYTHON
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__()
+        super().__init__(max_result_bytes=settings.max_event_bytes)
         self._timeout_s = settings.sandbox_timeout_s
         self._output_bytes = settings.sandbox_output_bytes
         self._limits = _sandbox.Limits(

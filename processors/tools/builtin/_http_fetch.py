@@ -158,8 +158,9 @@ class HttpFetch(BuiltinTool):
     spec = HTTP_FETCH
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__()
-        self._max_bytes = settings.fetch_max_bytes
+        super().__init__(max_result_bytes=settings.max_event_bytes)
+        # The default read must fit in an event, with room for the JSON escaping of the text.
+        self._max_bytes = min(settings.fetch_max_bytes, settings.max_event_bytes // 2)
         self._timeout_s = settings.fetch_timeout_s
         self._content_types = frozenset(
             part.strip().lower() for part in settings.fetch_content_types.split(",") if part

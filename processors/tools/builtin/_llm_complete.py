@@ -30,7 +30,7 @@ class LLMComplete(BuiltinTool):
     spec = LLM_COMPLETE
 
     def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
-        super().__init__()
+        super().__init__(max_result_bytes=settings.max_event_bytes)
         self._settings = settings
         self._http = http
         self._client: LLMClient | None = None

@@ -319,7 +319,7 @@ class WebSearch(BuiltinTool):
     spec = WEB_SEARCH
 
     def __init__(self, settings: Settings, backend: SearchBackend | None = None) -> None:
-        super().__init__()
+        super().__init__(max_result_bytes=settings.max_event_bytes)
         if backend is None:
             if settings.search_url:
                 backend = SearxngBackend(settings.search_url, settings.fetch_timeout_s)

@@ -26,6 +26,7 @@ from processors.tools.builtin import (
     ToolHealth,
     ToolLLMNotConfigured,
     ToolLLMUnavailable,
+    ToolOutputInvalid,
     ToolOutputTooLarge,
     ToolTimeout,
     build_tools,
@@ -165,8 +166,9 @@ async def test_a_result_that_breaks_the_output_schema_is_a_tool_failure() -> Non
         async def _probe(self) -> tuple[bool, str]:
             raise RuntimeError("probe exploded")
 
-    with pytest.raises(ToolFailed, match=r"\$\.summary"):
+    with pytest.raises(ToolOutputInvalid, match=r"\$\.summary") as caught:
         await Broken().call({"text": "t"})
+    assert caught.value.code == "INVALID_OUTPUT" and isinstance(caught.value, ToolFailed)
     health = await Broken().health()
     assert not health.ok and "probe exploded" in health.detail
 
@@ -176,6 +178,7 @@ def test_errors_have_stable_codes_and_transience() -> None:
         InvalidToolInput: ("INVALID_INPUT", False),
         ToolTimeout: ("TOOL_TIMEOUT", True),
         ToolFailed: ("TOOL_FAILED", False),
+        ToolOutputInvalid: ("INVALID_OUTPUT", False),
         ToolOutputTooLarge: ("OUTPUT_TOO_LARGE", False),
         FetchRefused: ("FETCH_REFUSED", False),
         FetchFailed: ("FETCH_FAILED", True),
@@ -212,8 +215,18 @@ def test_the_public_names_are_pinned() -> None:
         "ToolHealth",
         "ToolLLMNotConfigured",
         "ToolLLMUnavailable",
+        "ToolOutputInvalid",
         "ToolOutputTooLarge",
         "ToolTimeout",
         "WebSearch",
         "build_tools",
     ]
+
+
+async def test_a_result_too_big_for_an_event_is_output_too_large() -> None:
+    tools = build_tools(Settings(max_event_bytes=4_096))
+    text = " ".join(f"Sentence number {i} talks about the log." for i in range(400))
+    with pytest.raises(ToolOutputTooLarge) as caught:
+        await tools["report.compile"].call({"title": "T", "sections": [{"body": text}]})
+    assert caught.value.details["limit"] == 4_096
+    assert "WRENCH_MAX_EVENT_BYTES" in caught.value.message
