@@ -18,8 +18,9 @@ from events._envelope import EventPayload, sensitive
 MAX_NAME = 200
 MAX_DETAIL = 2_000
 
-Operation = Literal["assign_roles", "plan", "evaluate", "analyse_error"]
-"""The reasoning operation a thought or a token count belongs to."""
+Operation = Literal["assign_roles", "plan", "evaluate", "analyse_error", "execute"]
+"""What a thought or a token count belongs to: a reasoning operation, or ``execute`` for
+the LLM calls a stage makes through llm.complete."""
 
 
 class _Part(BaseModel):

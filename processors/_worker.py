@@ -26,11 +26,13 @@ state's only source.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import faust
@@ -56,6 +58,11 @@ RETRY_BASE_S = 0.5
 RETRY_MAX_S = 15.0
 MAX_JOB_ERRORS = 3
 STOP_GRACE_S = 2.0
+TICK_S = 0.5
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class Job(Protocol):
@@ -90,9 +97,12 @@ class Worker(Generic[S, J]):
         *,
         folded_types: Iterable[str],
         evolve: Callable[[S | None, Event], S],
-        decide: Callable[[S], list[J]],
+        decide: Callable[[S, datetime], list[J]],
         run: Callable[[J, Emit], Awaitable[None]],
         suppress: Callable[[S, Event], bool] | None = None,
+        observe: Callable[[Event], None] | None = None,
+        deadline: Callable[[S], datetime | None] | None = None,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
         self.name = name
@@ -100,6 +110,7 @@ class Worker(Generic[S, J]):
         self.topic = settings.topic("events")
         self.folded_types = frozenset(folded_types)
         self.evolve, self.decide, self.run, self.suppress = evolve, decide, run, suppress
+        self.observe, self.deadline, self.clock = observe, deadline, clock
         self.codec: Codec = codec_from_settings(settings.fernet_keys())
         self.producer = EventProducer(settings, self.codec)
         self.partitions: dict[int, _Partition[S]] = {}
@@ -107,6 +118,11 @@ class Worker(Generic[S, J]):
         self.finished: set[tuple[uuid.UUID, str]] = set()
         self._slots: asyncio.Semaphore | None = None
         self._replays: dict[int, asyncio.Task[None]] = {}
+        # (when, partition, task) of tasks whose state wants a decision at a time, not only
+        # on an event (a task's timeout); stale entries are skipped when they come up.
+        self._timers: list[tuple[datetime, int, uuid.UUID]] = []
+        self._timer_of: dict[uuid.UUID, datetime] = {}
+        self._ticker: asyncio.Task[None] | None = None
 
     # -- records -----------------------------------------------------------------------
     def decode(self, record: Record, partition: int, offset: int) -> Event | None:
@@ -130,6 +146,8 @@ class Worker(Generic[S, J]):
 
     def fold(self, part: _Partition[S], event: Event, *, live: bool) -> None:
         """Fold ``event`` into its task's state; when ``live``, start what it calls for."""
+        if self.observe is not None:
+            self.observe(event)
         if event.task_id is None:
             return
         part.tasks[event.task_id] = self.evolve(part.tasks.get(event.task_id), event)
@@ -137,15 +155,38 @@ class Worker(Generic[S, J]):
             self.schedule(part, event.task_id)
 
     def schedule(self, part: _Partition[S], task_id: uuid.UUID) -> None:
-        """Start the jobs the task's state lists that are neither running nor done."""
-        jobs = self.decide(part.tasks[task_id])
+        """Start the jobs the task's state lists that are neither running nor done, and
+        cancel running jobs it no longer lists (the task was cancelled or timed out)."""
+        state = part.tasks[task_id]
+        jobs = self.decide(state, self.clock())
         due = {job.key for job in jobs}
         self.finished = {mark for mark in self.finished if mark[0] != task_id or mark[1] in due}
+        for mark, task in list(self.running.items()):
+            if mark[0] == task_id and mark[1] not in due:
+                task.cancel()
         for job in jobs:
             mark = (task_id, job.key)
             if mark in self.running or mark in self.finished:
                 continue
             self.running[mark] = asyncio.create_task(self._perform(part, task_id, job))
+        when = self.deadline(state) if self.deadline is not None else None
+        if when is not None and self._timer_of.get(task_id) != when:
+            self._timer_of[task_id] = when
+            heapq.heappush(self._timers, (when, part.number, task_id))
+
+    async def _tick(self) -> None:
+        """Decide again for tasks whose deadline has come."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = self.clock()
+            while self._timers and self._timers[0][0] <= now:
+                when, number, task_id = heapq.heappop(self._timers)
+                if self._timer_of.get(task_id) != when:
+                    continue  # superseded by a later deadline
+                del self._timer_of[task_id]
+                part = self.partitions.get(number)
+                if part is not None and part.ready.is_set() and task_id in part.tasks:
+                    self.schedule(part, task_id)
 
     async def _decode_or_dlq(self, record: Record, partition: int, offset: int) -> Event | None:
         try:
@@ -250,6 +291,8 @@ class Worker(Generic[S, J]):
                 delay = min(delay * 2, RETRY_MAX_S)
         part.replayed_to = end
         part.ready.set()
+        if self.deadline is not None and self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
         for task_id in list(part.tasks):
             self.schedule(part, task_id)
         log.info("partition replayed", partition=part.number, offset=end, tasks=len(part.tasks))
@@ -353,6 +396,8 @@ class Worker(Generic[S, J]):
                 task.cancel()
         for replay in self._replays.values():
             replay.cancel()
+        if self._ticker is not None:
+            self._ticker.cancel()
         await self.producer.stop()
         log.info("worker stopped", worker=self.name, cancelled_jobs=len(jobs))
 

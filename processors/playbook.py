@@ -140,6 +140,106 @@ def substitute(value: Any, inputs: Mapping[str, Any], task_description: str | No
     return value
 
 
+def resolve_outputs(value: Any, outputs: Mapping[str, Any]) -> Any:
+    """``value`` with every ``{{steps.<id>.output...}}`` replaced from ``outputs`` (step id
+    to output), when the step runs. A path that the output lacks is a PlaybookError
+    BAD_REFERENCE naming it; list items are addressed by their index."""
+
+    def lookup(parts: list[str]) -> Any:
+        if len(parts) < 3 or parts[0] != "steps" or parts[2] != "output":
+            raise PlaybookError("BAD_REFERENCE", f"{'.'.join(parts)} is not a step output")
+        if parts[1] not in outputs:
+            raise PlaybookError(
+                "BAD_REFERENCE", f"step {parts[1]} has no output yet", reference=".".join(parts)
+            )
+        found = outputs[parts[1]]
+        for part in parts[3:]:
+            if isinstance(found, Mapping) and part in found:
+                found = found[part]
+            elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
+                found = found[int(part)]
+            else:
+                raise PlaybookError(
+                    "BAD_REFERENCE",
+                    f"the output of step {parts[1]} has nothing at {'.'.join(parts[3:])}",
+                    reference=".".join(parts),
+                )
+        return found
+
+    if isinstance(value, str):
+        whole = REFERENCE.fullmatch(value.strip())
+        if whole and whole.group(1).startswith("steps."):
+            return lookup(whole.group(1).split("."))
+
+        def text(match: re.Match[str]) -> str:
+            if not match.group(1).startswith("steps."):
+                return match.group(0)
+            found = lookup(match.group(1).split("."))
+            return found if isinstance(found, str) else json.dumps(found, sort_keys=True)
+
+        return REFERENCE.sub(text, value)
+    if isinstance(value, Mapping):
+        return {key: resolve_outputs(item, outputs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_outputs(item, outputs) for item in value]
+    return value
+
+
+_URL = re.compile(r"^(https?|file)://")
+
+
+def as_text(value: Any) -> str:
+    """Readable text of an output for a field that wants a string: a string as it is, a
+    list item by item, an object by its text fields (links left out: they are sources)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "\n\n".join(text for text in (as_text(item) for item in value) if text)
+    if isinstance(value, Mapping):
+        parts = [
+            as_text(item)
+            for item in value.values()
+            if isinstance(item, (str, list, Mapping)) and not _URL.match(str(item))
+        ]
+        return "\n".join(part for part in parts if part)
+    return json.dumps(value, sort_keys=True)
+
+
+def fit_to_schema(value: Any, schema: Mapping[str, Any]) -> Any:
+    """``value`` shaped for ``schema`` where a resolved reference gave another shape: text
+    where a string is wanted (:func:`as_text`), a link (an object's ``url``) or text where
+    a list of strings is wanted, a number from numeric text. Anything else is left for the
+    tool's own validation to judge."""
+    kind = schema.get("type")
+    if kind == "string" and not isinstance(value, str):
+        return as_text(value)
+    if kind in ("integer", "number") and isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        return int(number) if kind == "integer" and number.is_integer() else number
+    if kind == "array" and isinstance(value, list):
+        items = schema.get("items") or {}
+        if items.get("type") == "string":
+            return [
+                item
+                if isinstance(item, str)
+                else str(item["url"])
+                if isinstance(item, Mapping) and isinstance(item.get("url"), str)
+                else as_text(item)
+                for item in value
+            ]
+        return [fit_to_schema(item, items) for item in value]
+    if kind == "object" and isinstance(value, Mapping):
+        properties = schema.get("properties") or {}
+        return {
+            key: fit_to_schema(item, properties[key]) if key in properties else item
+            for key, item in value.items()
+        }
+    return value
+
+
 def topological_steps(playbook: Playbook) -> list[PlaybookStep]:
     """The steps with each after its dependencies; ties keep the playbook's order.
 

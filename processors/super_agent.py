@@ -149,9 +149,10 @@ class PlanTask:
     key: str = "plan"
 
 
-def decide(state: TaskState) -> list[PlanTask]:
+def decide(state: TaskState, now: datetime | None = None) -> list[PlanTask]:
     """The planning ``state`` calls for: one PlanTask for a submitted task that is neither
-    planned nor over, nothing otherwise (a task cancelled before planning gets no plan)."""
+    planned nor over, nothing otherwise (a task cancelled before planning gets no plan).
+    Planning has no deadline of its own, so ``now`` is not consulted."""
     if state.submitted is None or state.settled:
         return []
     return [PlanTask(state.submitted, state.roles, state.allocation)]

@@ -138,6 +138,13 @@ class Settings(BaseSettings):
         "the step with OUTPUT_TOO_LARGE.",
     )
 
+    tool_modules: str = Field(
+        "",
+        description="Comma-separated Python modules that add tools: each has "
+        "register(registry, tools, settings), called at the start of every agent worker "
+        "(see docs/tools.md).",
+    )
+
     # -- built-in tools -----------------------------------------------------------------
     search_url: str | None = Field(
         None,

@@ -32,6 +32,7 @@ ROLES = {
     "projector": "projector",
     "api": " api ",
     "super-agent": "worker super-agent",
+    "journey-agent": "worker journey-agent",
 }
 REPORT = "Research how WrenchAI recovers from errors and write a short report"
 PLAN_WAIT_S = 60.0

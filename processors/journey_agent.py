@@ -1,0 +1,519 @@
+"""The JourneyAgent: runs the plans the SuperAgent makes, stage by stage, with tools.
+
+Its pure core is :mod:`processors.execution` (what the log says and what to do next) and
+:mod:`processors.recovery` (what to do about a failure); this module carries the jobs out
+and emits the events that record them. Every event takes its id from the plan.created (or,
+for a timeout before any plan, the task.submitted) id and a step name such as
+``search/2/started``, so a job run again after a crash emits the same ids.
+
+An attempt of a stage: step.started (the input with upstream outputs filled in), then
+tool.called, the call (or an earlier identical call's result, for an idempotent tool), then
+tool.returned, usage.recorded for an LLM call, and step.completed or step.failed. A failed
+attempt gets recovery.planned (from the stage's fallbacks, the error's category and the
+reasoner's analysis) and then recovery.executed when it is carried out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from events import (
+    Actor,
+    Event,
+    EventPayload,
+    PlanCreated,
+    ProgressUpdated,
+    RecoveryExecuted,
+    StepCompleted,
+    StepError,
+    StepFailed,
+    StepStarted,
+    TaskCompleted,
+    TaskError,
+    TaskFailed,
+    TaskSubmitted,
+    ThoughtRecorded,
+    ToolCalled,
+    ToolReturned,
+    UsageRecorded,
+    canonical_json,
+)
+from processors.execution import (
+    FOLDED_TYPES,
+    Complete,
+    Escalate,
+    Job,
+    Journey,
+    Progress,
+    Recover,
+    RunStage,
+    Skip,
+    TimeOut,
+    cache_key,
+    deadline,
+    decide,
+    evolve,
+)
+from processors.playbook import PlaybookError, fit_to_schema, resolve_outputs
+from processors.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.reasoning import (
+    ErrorAnalysis,
+    LLMClient,
+    LLMReasoner,
+    Reasoner,
+    ReasoningError,
+    RuleReasoner,
+    TaskBrief,
+    Thought,
+    Usage,
+)
+from processors.recovery import classify, handle_error
+from processors.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
+from processors.tools import ToolRegistry, ToolSpec
+from processors.tools.builtin import Tool, ToolError
+
+if TYPE_CHECKING:
+    from processors._worker import Worker
+    from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+NAME = "journey-agent"
+ACTOR = Actor(kind="agent", id=NAME)
+CLOSING_TYPES = frozenset({"task.completed", "task.failed", "progress.updated"})
+
+Emit = Callable[[Event], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _json_safe(details: Mapping[str, Any]) -> dict[str, Any]:
+    safe: dict[str, Any] = json.loads(json.dumps(dict(details), default=str))
+    return safe
+
+
+class _Derive:
+    """Emits events derived from the task's plan.created (or task.submitted)."""
+
+    def __init__(self, journey: Journey, emit: Emit, clock: Clock) -> None:
+        cause = journey.plan or journey.submitted
+        assert cause is not None
+        self.cause, self.emit, self.clock = cause, emit, clock
+
+    async def __call__(self, payload: EventPayload, step: str) -> None:
+        event = self.cause.derive(payload, step=step, actor=ACTOR, occurred_at=self.clock())
+        await self.emit(event)
+
+
+class JourneyAgent:
+    """Carries out the jobs of :func:`processors.execution.decide` with tools and a reasoner.
+
+    ``stats`` and ``breaker`` are folded from every tool.returned the worker sees
+    (:meth:`observe`); they order a stage's tools and keep failing tools out of use.
+    """
+
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        registry: ToolRegistry,
+        tools: Mapping[str, Tool],
+        prices: PriceTable = DEFAULT_PRICES,
+        *,
+        max_event_bytes: int = 524_288,
+        clock: Clock = _utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.reasoner = reasoner
+        self.registry = registry
+        self.tools = dict(tools)
+        self.prices = prices
+        self.max_event_bytes = max_event_bytes
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = ToolStats()
+        self.breaker = CircuitBreaker()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> JourneyAgent:
+        """As configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set, the rule reasoner
+        otherwise; the built-in tools and those of WRENCH_TOOL_MODULES."""
+        from processors.toolbox import toolbox
+
+        registry, tools = toolbox(settings)
+        llm = settings.llm_base_url is not None
+        reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()
+        prices = load_price_table(settings.price_table) if settings.price_table else DEFAULT_PRICES
+        return cls(reasoner, registry, tools, prices, max_event_bytes=settings.max_event_bytes)
+
+    def observe(self, event: Event) -> None:
+        """Fold a tool.returned into the statistics and the circuit breaker."""
+        self.stats.observe(event)
+        self.breaker.observe(event)
+
+    async def run(self, job: Job, emit: Emit) -> None:
+        """Carry out ``job``, emitting its events in log order."""
+        derive = _Derive(job.journey, emit, self.clock)
+        if isinstance(job, RunStage):
+            await self._run_stage(job, derive)
+        elif isinstance(job, Recover):
+            await self._recover(job, derive)
+        elif isinstance(job, Skip):
+            await derive(
+                RecoveryExecuted(stage_id=job.stage_id, attempt=job.attempt, action="skip"),
+                f"{job.stage_id}/{job.attempt}/recovery.executed",
+            )
+        elif isinstance(job, Escalate):
+            await self._escalate(job, derive)
+        elif isinstance(job, Progress):
+            await derive(self._progress(job.journey), f"progress/{job.settled}")
+        elif isinstance(job, Complete):
+            await derive(self._completed(job.journey), "task.completed")
+        elif isinstance(job, TimeOut):
+            await derive(self._timed_out(job.journey), "task.failed")
+
+    # -- a stage's attempt ---------------------------------------------------------------
+    def _spec(self, stage_tools: list[str], version: str, tool: str) -> ToolSpec:
+        if tool == stage_tools[0]:
+            return self.registry.get(tool, f"=={version}")
+        return self.registry.get(tool)
+
+    async def _run_stage(self, job: RunStage, derive: _Derive) -> None:
+        journey, sid, attempt = job.journey, job.stage_id, job.attempt
+        run = journey.stages[sid]
+        plan = journey.plan.payload if journey.plan else None
+        assert isinstance(plan, PlanCreated)
+        if job.recovery is not None:
+            if job.not_before is not None:
+                wait = (job.not_before - self.clock()).total_seconds()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            executed = RecoveryExecuted(
+                stage_id=sid,
+                attempt=attempt - 1,
+                action=job.recovery.action,
+                next_attempt=attempt,
+            )
+            await derive(executed, f"{sid}/{attempt - 1}/recovery.executed")
+        tool = job.tool
+        if attempt == 1 and not job.resumed:
+            tool = optimize_tool_usage(
+                run.stage.tools, plan.playbook, self.stats, self.breaker, self.clock()
+            )[0]
+        spec = self._spec(run.stage.tools, run.stage.tool_version, tool)
+        key = f"{job.journey.plan.task_id if job.journey.plan else ''}:{sid}:{attempt}"
+        started = time.monotonic()
+        try:
+            tool_input = fit_to_schema(
+                resolve_outputs(run.stage.tool_input, journey.outputs), spec.input_schema
+            )
+        except PlaybookError as exc:
+            tool_input = dict(run.stage.tool_input)
+            failure = StepError(code=exc.code, message=exc.message, category="fatal")
+            await derive(self._started(job, spec, tool_input, key), f"{sid}/{attempt}/started")
+            await derive(
+                StepFailed(stage_id=sid, attempt=attempt, error=failure, duration_s=0.0),
+                f"{sid}/{attempt}/failed",
+            )
+            return
+        if spec.uses_llm and job.model:
+            tool_input = {**tool_input, "model": job.model}
+        await derive(self._started(job, spec, tool_input, key), f"{sid}/{attempt}/started")
+        digest = input_hash(tool_input)
+        called = ToolCalled(
+            stage_id=sid,
+            attempt=attempt,
+            tool=spec.name,
+            version=spec.version,
+            input_hash=digest,
+            idempotency_key=key,
+        )
+        await derive(called, f"{sid}/{attempt}/tool.called")
+        result, error, cached, seconds = await self._call(job, spec, tool_input, key, digest)
+        returned = ToolReturned(
+            stage_id=sid,
+            attempt=attempt,
+            tool=spec.name,
+            version=spec.version,
+            outcome="ok" if error is None else "error",
+            duration_s=round(seconds, 6),
+            result=result if error is None else None,
+            error=error,
+            cached=cached,
+            input_hash=digest,
+            task_type=plan.playbook,
+            cost_usd=0.0 if cached else self._cost(spec, result if error is None else None),
+        )
+        await derive(returned, f"{sid}/{attempt}/tool.returned")
+        if error is None and spec.uses_llm and not cached and isinstance(result, dict):
+            await derive(self._llm_usage(sid, result), f"{sid}/{attempt}/usage")
+        duration = round(time.monotonic() - started, 6)
+        if error is None:
+            completed = StepCompleted(
+                stage_id=sid, attempt=attempt, output=result, duration_s=duration
+            )
+            await derive(completed, f"{sid}/{attempt}/completed")
+        else:
+            failed = StepFailed(stage_id=sid, attempt=attempt, error=error, duration_s=duration)
+            await derive(failed, f"{sid}/{attempt}/failed")
+
+    def _started(
+        self, job: RunStage, spec: ToolSpec, tool_input: dict[str, Any], key: str
+    ) -> StepStarted:
+        return StepStarted(
+            stage_id=job.stage_id,
+            attempt=job.attempt,
+            tool=spec.name,
+            tool_version=spec.version,
+            model=job.model if spec.uses_llm else None,
+            input=tool_input,
+            idempotency_key=key,
+        )
+
+    async def _call(
+        self, job: RunStage, spec: ToolSpec, tool_input: dict[str, Any], key: str, digest: str
+    ) -> tuple[Any, StepError | None, bool, float]:
+        """(result, error, cached, seconds) of one call of the stage's tool."""
+        stage = job.journey.stages[job.stage_id].stage
+        remembered = job.journey.cache.get(cache_key(spec.name, spec.version, digest))
+        if spec.idempotent and remembered is not None:
+            return remembered, None, True, 0.0
+        tool = self.tools.get(spec.name)
+        if tool is None:
+            message = f"no implementation of {spec.ref} is loaded; add it with WRENCH_TOOL_MODULES"
+            return (
+                None,
+                StepError(code="UNKNOWN_TOOL", message=message, category="fatal"),
+                False,
+                0.0,
+            )
+        if self.breaker.is_open(spec.name, self.clock()):
+            message = f"the circuit of {spec.name} is open after repeated failures; cooling down"
+            error = StepError(
+                code="CIRCUIT_OPEN", message=message, category="transient", transient=True
+            )
+            return None, error, False, 0.0
+        started = time.monotonic()
+        try:
+            result = await asyncio.wait_for(
+                tool.call(tool_input, idempotency_key=key), timeout=stage.timeout
+            )
+        except ToolError as exc:
+            error = StepError(
+                code=exc.code,
+                message=exc.message[:10_000],
+                category=classify(
+                    exc.code, exc.transient, output_schema="output schema" in exc.message
+                ),
+                transient=exc.transient,
+                details=_json_safe(exc.details),
+            )
+            return None, error, False, time.monotonic() - started
+        except TimeoutError:
+            message = f"stage {job.stage_id} did not finish within its {stage.timeout} s"
+            error = StepError(
+                code="STEP_TIMEOUT", message=message, category="transient", transient=True
+            )
+            return None, error, False, time.monotonic() - started
+        seconds = time.monotonic() - started
+        size = len(canonical_json(result))
+        if size > self.max_event_bytes:
+            message = (
+                f"{spec.name} returned {size} bytes, more than the {self.max_event_bytes} an "
+                "event may carry (WRENCH_MAX_EVENT_BYTES); ask the tool for less"
+            )
+            error = StepError(code="OUTPUT_TOO_LARGE", message=message, category="invalid_output")
+            return None, error, False, seconds
+        return result, None, False, seconds
+
+    def _cost(self, spec: ToolSpec, result: Any) -> float:
+        cost = self.prices.tool_price(spec.name, spec.cost.usd_per_call)
+        usage = result.get("usage") if isinstance(result, dict) else None
+        if spec.uses_llm and isinstance(usage, dict):
+            price = self.prices.model_price(result.get("model"))
+            cost += int(usage.get("prompt_tokens", 0)) / 1000 * price.input_per_1k
+            cost += int(usage.get("completion_tokens", 0)) / 1000 * price.output_per_1k
+        return round(cost, 8)
+
+    def _llm_usage(self, stage_id: str, result: dict[str, Any]) -> UsageRecorded:
+        usage = result.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens", 0))
+        completion = int(usage.get("completion_tokens", 0))
+        return UsageRecorded(
+            operation="execute",
+            model=str(result.get("model") or "unknown"),
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            stage_id=stage_id,
+        )
+
+    # -- recovery ------------------------------------------------------------------------
+    async def _recover(self, job: Recover, derive: _Derive) -> None:
+        journey, sid, attempt = job.journey, job.stage_id, job.attempt
+        run = journey.stages[sid]
+        error = run.last_error
+        assert error is not None and journey.submitted is not None
+        submitted = journey.submitted.payload
+        assert isinstance(submitted, TaskSubmitted)
+        brief = TaskBrief(
+            task_id=str(journey.submitted.task_id),
+            description=submitted.description,
+            constraints=submitted.constraints or {},
+        )
+        count = 0
+
+        async def thought(item: Thought) -> None:
+            nonlocal count
+            count += 1
+            recorded = ThoughtRecorded(
+                operation="analyse_error",
+                number=count,
+                text=item.text,
+                revises=item.revises,
+                branch=item.branch,
+                stage_id=sid,
+            )
+            await derive(recorded, f"{sid}/{attempt}/thought/{count}")
+
+        analysis: ErrorAnalysis | None = None
+        usage: list[Usage] = []
+        try:
+            reasoned = await self.reasoner.analyse_error(
+                brief, sid, error.model_dump(), on_thought=thought
+            )
+            analysis, usage = reasoned.result, list(reasoned.usage)
+        except ReasoningError as exc:
+            # Without the model's view the error's own classification still decides.
+            usage = list(exc.details.get("usage", []))
+            log.warning("error analysis failed; recovering by the error's category", code=exc.code)
+        for number, item in enumerate(usage, start=1):
+            spent = UsageRecorded(
+                operation="analyse_error",
+                model=item.model,
+                prompt_tokens=item.prompt_tokens,
+                completion_tokens=item.completion_tokens,
+                total_tokens=item.total_tokens,
+                stage_id=sid,
+            )
+            await derive(spent, f"{sid}/{attempt}/analysis-usage/{number}")
+        planned = handle_error(
+            run, error, analysis, self.breaker.open_tools(self.clock()), self.rng
+        )
+        await derive(planned, f"{sid}/{attempt}/recovery.planned")
+
+    async def _escalate(self, job: Escalate, derive: _Derive) -> None:
+        sid, run = job.stage_id, job.journey.stages[job.stage_id]
+        executed = RecoveryExecuted(stage_id=sid, attempt=job.attempt, action="escalate")
+        await derive(executed, f"{sid}/{job.attempt}/recovery.executed")
+        chain = [
+            TaskError(
+                code=error.code,
+                message=error.message,
+                details={"stage_id": sid, "attempt": number, "category": error.category},
+            )
+            for number, error in run.errors
+        ]
+        last = run.last_error
+        failed = TaskFailed(
+            reason="STAGE_FAILED",
+            message=f"stage {sid} failed after {len(run.errors)} attempt(s) and recovery "
+            f"ran out of fallbacks; last error {last.code if last else 'unknown'}: "
+            f"{last.message if last else ''}"[:10_000],
+            errors=chain,
+        )
+        await derive(failed, "task.failed")
+
+    # -- the task ------------------------------------------------------------------------
+    def _elapsed(self, journey: Journey) -> float:
+        assert journey.submitted is not None
+        return max(0.0, (self.clock() - journey.submitted.occurred_at).total_seconds())
+
+    def _progress(self, journey: Journey) -> ProgressUpdated:
+        plan = journey.plan.payload if journey.plan else None
+        assert isinstance(plan, PlanCreated)
+        runs = journey.stages.values()
+        return ProgressUpdated(
+            stages_done=sum(run.status == "completed" for run in runs),
+            stages_total=len(journey.stages),
+            stages_failed=sum(run.status in ("failed", "recovering") for run in runs),
+            stages_skipped=sum(run.status == "skipped" for run in runs),
+            elapsed_s=round(self._elapsed(journey), 3),
+            estimated_s=plan.critical_path_seconds or plan.total.seconds,
+            tokens=journey.tokens,
+            estimated_tokens=plan.total.tokens,
+            cost_usd=round(journey.cost_usd, 8),
+            estimated_cost_usd=plan.total.cost_usd,
+        )
+
+    def _completed(self, journey: Journey) -> TaskCompleted:
+        """The compiled results: the final output (that of the last stage nothing depends
+        on), every stage's output, and the totals."""
+        outputs = journey.outputs
+        needed = {dep for run in journey.stages.values() for dep in run.stage.depends_on}
+        finals = [sid for sid in journey.stages if sid in outputs and sid not in needed]
+        final = outputs[finals[-1]] if finals else None
+        skipped = [sid for sid, run in journey.stages.items() if run.status == "skipped"]
+        elapsed = round(self._elapsed(journey), 3)
+        totals = {
+            "stages": len(journey.stages),
+            "completed": len(outputs),
+            "skipped": len(skipped),
+            "attempts": sum(run.attempt for run in journey.stages.values()),
+            "elapsed_s": elapsed,
+            "tokens": journey.tokens,
+            "cost_usd": round(journey.cost_usd, 8),
+        }
+        summary = (
+            f"{len(outputs)} of {len(journey.stages)} stages completed"
+            f"{f', {len(skipped)} skipped' if skipped else ''} in {elapsed:.1f} s"
+        )
+        output = {
+            "final": final,
+            "final_stage": finals[-1] if finals else None,
+            "stages": outputs,
+            "skipped": skipped,
+            "totals": totals,
+        }
+        return TaskCompleted(output=output, summary=summary)
+
+    def _timed_out(self, journey: Journey) -> TaskFailed:
+        assert journey.submitted is not None
+        submitted = journey.submitted.payload
+        assert isinstance(submitted, TaskSubmitted)
+        running = [sid for sid, run in journey.stages.items() if run.status == "running"]
+        message = f"the task did not finish within its timeout of {submitted.timeout} s"
+        return TaskFailed(
+            reason="TIMEOUT",
+            message=message,
+            errors=[TaskError(code="TIMEOUT", message=message, details={"running": running})],
+        )
+
+
+def worker(settings: Settings) -> Worker[Journey, Job]:
+    """The JourneyAgent's faust worker."""
+    from processors._worker import Worker
+
+    agent = JourneyAgent.from_settings(settings)
+    limit = settings.max_parallel_stages
+    return Worker(
+        settings,
+        NAME,
+        folded_types=FOLDED_TYPES,
+        evolve=evolve,
+        decide=lambda journey, now: decide(journey, now, limit),
+        run=agent.run,
+        suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
+        observe=agent.observe,
+        deadline=deadline,
+    )
