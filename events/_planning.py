@@ -37,6 +37,11 @@ class AssignedRole(_Part):
     reason: str = Field("", max_length=MAX_DETAIL)
     score: float = Field(0.0, description="How well the role matches the task (higher is better).")
     depends_on: list[str] = Field(default_factory=list)
+    source: Literal["proposed", "dependency", "playbook"] = Field(
+        "proposed",
+        description="Why the task has the role: the reasoner proposed it, a role depends on "
+        "it, or the playbook's steps name it.",
+    )
 
 
 @event("roles.assigned", version=1)

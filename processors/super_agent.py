@@ -212,6 +212,7 @@ class _Outcome:
     reasons: dict[str, tuple[str, float]]
     allocation: Allocation
     plan: Plan
+    proposed: frozenset[str] = frozenset()
 
 
 def _utcnow() -> datetime:
@@ -367,7 +368,8 @@ class SuperAgent:
             model=self.model,
             fallback_models=self.fallback_models,
         )
-        return _Outcome(roles, reasons, allocation, plan)
+        proposed = frozenset(proposal.names() if proposal is not None else ())
+        return _Outcome(roles, reasons, allocation, plan, proposed)
 
     def _first_candidates(self, assigned: RolesAssigned, brief: TaskBrief) -> list[RoleSpec]:
         """The roles the reasoner planned with before the planning was interrupted: the
@@ -380,7 +382,7 @@ class SuperAgent:
         proposed = [
             role.name
             for role in assigned.roles
-            if not (role.score == 0.0 and _added_by_planning(role.reason))
+            if role.source == "proposed"
         ]
         if not proposed:
             return [self.catalog.get(role.name) for role in assigned.roles]
@@ -395,23 +397,23 @@ class SuperAgent:
         for role in outcome.roles:
             default = (NEEDED_BY.format(", ".join(needed_by.get(role.name, []))), 0.0)
             reason, score = outcome.reasons.get(role.name, default)
+            source = (
+                "proposed"
+                if role.name in outcome.proposed
+                else "dependency"
+                if role.name in needed_by
+                else "playbook"
+            )
             assigned.append(
                 AssignedRole(
                     name=role.name,
                     reason=reason[:2_000],
                     score=score,
                     depends_on=list(role.depends_on),
+                    source=source,
                 )
             )
         return RolesAssigned(roles=assigned, reasoner=self.reasoner_kind)
-
-
-def _added_by_planning(reason: str) -> bool:
-    """Whether a logged role's reason is one the SuperAgent wrote for a role the reasoner
-    did not propose (a dependency, or a role named by the playbook's steps)."""
-    return reason.startswith(NEEDED_BY.format("")) or reason.startswith(
-        NAMED_BY_PLAYBOOK.format("")
-    )
 
 
 def _failure(exc: RoleAssignmentError | PlanningError | ReasoningError) -> TaskFailed:

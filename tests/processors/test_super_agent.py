@@ -206,6 +206,8 @@ async def test_roles_are_in_dependency_order_and_include_the_chosen_playbooks_ro
     assert "research_report" in by_name["analyst"].reason
     assert "researcher" in by_name["planner"].reason  # needed by researcher
     assert by_name["writer"].score > 0 and by_name["researcher"].score > 0
+    assert (by_name["writer"].source, by_name["researcher"].source) == ("proposed", "proposed")
+    assert (by_name["analyst"].source, by_name["planner"].source) == ("playbook", "dependency")
 
 
 async def test_offline_allocation_holds_no_llm_complete_and_covers_every_step(
