@@ -16,11 +16,14 @@ from events import (
     Event,
     PlanCreated,
     Position,
+    ProgressUpdated,
     RolesAssigned,
+    TaskCompleted,
     TaskSubmitted,
     ThoughtRecorded,
     ToolsAllocated,
 )
+from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -88,18 +91,56 @@ class TasksModel:
                     (event.task_id, event.occurred_at, event.id, pos.partition, pos.offset),
                 )
             ]
+        if isinstance(event.payload, ProgressUpdated) and event.task_id is not None:
+            return [_progress(table, applied, event.payload)]
         status = _STATUS_OF.get(event.type)
         if status is None or event.task_id is None:
             return []
+        summary = event.payload.summary if isinstance(event.payload, TaskCompleted) else None
         # A terminal task stays as it ended: a late cancel does not rewrite a completion.
+        # The output itself is user content; only the summary is kept on the row.
         return [
             (
                 f"""UPDATE {table} SET status = $2, updated_at = $3, last_event_id = $4,
-                    last_partition = $5, last_offset = $6
+                    last_partition = $5, last_offset = $6, summary = COALESCE($7, summary)
                 WHERE task_id = $1 AND status NOT IN ('completed', 'failed', 'cancelled')""",
-                (event.task_id, status, event.occurred_at, event.id, pos.partition, pos.offset),
+                (
+                    event.task_id,
+                    status,
+                    event.occurred_at,
+                    event.id,
+                    pos.partition,
+                    pos.offset,
+                    summary,
+                ),
             )
         ]
+
+
+def _progress(table: str, applied: Applied, p: ProgressUpdated) -> Statement:
+    """The task's progress columns from progress.updated, whatever its status: the last word
+    on progress may come after the task ended. A task's events share one partition, so an
+    older offset than the row's last one is a stale copy and changes nothing."""
+    event, pos = applied.event, applied.position
+    return (
+        f"""UPDATE {table} SET stages_done = $2, stages_total = $3, elapsed_s = $4,
+            estimated_s = $5, tokens = $6, cost_usd = $7, updated_at = $8, last_event_id = $9,
+            last_partition = $10, last_offset = $11
+        WHERE task_id = $1 AND (last_partition, last_offset) < ($10, $11)""",
+        (
+            event.task_id,
+            p.stages_done,
+            p.stages_total,
+            p.elapsed_s,
+            p.estimated_s,
+            p.tokens,
+            p.cost_usd,
+            event.occurred_at,
+            event.id,
+            pos.partition,
+            pos.offset,
+        ),
+    )
 
 
 # Planning read models. Each row's key is the task and a place inside the event that wrote it,
@@ -169,8 +210,8 @@ class AllocationsModel:
 
 
 class PlansModel:
-    """Each task's plan and its stages (status ``pending`` until execution moves them on),
-    from plan.created."""
+    """Each task's plan and its stages (status ``pending`` until execution moves them on:
+    see :class:`StepsModel`), from plan.created."""
 
     tables: tuple[str, ...] = ("task_plans", "task_stages")
 
@@ -188,8 +229,9 @@ class PlansModel:
         stage_sql = f"""INSERT INTO {names["task_stages"]}
                 (task_id, stage_id, ordinal, role, tools, tool_version, model, depends_on,
                  inputs, tool_input, success_criteria, optional, timeout, retry, estimate,
-                 fallbacks, event_id)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
+                 fallbacks, event_id, tenant_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                   $18
             WHERE EXISTS (SELECT 1 FROM {names["task_plans"]} WHERE task_id = $1 AND event_id = $17)
             ON CONFLICT (task_id, stage_id) DO NOTHING"""
         return [
@@ -225,6 +267,7 @@ class PlansModel:
                         s.estimate.model_dump(mode="json"),
                         [f.model_dump(mode="json") for f in s.fallbacks],
                         event.id,
+                        event.tenant_id,
                     ),
                 )
                 for i, s in enumerate(p.stages)
@@ -272,6 +315,10 @@ READ_MODELS: tuple[ReadModel, ...] = (
     AllocationsModel(),
     PlansModel(),
     ThoughtsModel(),
+    # After PlansModel: it moves on the stage rows plan.created inserts.
+    StepsModel(),
+    RecoveriesModel(),
+    ToolCallsModel(),
 )
 """Every read model the projector maintains, in the order they apply."""
 
