@@ -173,7 +173,18 @@ class BuiltinTool(ABC):
         if memo is not None and memo in self._results:
             self._results.move_to_end(memo)
             return dict(self._results[memo])
-        result = await self._run(self._with_defaults(tool_input))
+        try:
+            result = await self._run(self._with_defaults(tool_input))
+        except ToolError:
+            raise
+        except Exception as exc:
+            # A bug or a driver error the tool did not map: still a ToolError for the caller,
+            # with the original kept as the cause for the logs.
+            raise ToolFailed(
+                f"{self.spec.ref} failed unexpectedly: {type(exc).__name__}: {exc}",
+                tool=self.spec.name,
+                error=type(exc).__name__,
+            ) from exc
         self._check_output(result)
         if memo is not None:
             self._results[memo] = dict(result)

@@ -230,3 +230,19 @@ async def test_a_result_too_big_for_an_event_is_output_too_large() -> None:
         await tools["report.compile"].call({"title": "T", "sections": [{"body": text}]})
     assert caught.value.details["limit"] == 4_096
     assert "WRENCH_MAX_EVENT_BYTES" in caught.value.message
+
+
+async def test_an_unexpected_exception_leaves_as_tool_failed() -> None:
+    class Buggy(BuiltinTool):
+        spec = builtin_registry().get("text.summarize")
+
+        async def _run(self, tool_input: dict[str, Any]) -> dict[str, Any]:
+            raise KeyError("oops")
+
+        async def _probe(self) -> tuple[bool, str]:
+            return True, "fine"
+
+    with pytest.raises(ToolFailed) as caught:
+        await Buggy().call({"text": "t"})
+    assert caught.value.details["error"] == "KeyError"
+    assert isinstance(caught.value.__cause__, KeyError)
