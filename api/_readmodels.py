@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from api._execution import fetch_progress, fetch_steps
 from api._resources import Database
 from api.models import (
     HistoryEvent,
@@ -95,14 +96,19 @@ async def fetch_task(conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUI
 async def fetch_task_detail(
     conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUID
 ) -> TaskDetail | None:
-    """The task's row with its roles, their tools and its plan; None when there is no task."""
+    """The task's row with its roles, their tools, its plan, its steps, its progress and
+    its summary; None when there is no task."""
     task = await fetch_task(conn, tenant_id, task_id)
     if task is None:
         return None
+    progress, summary = await fetch_progress(conn, tenant_id, task_id)
     return TaskDetail(
         **task.model_dump(),
         roles=await _fetch_roles(conn, task_id),
         plan=await _fetch_plan(conn, task_id),
+        steps=await fetch_steps(conn, tenant_id, task_id),
+        progress=progress,
+        summary=summary,
     )
 
 

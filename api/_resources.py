@@ -1,4 +1,5 @@
-"""What the app holds open for its lifetime: the Postgres pool and the event producer.
+"""What the app holds open for its lifetime: the Postgres pool, the event producer, and the
+built-in tools whose health GET /tools reports.
 
 Both come up lazily when their server is down at start-up, so the API can start (and report
 itself unhealthy) before its dependencies; a request that needs one then gets a 503.
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from api._tool_health import ToolHealthBoard
 from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings, log_end_offsets
+from processors.tools.builtin import build_tools
 from projections import DatabaseUnavailable, create_pool
 from wrenchai.settings import Settings
 
@@ -167,6 +170,7 @@ class Resources:
     producer: EventProducer
     broker: BrokerProbe
     log_end: LogEnd
+    tools: ToolHealthBoard
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
@@ -178,6 +182,8 @@ class Resources:
             producer=producer,
             broker=BrokerProbe(producer, settings.topic("events")),
             log_end=LogEnd(settings),
+            # Building the tools connects nothing; they are probed on the first GET /tools.
+            tools=ToolHealthBoard(build_tools(settings)),
         )
 
     @property
@@ -192,5 +198,6 @@ class Resources:
     async def close(self) -> None:
         """Release everything, the producer last so pending publishes are flushed."""
         await self.broker.close()
+        await self.tools.close()
         await self.database.close()
         await self.producer.stop()

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import health, tasks
+from api.routers import health, tasks, tools
 from wrenchai.settings import Settings
 
 
@@ -47,5 +47,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(tasks.router)
+    app.include_router(tools.router)
     app.include_router(health.router)
     return app

@@ -1,14 +1,17 @@
-"""FastAPI dependencies: the app's resources, its settings and the calling principal."""
+"""FastAPI dependencies: the app's resources, its settings, the calling principal, and the
+read-your-writes wait of every read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 
+from api._readmodels import wait_for_projector
 from api._resources import Resources
-from events import Actor
+from api.models import POSITION_PATTERN
+from events import Actor, Position
 from wrenchai.settings import Settings
 
 Role = Literal["admin", "operator", "viewer"]
@@ -54,3 +57,22 @@ def get_principal(settings: SettingsDep) -> Principal:
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+WaitFor = Annotated[
+    str | None,
+    Query(
+        pattern=POSITION_PATTERN,
+        description="A position (PARTITION:OFFSET) returned by a write: wait until the read "
+        "models include it.",
+        examples=["2:41"],
+    ),
+]
+
+
+async def wait_for_position(resources: Resources, wait_for: str | None) -> None:
+    """Hold a read until the projector has passed ``wait_for``, if given."""
+    # The pattern already checked the form; a wait that times out is not an error, the read
+    # answers from what the read models hold by then.
+    if wait_for is not None:
+        await wait_for_projector(resources.database, resources.settings, Position.parse(wait_for))

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events import Actor, Operation, PlanEstimate, StageFallback
+from events import Actor, ErrorCategory, Operation, PlanEstimate, RecoveryAction, StageFallback
 
 # The same bounds as events.TaskSubmitted, so a request the API accepts always makes a valid
 # event (tests/api pins the two together).
@@ -90,7 +90,9 @@ class TaskRole(_Body):
     tools: list[RoleTool]
 
 
-StageStatus = Literal["pending", "running", "completed", "failed", "skipped"]
+StageStatus = Literal["pending", "running", "completed", "failed", "skipped", "recovering"]
+"""Where a stage of the plan stands: ``recovering`` between a failed attempt and the retry or
+alternate that answers it."""
 
 
 class PlanStage(_Body):
@@ -123,11 +125,169 @@ class Plan(_Body):
     created_at: datetime
 
 
+class StepError(_Body):
+    """Why the latest failed attempt of a stage failed."""
+
+    code: str
+    message: str
+    category: ErrorCategory
+
+
+class Step(_Body):
+    """One stage of the plan as it executes. ``tool``, ``tool_version`` and ``model`` are
+    those of the latest attempt (null until one starts); ``error`` is the latest failure's,
+    kept when a later attempt succeeds."""
+
+    stage_id: str
+    role: str
+    optional: bool
+    status: StageStatus
+    attempts: int = Field(description="The highest attempt started, 0 while pending.")
+    tool: str | None
+    tool_version: str | None
+    model: str | None
+    started_at: datetime | None = Field(description="When the first attempt started.")
+    completed_at: datetime | None
+    duration_s: float | None = Field(description="Seconds the completing attempt took.")
+    error: StepError | None
+
+
+class Progress(_Body):
+    """Where the task stands, from its latest progress.updated."""
+
+    stages_done: int
+    stages_total: int
+    elapsed_s: float
+    estimated_s: float
+    tokens: int
+    cost_usd: float
+
+
 class TaskDetail(Task):
-    """A task with its roles (in execution order) and its plan, null until it is planned."""
+    """A task with its roles (in execution order), its plan (null until it is planned), its
+    steps in plan order, its progress (null until execution reports some) and the summary
+    its completion gave."""
 
     roles: list[TaskRole]
     plan: Plan | None
+    steps: list[Step]
+    progress: Progress | None
+    summary: str | None
+
+
+class ToolCall(_Body):
+    """One call of a tool for an attempt of a stage. Its result is not served here: it is
+    user content, in the task's history."""
+
+    attempt: int
+    tool: str
+    version: str
+    outcome: Literal["ok", "error"]
+    duration_s: float
+    cached: bool = Field(description="An earlier identical call's result, reused.")
+    error_code: str | None
+    cost_usd: float
+    occurred_at: datetime
+    position: str = Field(description="Log position of the tool.returned event.")
+
+
+class Recovery(_Body):
+    """What was planned about a failed attempt, and whether it was carried out."""
+
+    attempt: int = Field(description="The failed attempt this recovery answers.")
+    category: ErrorCategory
+    action: RecoveryAction
+    reason: str
+    delay_s: float
+    tool: str | None = Field(description="The tool of the next attempt, if it changes.")
+    model: str | None = Field(description="The model of the next attempt, if it changes.")
+    suggestion: str | None
+    planned_at: datetime
+    executed: bool
+    executed_at: datetime | None
+    next_attempt: int | None = Field(description="The attempt it started, if any.")
+
+
+class StepDetail(Step):
+    """A step with its tool calls and its recoveries, each in log order."""
+
+    tool_calls: list[ToolCall]
+    recoveries: list[Recovery]
+
+
+class TaskSteps(_Body):
+    """Every step of one task in plan order; empty until the task is planned."""
+
+    task_id: uuid.UUID
+    steps: list[StepDetail]
+
+
+class ToolCostHints(_Body):
+    """What the descriptor expects one call to cost."""
+
+    usd_per_call: float
+    tokens_per_call: int
+    seconds: float
+
+
+class ToolStats(_Body):
+    """Calls of a tool as the log recorded them. ``reliability`` is the mean of the Beta
+    posterior from a uniform prior, (1 + successes) / (2 + calls), the figure tool allocation
+    reads; the rates are null before the first call."""
+
+    calls: int
+    successes: int
+    failures: int
+    cached: int
+    success_rate: float | None
+    mean_duration_s: float | None
+    cost_usd: float
+    reliability: float
+    last_called_at: datetime | None
+
+
+class TaskTypeStats(ToolStats):
+    """A tool's statistics for one task type (the plan's playbook; null when none was named)."""
+
+    task_type: str | None
+
+
+class ObservedStats(ToolStats):
+    """A tool's statistics over the caller's tenant, with the breakdown by task type."""
+
+    by_task_type: list[TaskTypeStats]
+
+
+class ToolHealthReport(_Body):
+    """The answer of the tool's health probe, as of ``checked_at``."""
+
+    ok: bool
+    detail: str
+    checked_at: datetime
+
+
+class ToolInfo(_Body):
+    """One tool of the registry: its descriptor, what the log says of it, and its health."""
+
+    name: str
+    version: str
+    description: str
+    capabilities: list[str]
+    offline: bool = Field(description="Works with no network and no LLM.")
+    uses_llm: bool
+    side_effects: bool
+    idempotent: bool
+    cost: ToolCostHints
+    observed: ObservedStats
+    health: ToolHealthReport | None = Field(
+        description="Null when the tool has no implementation in this deployment."
+    )
+
+
+class ToolList(_Body):
+    """Every registered tool, by name."""
+
+    tools: list[ToolInfo]
 
 
 class Thought(_Body):

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import APIRouter, Query, Response
 
+from api._execution import fetch_step_details
 from api._readmodels import (
     Cursor,
     decode_history,
@@ -21,13 +22,10 @@ from api._readmodels import (
     fetch_task_detail,
     fetch_thoughts,
     list_tasks,
-    wait_for_projector,
 )
-from api._resources import Resources
-from api.deps import PrincipalDep, ResourcesDep
+from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
 from api.errors import InvalidRequest, TaskNotFound, TaskTerminal
 from api.models import (
-    POSITION_PATTERN,
     TERMINAL_STATUSES,
     Accepted,
     CancelTask,
@@ -37,34 +35,18 @@ from api.models import (
     TaskHistory,
     TaskPage,
     TaskStatus,
+    TaskSteps,
     TaskThoughts,
 )
-from events import Event, Position, TaskCancelled, TaskSubmitted
+from events import Event, TaskCancelled, TaskSubmitted
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 
-WaitFor = Annotated[
-    str | None,
-    Query(
-        pattern=POSITION_PATTERN,
-        description="A position (PARTITION:OFFSET) returned by a write: wait until the read "
-        "models include it.",
-        examples=["2:41"],
-    ),
-]
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (404, 409, 422, 503)
 }
-
-
-async def _wait(resources: Resources, wait_for: str | None) -> None:
-    # The pattern already checked the form; a wait that times out is not an error, the read
-    # answers from what the read models hold by then.
-    if wait_for is not None:
-        await wait_for_projector(resources.database, resources.settings, Position.parse(wait_for))
 
 
 def _not_found(task_id: uuid.UUID) -> TaskNotFound:
@@ -125,9 +107,10 @@ async def list_tasks_page(
 async def get_task(
     task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
 ) -> TaskDetail:
-    """The task's read model row, its roles with their tools, and its plan (null until the
-    task is planned)."""
-    await _wait(resources, wait_for)
+    """The task's read model row, its roles with their tools, its plan (null until the task
+    is planned), its steps in plan order, its progress (null until execution reports some)
+    and its summary (null until it completes with one)."""
+    await wait_for_position(resources, wait_for)
     async with (
         resources.database.connection() as conn,
         conn.transaction(isolation="repeatable_read", readonly=True),
@@ -149,12 +132,30 @@ async def get_task_thoughts(
     task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
 ) -> TaskThoughts:
     """Every thought the reasoners recorded while working on the task, in log order."""
-    await _wait(resources, wait_for)
+    await wait_for_position(resources, wait_for)
     async with resources.database.connection() as conn:
         if await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
         thoughts = await fetch_thoughts(conn, task_id)
     return TaskThoughts(task_id=task_id, thoughts=thoughts)
+
+
+@router.get("/{task_id}/steps", response_model=TaskSteps, responses=_ERRORS, summary="Task steps")
+async def get_task_steps(
+    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+) -> TaskSteps:
+    """Each stage of the plan as it executed, with its tool calls and recoveries in log
+    order. Tool results are user content: read them in the task's history (``/events``)."""
+    await wait_for_position(resources, wait_for)
+    async with (
+        resources.database.connection() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        # One snapshot: a step, its calls and its recoveries are those of the same batch.
+        if await fetch_task(conn, principal.tenant_id, task_id) is None:
+            raise _not_found(task_id)
+        steps = await fetch_step_details(conn, principal.tenant_id, task_id)
+    return TaskSteps(task_id=task_id, steps=steps)
 
 
 @router.get(
@@ -164,7 +165,7 @@ async def get_task_events(
     task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
 ) -> TaskHistory:
     """Every event of the task in log order, from the archive, decrypted and upcast."""
-    await _wait(resources, wait_for)
+    await wait_for_position(resources, wait_for)
     topic = resources.settings.topic("events")
     async with resources.database.connection() as conn:
         records = await fetch_history(conn, topic, principal.tenant_id, task_id)
@@ -188,7 +189,7 @@ async def cancel_task(
     wait_for: WaitFor = None,
 ) -> Accepted:
     """Publish task.cancelled unless the task has already ended."""
-    await _wait(resources, wait_for)
+    await wait_for_position(resources, wait_for)
     async with resources.database.connection() as conn:
         task = await fetch_task(conn, principal.tenant_id, task_id)
     if task is None:

@@ -86,14 +86,17 @@ async def test_list_filters_by_status_across_pages(
 
 
 async def test_list_answers_full_rows(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
-    """Each listed task carries the same row as GET /tasks/{task_id}; the roles and the plan
-    are left to the task's own page, which keeps a page of fifty one query."""
+    """Each listed task carries the same row as GET /tasks/{task_id}; the roles, the plan,
+    the steps, the progress and the summary are left to the task's own page, which keeps a
+    page of fifty one query."""
     task_id = await insert_task(db, description="listed", constraints={"k": 1})
 
     listed = (await client.get("/tasks")).json()["tasks"][0]
     single = (await client.get(f"/tasks/{task_id}")).json()
 
     assert single.pop("roles") == [] and single.pop("plan") is None
+    assert single.pop("steps") == [] and single.pop("progress") is None
+    assert single.pop("summary") is None
     assert listed == single
 
 
