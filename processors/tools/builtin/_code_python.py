@@ -202,9 +202,9 @@ class CodePython(BuiltinTool):
     async def fences(self) -> str:
         """In words: which fences runs get on this machine."""
         network = (
-            "network: isolated (empty network namespace)"
+            "network_isolated: true (an empty network namespace)"
             if await self.network_isolation()
-            else "network: NOT isolated (unshare(CLONE_NEWNET) not permitted here)"
+            else "network_isolated: false (unshare(CLONE_NEWNET) is not permitted here)"
         )
         if await asyncio.to_thread(_sandbox.pids_cgroup_available):
             processes = f"processes: pids cgroup, at most {self._limits.processes}"

@@ -233,9 +233,9 @@ async def test_the_network_is_unreachable_when_isolation_is_available(tool: Code
 async def test_health_runs_the_interpreter_and_names_the_fences(tool: CodePython) -> None:
     health = await tool.health()
     assert health.ok
-    assert "network:" in health.detail and "processes:" in health.detail
+    assert "network_isolated:" in health.detail and "processes:" in health.detail
     isolated = await tool.network_isolation()
-    assert ("network: isolated" in health.detail) is isolated
+    assert ("network_isolated: true" in health.detail) is isolated
 
 
 async def test_without_a_cgroup_the_process_group_kill_still_cleans_up(
@@ -291,4 +291,4 @@ async def test_without_network_isolation_runs_go_on_and_health_says_so(
     tool = CodePython(SETTINGS)
     assert (await tool.call({"code": "print('ran')"}))["stdout"] == "ran\n"
     health = await tool.health()
-    assert health.ok and "network: NOT isolated" in health.detail
+    assert health.ok and "network_isolated: false" in health.detail
