@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,8 +158,11 @@ class HttpFetch(BuiltinTool):
 
     spec = HTTP_FETCH
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, verify: ssl.SSLContext | bool = True) -> None:
+        """``verify`` is httpx's: True checks certificates against the bundled CAs, an
+        SSLContext against its own (a private CA), False not at all."""
         super().__init__(max_result_bytes=settings.max_event_bytes)
+        self._verify = verify
         # The default read must fit in an event, with room for the JSON escaping of the text.
         self._max_bytes = min(settings.fetch_max_bytes, settings.max_event_bytes // 2)
         self._timeout_s = settings.fetch_timeout_s
@@ -184,7 +188,9 @@ class HttpFetch(BuiltinTool):
     async def _fetch(self, url: httpx.URL, max_bytes: int, timeout_s: float) -> dict[str, Any]:
         # trust_env=False: an HTTP(S)_PROXY from the environment would connect on our behalf
         # to an address the guard never saw.
-        async with httpx.AsyncClient(trust_env=False, timeout=timeout_s) as client:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=timeout_s, verify=self._verify
+        ) as client:
             for _ in range(MAX_REDIRECTS + 1):
                 target = await self.guard.check(url)
                 response = await self._send(client, target)

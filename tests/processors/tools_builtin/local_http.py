@@ -6,6 +6,7 @@ was never requested.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,11 +27,15 @@ class Seen:
 
 
 class LocalServer:
-    """``async with LocalServer({"/path": handler}) as server``: served at ``server.url``."""
+    """``async with LocalServer({"/path": handler}) as server``: served at ``server.url``
+    (HTTPS when given an ``ssl_context``)."""
 
-    def __init__(self, routes: dict[str, Handler]) -> None:
+    def __init__(
+        self, routes: dict[str, Handler], ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{self.port}"
+        self._ssl = ssl_context
         self.seen: list[Seen] = []
         self._routes = routes
         self._runner: web.AppRunner | None = None
@@ -43,7 +48,7 @@ class LocalServer:
             app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl).start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:

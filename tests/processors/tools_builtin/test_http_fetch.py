@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from processors.tools.builtin import FetchFailed, FetchRefused, HttpFetch, ToolTimeout
 from processors.tools.builtin._http_fetch import MAX_REDIRECTS, SsrfGuard, refusal
@@ -231,3 +238,69 @@ async def test_health_names_the_allow_list(fetch: HttpFetch) -> None:
     health = await fetch.health()
     assert health.ok
     assert "127.0.0.1/32" in health.detail
+
+
+# ---------------------------------------------------------------------------- HTTPS
+
+
+def _certificates(folder: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A private CA and a certificate for ``localhost`` that it signed: the server's
+    context, and a client context that trusts only that CA."""
+    now = datetime.now(UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("WrenchAI test CA"))
+        .issuer_name(name("WrenchAI test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(folder / "leaf.pem", folder / "leaf.key")
+    client = ssl.create_default_context(cafile=str(folder / "ca.pem"))
+    return server, client
+
+
+async def test_https_connects_to_the_checked_address_with_the_names_sni(
+    tmp_path: Path,
+) -> None:
+    """The URL is rewritten to the checked IP, yet the certificate for the name verifies:
+    SNI and verification use the original host name, and so does the Host header."""
+    server_context, client_context = _certificates(tmp_path)
+    async with LocalServer({"/text": _text}, ssl_context=server_context) as server:
+        fetch = HttpFetch(Settings(fetch_allow_hosts="localhost"), verify=client_context)
+        result = await fetch.call({"url": f"https://localhost:{server.port}/text"})
+        assert result["text"] == f"hello from localhost:{server.port}"
+        # The certificate names localhost only: asked for by address, verification fails.
+        by_address = HttpFetch(Settings(fetch_allow_hosts="127.0.0.1"), verify=client_context)
+        with pytest.raises(FetchFailed, match=r"CERTIFICATE_VERIFY_FAILED|IP address mismatch"):
+            await by_address.call({"url": f"https://127.0.0.1:{server.port}/text"})
