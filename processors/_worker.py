@@ -158,7 +158,8 @@ class Worker(Generic[S, J]):
         """Start the jobs the task's state lists that are neither running nor done, and
         cancel running jobs it no longer lists (the task was cancelled or timed out)."""
         state = part.tasks[task_id]
-        jobs = self.decide(state, self.clock())
+        now = self.clock()
+        jobs = self.decide(state, now)
         due = {job.key for job in jobs}
         self.finished = {mark for mark in self.finished if mark[0] != task_id or mark[1] in due}
         for mark, task in list(self.running.items()):
@@ -170,7 +171,8 @@ class Worker(Generic[S, J]):
                 continue
             self.running[mark] = asyncio.create_task(self._perform(part, task_id, job))
         when = self.deadline(state) if self.deadline is not None else None
-        if when is not None and self._timer_of.get(task_id) != when:
+        # A deadline already passed was part of this decision; only future ones need a timer.
+        if when is not None and when > now and self._timer_of.get(task_id) != when:
             self._timer_of[task_id] = when
             heapq.heappush(self._timers, (when, part.number, task_id))
 
@@ -179,11 +181,14 @@ class Worker(Generic[S, J]):
         while True:
             await asyncio.sleep(TICK_S)
             now = self.clock()
+            due: list[tuple[int, uuid.UUID]] = []
             while self._timers and self._timers[0][0] <= now:
                 when, number, task_id = heapq.heappop(self._timers)
                 if self._timer_of.get(task_id) != when:
                     continue  # superseded by a later deadline
                 del self._timer_of[task_id]
+                due.append((number, task_id))
+            for number, task_id in due:
                 part = self.partitions.get(number)
                 if part is not None and part.ready.is_set() and task_id in part.tasks:
                     self.schedule(part, task_id)

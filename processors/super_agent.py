@@ -269,14 +269,17 @@ class SuperAgent:
     def from_settings(cls, settings: Settings, client: LLMClient | None = None) -> SuperAgent:
         """The SuperAgent as configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set
         (through ``client``, or a new LLMClient), the rule reasoner otherwise; the user's
-        roles file, playbooks folder and price table on top of the shipped ones."""
+        roles file, playbooks folder, price table and tool modules on top of the shipped
+        ones."""
+        from processors.toolbox import toolbox
+
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(client or LLMClient(settings)) if llm else RuleReasoner()
         models = settings.llm_models()
         return cls(
             reasoner,
             load_role_catalog(settings.roles_file),
-            _builtin_registry(),
+            toolbox(settings)[0],
             load_playbooks(settings.playbooks_dir),
             load_price_table(settings.price_table) if settings.price_table else DEFAULT_PRICES,
             reasoner_kind="llm" if llm else "rule",

@@ -96,15 +96,17 @@ class Log:
 
 
 class WorkerProcess:
-    """`wrenchai worker super-agent` with the test's settings; output in a file."""
+    """`wrenchai worker <name>` with the test's settings; output in a file."""
 
-    def __init__(self, settings: Settings, output: Path) -> None:
+    def __init__(self, settings: Settings, output: Path, name: str = "super-agent") -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WRENCH_")}
         env.update(settings.to_env())
+        # Tool modules of the tests (WRENCH_TOOL_MODULES) import from the repository.
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         self.output = output
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "wrenchai", "worker", "super-agent"],
+                [sys.executable, "-m", "wrenchai", "worker", name],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

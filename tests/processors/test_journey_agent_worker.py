@@ -1,0 +1,346 @@
+"""The JourneyAgent as it runs: `wrenchai worker super-agent` and `wrenchai worker
+journey-agent` against the real broker, with the offline reasoner and, for failure
+injection, the tools of tests/processors/journey_tools.py."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from events import (
+    Actor,
+    Codec,
+    Event,
+    EventProducer,
+    FernetCipher,
+    TaskCancelled,
+    TaskSubmitted,
+    bootstrap_topics,
+    generate_key,
+)
+from projections import run_projector
+from tests.processors.test_super_agent_worker import Log, WorkerProcess
+from wrenchai.embedded import EmbeddedBroker
+from wrenchai.settings import Settings
+
+USER = Actor(kind="user", id="ada")
+DONE_WAIT_S = 60.0
+
+
+def submitted(description: str, steps: list[dict[str, Any]] | None = None, **fields: Any) -> Event:
+    constraints = {"playbook": {"name": "test", "steps": steps}} if steps else None
+    return Event.new(
+        TaskSubmitted(description=description, constraints=constraints, **fields),
+        tenant_id="acme",
+        actor=USER,
+        task_id=uuid.uuid4(),
+    )
+
+
+def step(sid: str, tool: str, tool_input: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    return {"id": sid, "tool": tool, "role": "coder", "input": tool_input, **fields}
+
+
+def stack_settings(broker: EmbeddedBroker, **overrides: Any) -> Settings:
+    return Settings(
+        kafka_bootstrap=broker.bootstrap,
+        namespace=f"j{uuid.uuid4().hex[:10]}.",
+        partitions=3,
+        kafka_session_timeout_ms=6_000,
+        kafka_rebalance_timeout_ms=6_000,
+        encryption_keys=generate_key(),  # type: ignore[arg-type]
+        log_format="console",
+        tool_modules="tests.processors.journey_tools",
+        **overrides,
+    )
+
+
+class Agents:
+    """Both agent workers on one namespace, their output in files."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings, self.logs = settings, logs
+        self.started: list[WorkerProcess] = []
+
+    def start(self, name: str) -> WorkerProcess:
+        process = WorkerProcess(
+            self.settings, self.logs / f"{name}-{len(self.started)}.out", name=name
+        )
+        self.started.append(process)
+        return process
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            process.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def shared(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agents]:
+    """Both workers, started once for the tests that need no fresh log."""
+    settings = stack_settings(broker)
+    asyncio.run(bootstrap_topics(settings))
+    agents = Agents(settings, tmp_path_factory.mktemp("journey"))
+    agents.start("super-agent")
+    agents.start("journey-agent")
+    yield agents
+    agents.stop_all()
+
+
+@pytest.fixture
+async def tools(shared: Agents) -> AsyncIterator[tuple[EventProducer, Log]]:
+    codec = Codec(FernetCipher(shared.settings.fernet_keys()))
+    producer = EventProducer(shared.settings, codec)
+    await producer.start()
+    yield producer, Log(shared.settings, codec)
+    await producer.stop()
+
+
+async def finished(log: Log, task_id: uuid.UUID | None) -> list[Event]:
+    """The task's events once it completed or failed."""
+    assert task_id is not None
+    deadline = time.monotonic() + DONE_WAIT_S
+    while True:
+        events = await log.events(task_id)
+        if any(e.type in ("task.completed", "task.failed") for e in events):
+            return events
+        assert time.monotonic() < deadline, f"unfinished: {[e.type for e in events]}"
+        await asyncio.sleep(0.3)
+
+
+def of(events: list[Event], kind: str) -> list[Any]:
+    return [e.payload for e in events if e.type == kind]
+
+
+async def test_a_multi_stage_task_completes_offline(tools: tuple[EventProducer, Log]) -> None:
+    """web.search over the docs, then code.python supplied by the playbook, then a report:
+    every stage runs once in dependency order and the task completes with the report."""
+    producer, log = tools
+    task = submitted(
+        "Find how WrenchAI retries failed stages and count the words of the answer",
+        [
+            step("search", "web.search", {"query": "recovery retry backoff", "limit": 3}),
+            step(
+                "count",
+                "code.python",
+                {
+                    "code": "import sys; print(len(sys.stdin.read().split()))",
+                    "stdin": "{{steps.search.output.results}}",
+                },
+                depends_on=["search"],
+            ),
+            {
+                "id": "report",
+                "tool": "report.compile",
+                "role": "writer",
+                "depends_on": ["search", "count"],
+                "input": {
+                    "title": "Retries",
+                    "sections": [
+                        {
+                            "heading": "Found",
+                            "body": "{{steps.search.output.results}}",
+                            "sources": "{{steps.search.output.results}}",
+                        },
+                        {"heading": "Words", "body": "{{steps.count.output.stdout}}"},
+                    ],
+                },
+            },
+        ],
+    )
+    await producer.publish(task)
+    events = await finished(log, task.task_id)
+    assert of(events, "task.failed") == []
+    assert [p.stage_id for p in of(events, "step.completed")] == ["search", "count", "report"]
+    count = of(events, "step.completed")[1].output
+    assert count["exit_code"] == 0 and int(count["stdout"]) > 10
+    output = of(events, "task.completed")[0].output
+    assert output["final_stage"] == "report"
+    assert output["final"]["markdown"].startswith("# Retries")
+    assert any(s.startswith("file://") for s in output["final"]["sources"])
+    assert [p.stages_done for p in of(events, "progress.updated")] == [1, 2, 3]
+
+
+async def test_a_flaky_tool_is_retried_and_the_task_completes(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """test.flaky fails twice: each failure is a step.failed, a recovery.planned (retry,
+    with a backoff) and a recovery.executed; the third attempt completes the task."""
+    producer, log = tools
+    task = submitted("flaky", [step("echo", "test.flaky", {"text": "hello"})])
+    await producer.publish(task)
+    events = await finished(log, task.task_id)
+    assert of(events, "task.failed") == []
+    assert [p.attempt for p in of(events, "step.failed")] == [1, 2]
+    planned = of(events, "recovery.planned")
+    assert [(p.attempt, p.action, p.category) for p in planned] == [
+        (1, "retry", "transient"),
+        (2, "retry", "transient"),
+    ]
+    assert all(p.delay_s > 0 for p in planned)
+    assert [p.next_attempt for p in of(events, "recovery.executed")] == [2, 3]
+    assert of(events, "step.completed")[0].output == {"text": "HELLO", "calls": 3}
+    assert of(events, "task.completed")
+
+
+async def test_a_failing_tool_falls_back_to_its_alternate(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """test.broken always fails; recovery switches to test.backup (the planned alternate)."""
+    producer, log = tools
+    task = submitted("fallback", [step("echo", "test.broken", {"text": "hi"})])
+    await producer.publish(task)
+    events = await finished(log, task.task_id)
+    actions = [p.action for p in of(events, "recovery.planned")]
+    assert actions[-1] == "alternate_tool" and set(actions[:-1]) <= {"retry"}
+    last = of(events, "step.started")[-1]
+    assert last.tool == "test.backup"
+    assert of(events, "step.completed")[0].output == {"text": "backup: hi"}
+    assert of(events, "task.completed")
+
+
+async def test_a_failing_tool_without_fallback_fails_the_task_with_the_chain(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """test.lonely always fails and has no alternate: recovery escalates and the task fails
+    with STAGE_FAILED and one error per attempt; an optional failing stage is skipped."""
+    producer, log = tools
+    optional = submitted(
+        "optional",
+        [
+            step("maybe", "test.lonely", {"text": "x"}, optional=True),
+            step("then", "test.backup", {"text": "y"}),
+        ],
+    )
+    required = submitted("required", [step("must", "test.lonely", {"text": "x"})])
+    await producer.publish_many([optional, required])
+
+    events = await finished(log, required.task_id)
+    assert of(events, "recovery.planned")[-1].action == "escalate"
+    assert of(events, "recovery.executed")[-1].action == "escalate"
+    failed = of(events, "task.failed")[0]
+    assert failed.reason == "STAGE_FAILED" and "must" in failed.message
+    assert len(failed.errors) == len(of(events, "step.failed")) >= 1
+    assert all(e.code == "TOOL_FAILED" for e in failed.errors)
+
+    events = await finished(log, optional.task_id)
+    assert [p.action for p in of(events, "recovery.executed")][-1] == "skip"
+    assert of(events, "task.completed")[0].output["skipped"] == ["maybe"]
+
+
+async def test_cancelling_stops_running_steps_and_starts_none(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """task.cancelled while a 30 s step runs: the step never completes, the next stage never
+    starts, and nothing but the cancellation ends the task."""
+    producer, log = tools
+    task = submitted(
+        "long",
+        [
+            step("wait", "test.sleep", {"seconds": 30}),
+            step("after", "test.backup", {"text": "z"}, depends_on=["wait"]),
+        ],
+    )
+    await producer.publish(task)
+    assert task.task_id is not None
+    await log.wait_for(task.task_id, "step.started", timeout_s=DONE_WAIT_S)
+    cancel = Event.new(
+        TaskCancelled(reason="enough"), tenant_id="acme", actor=USER, task_id=task.task_id
+    )
+    await producer.publish(cancel)
+    await asyncio.sleep(4)
+    kinds = [e.type for e in await log.events(task.task_id)]
+    assert kinds[-1] == "task.cancelled"
+    assert "step.completed" not in kinds and kinds.count("step.started") == 1
+
+
+async def test_a_task_that_outlives_its_timeout_fails_with_timeout(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """A 3 s timeout and a 30 s step: task.failed TIMEOUT arrives within a few seconds of
+    the deadline, found by the worker's timer (no event comes meanwhile)."""
+    producer, log = tools
+    task = submitted("slow", [step("wait", "test.sleep", {"seconds": 30})], timeout=3)
+    await producer.publish(task)
+    events = await finished(log, task.task_id)
+    failed = of(events, "task.failed")[0]
+    assert failed.reason == "TIMEOUT"
+    # The step is running unless the workers were still joining when the deadline passed.
+    assert failed.errors[0].details["running"] in (["wait"], [])
+    assert "step.completed" not in [e.type for e in events]
+    late = (events[-1].occurred_at - task.occurred_at).total_seconds()
+    assert 3 <= late < 15
+
+
+@pytest.fixture
+def agents(settings: Settings, tmp_path: Path) -> Iterator[Agents]:
+    own = settings.model_copy(update={"tool_modules": "tests.processors.journey_tools"})
+    started = Agents(own, tmp_path)
+    yield started
+    started.stop_all()
+
+
+async def test_a_killed_worker_resumes_the_task_without_repeating_completed_steps(
+    agents: Agents, codec: Codec, db: asyncpg.Connection, topics: dict[str, int]
+) -> None:
+    """kill -9 the JourneyAgent while the second of three steps (6 s) runs: a new worker
+    replays the log, runs the interrupted step again with the same idempotency key, never
+    runs the completed one again, and completes the task; the read models hold each event
+    id once."""
+    settings = agents.settings
+    stop = asyncio.Event()
+    projector = asyncio.create_task(run_projector(settings, stop=stop))
+    producer = EventProducer(settings, codec)
+    log = Log(settings, codec)
+    try:
+        agents.start("super-agent")
+        first = agents.start("journey-agent")
+        task = submitted(
+            "three naps",
+            [
+                step("one", "test.sleep", {"seconds": 1}),
+                step("two", "test.sleep", {"seconds": 6}, depends_on=["one"]),
+                step("three", "test.sleep", {"seconds": 1}, depends_on=["two"]),
+            ],
+        )
+        await producer.publish(task)
+        assert task.task_id is not None
+        deadline = time.monotonic() + DONE_WAIT_S
+        while not any(
+            e.type == "step.started" and e.payload.stage_id == "two"  # type: ignore[attr-defined]
+            for e in await log.events(task.task_id)
+        ):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        first.stop(signal.SIGKILL)
+        agents.start("journey-agent")
+        events = await finished(log, task.task_id)
+        started = [(p.stage_id, p.idempotency_key) for p in of(events, "step.started")]
+        assert [sid for sid, _ in started] == ["one", "two", "two", "three"]
+        assert started[1][1] == started[2][1]
+        assert [p.stage_id for p in of(events, "step.completed")] == ["one", "two", "three"]
+        assert of(events, "task.completed")
+
+        archived = time.monotonic() + 30
+        while not await db.fetchval("SELECT count(*) FROM event_log WHERE type = 'task.completed'"):
+            assert time.monotonic() < archived
+            await asyncio.sleep(0.2)
+        # The re-run's step.started repeated an id: archived as a duplicate, applied once.
+        applied = await db.fetch(
+            "SELECT payload->>'stage_id' AS stage FROM event_log WHERE status = 'applied' "
+            "AND type = 'step.started' AND task_id = $1 ORDER BY \"offset\"",
+            task.task_id,
+        )
+        assert [row["stage"] for row in applied] == ["one", "two", "three"]
+        assert await db.fetchval("SELECT count(*) FROM event_log WHERE status = 'duplicate'") >= 1
+    finally:
+        await producer.stop()
+        stop.set()
+        await asyncio.wait_for(projector, 60)
