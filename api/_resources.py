@@ -1,5 +1,5 @@
 """What the app holds open for its lifetime: the Postgres pool, the event producer, and the
-built-in tools whose health GET /tools reports.
+tools (the agents' own toolbox) whose health GET /tools reports.
 
 Both come up lazily when their server is down at start-up, so the API can start (and report
 itself unhealthy) before its dependencies; a request that needs one then gets a 503.
@@ -17,7 +17,8 @@ import structlog
 
 from api._tool_health import ToolHealthBoard
 from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings, log_end_offsets
-from processors.tools.builtin import build_tools
+from processors.toolbox import toolbox
+from processors.tools import ToolRegistry
 from projections import DatabaseUnavailable, create_pool
 from wrenchai.settings import Settings
 
@@ -170,20 +171,24 @@ class Resources:
     producer: EventProducer
     broker: BrokerProbe
     log_end: LogEnd
+    tool_registry: ToolRegistry
     tools: ToolHealthBoard
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
         """Resources for ``settings``; nothing is connected yet."""
         producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+        # The registry and tools the agents load, WRENCH_TOOL_MODULES included, so /tools lists
+        # what plans can name. Building them connects nothing; probes run on GET /tools.
+        registry, tools = toolbox(settings)
         return cls(
             settings=settings,
             database=Database(settings),
             producer=producer,
             broker=BrokerProbe(producer, settings.topic("events")),
             log_end=LogEnd(settings),
-            # Building the tools connects nothing; they are probed on the first GET /tools.
-            tools=ToolHealthBoard(build_tools(settings)),
+            tool_registry=registry,
+            tools=ToolHealthBoard(tools),
         )
 
     @property

@@ -280,7 +280,7 @@ class ToolInfo(_Body):
     cost: ToolCostHints
     observed: ObservedStats
     health: ToolHealthReport | None = Field(
-        description="Null when the tool has no implementation in this deployment."
+        description="Null when a tool module registered the descriptor without an implementation."
     )
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter
 from api._execution import fetch_tool_stats, no_calls
 from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
 from api.models import ErrorBody, ToolCostHints, ToolHealthReport, ToolInfo, ToolList
-from processors.tools import builtin_registry
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 
@@ -22,15 +21,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 async def list_tools(
     resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
 ) -> ToolList:
-    """Every tool of the registry (its newest version) by name: the descriptor, statistics of
+    """Every tool of the agents' registry (the built-in tools and those of
+    WRENCH_TOOL_MODULES; the newest version of each) by name: the descriptor, statistics of
     its calls in the caller's tenant, overall and per task type, and its health (probed at
-    most every 30 s, each probe given 2 s)."""
+    most every 30 s, each probe given 2 s; null for a descriptor with no implementation)."""
     await wait_for_position(resources, wait_for)
     async with resources.database.connection() as conn:
         observed = await fetch_tool_stats(conn, principal.tenant_id)
     health = await resources.tools.current()
     tools = []
-    for spec in builtin_registry():
+    for spec in resources.tool_registry:
         report = health.get(spec.name)
         tools.append(
             ToolInfo(

@@ -11,10 +11,12 @@ import pytest
 
 from api._tool_health import ToolHealthBoard
 from events import EventProducer
-from processors.tools import ToolSpec, builtin_registry
-from processors.tools.builtin import ToolHealth
+from processors.tools import ToolRegistry, ToolSpec, builtin_registry
+from processors.tools.builtin import Tool, ToolHealth
+from tests.api._support import serve
 from tests.events.execution_samples import SEARCH_TIMEOUT, TASK_TYPE, Story
 from tests.projections.conftest import submitted
+from wrenchai.settings import Settings
 
 TENANT = "default"  # the tenant of the API's anonymous principal
 
@@ -104,6 +106,37 @@ async def test_observed_statistics_are_the_callers_tenants_and_count_a_call_once
     assert by_type[TASK_TYPE]["reliability"] == pytest.approx(2 / 4)
     assert (by_type[None]["calls"], by_type[None]["cached"]) == (1, 1)
     assert observed["code.python"]["calls"] == 0
+
+
+ECHO = ToolSpec(
+    name="local.echo",
+    version="0.1.0",
+    description="Says back what it is given.",
+    capabilities=["echo"],
+    input_schema={"type": "object"},
+    output_schema={"type": "object"},
+)
+
+
+def register(registry: ToolRegistry, tools: dict[str, Tool], settings: Settings) -> None:
+    """This module is also a tool module (WRENCH_TOOL_MODULES): a descriptor with no
+    implementation."""
+    registry.register(ECHO)
+
+
+@pytest.mark.usefixtures("db", "topics")
+async def test_tools_of_a_tool_module_are_listed_and_without_an_implementation_no_health(
+    settings: Settings,
+) -> None:
+    """/tools lists the registry the agents load, WRENCH_TOOL_MODULES included; a descriptor
+    with no implementation has a null health."""
+    with_module = settings.model_copy(update={"tool_modules": __name__})
+    async with serve(with_module) as client:
+        tools = {t["name"]: t for t in (await client.get("/tools")).json()["tools"]}
+    assert set(tools) == {*builtin_registry().names(), "local.echo"}
+    assert tools["local.echo"]["health"] is None
+    assert tools["local.echo"]["capabilities"] == ["echo"]
+    assert tools["web.search"]["health"] is not None
 
 
 @pytest.mark.usefixtures("db", "topics")
