@@ -1,0 +1,199 @@
+"""The agents' pure cores run together on an in-memory log, as their workers run them.
+
+Each event appended to the log is folded into every processor's state of its task; then
+``decide(state, now)`` lists the task's jobs: a key neither running nor finished (while
+listed) starts ``run(job, emit)`` as an asyncio task, a running job no longer listed is
+cancelled (Worker.schedule without the broker). The clock moves only when a test moves it
+or a job waits for a backoff (it jumps to ``not_before``); tasks whose deadline has come
+are decided again every ``TICK_S``, as the worker's timer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Generic, TypeVar
+
+from events import Actor, Event, EventPayload, TaskCancelled, TaskSubmitted
+from processors import execution, super_agent
+from processors.journey_agent import CLOSING_TYPES, JourneyAgent
+from processors.super_agent import PLAN_TYPES, SuperAgent
+
+S = TypeVar("S")
+Mark = tuple[uuid.UUID, str]
+START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+USER = Actor(kind="user", id="alice")
+TICK_S = 0.05
+MAX_EVENTS = 500
+
+
+@dataclass
+class Clock:
+    """A clock that stands still until it is moved."""
+
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class Processor(Generic[S]):
+    """One agent's core and what its worker keeps: states by task, running and done jobs."""
+
+    folded_types: frozenset[str]
+    evolve: Callable[[S | None, Event], S]
+    decide: Callable[[S, datetime], list[Any]]
+    run: Callable[[Any, Callable[[Event], Awaitable[None]]], Awaitable[None]]
+    observe: Callable[[Event], None] | None = None
+    suppress: Callable[[S, Event], bool] | None = None
+    deadline: Callable[[S], datetime | None] | None = None
+    states: dict[uuid.UUID, S] = field(default_factory=dict)
+    running: dict[Mark, asyncio.Task[None]] = field(default_factory=dict)
+    finished: set[Mark] = field(default_factory=set)
+
+
+def planner(agent: SuperAgent) -> Processor[Any]:
+    """The SuperAgent as its worker runs it."""
+    core = super_agent
+    return Processor(core.FOLDED_TYPES, core.evolve, core.decide, agent.run, suppress=_plan_late)
+
+
+def _plan_late(state: super_agent.TaskState, event: Event) -> bool:
+    return event.type in PLAN_TYPES and state.closed is not None
+
+
+def executor(agent: JourneyAgent) -> Processor[Any]:
+    """The JourneyAgent as its worker runs it."""
+    return Processor(
+        execution.FOLDED_TYPES,
+        execution.evolve,
+        execution.decide,
+        agent.run,
+        observe=agent.observe,
+        suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
+        deadline=execution.deadline,
+    )
+
+
+class Driver:
+    """``processors`` over one in-memory log; ``history`` is replayed first, as after a crash."""
+
+    def __init__(
+        self,
+        *processors: Processor[Any],
+        clock: Clock | None = None,
+        history: Iterable[Event] = (),
+    ) -> None:
+        self.processors = processors
+        self.clock = clock or Clock()
+        self.log: list[Event] = list(history)
+        self.errors: list[BaseException] = []
+        self._wake = asyncio.Event()
+        for event in self.log:
+            self._fold(event, live=False)
+        self._folded = len(self.log)
+        self._decide_all()
+
+    def append(self, payload: EventPayload, task_id: uuid.UUID | None) -> Event:
+        """A user's event for ``task_id``, at the clock's time."""
+        event = Event.new(
+            payload, tenant_id="acme", actor=USER, task_id=task_id, occurred_at=self.clock()
+        )
+        self.log.append(event)
+        self._wake.set()
+        return event
+
+    def submit(self, description: str, constraints: Any = None, **more: Any) -> Event:
+        """task.submitted for a new task (``timeout`` may be given in ``more``)."""
+        payload = TaskSubmitted(description=description, constraints=constraints, **more)
+        return self.append(payload, uuid.uuid4())
+
+    def cancel(self, task_id: uuid.UUID | None, reason: str = "no longer needed") -> Event:
+        return self.append(TaskCancelled(reason=reason), task_id)
+
+    async def advance(self, seconds: float) -> None:
+        """Move the clock, then decide again for every task (the worker's deadline timer)."""
+        self.clock.advance(seconds)
+        self._decide_all()
+        await self.settle()
+
+    async def settle(self) -> list[Event]:
+        """Fold the log and run what it calls for until nothing is due; the new events."""
+        start = self._folded
+        while True:
+            while self._folded < len(self.log):
+                assert self._folded < MAX_EVENTS, f"over {MAX_EVENTS} events: a runaway loop?"
+                self._folded += 1
+                self._fold(self.log[self._folded - 1], live=True)
+            if self.errors:
+                raise self.errors[0]
+            tasks = [task for proc in self.processors for task in proc.running.values()]
+            if not tasks:
+                return self.log[start:]
+            self._wake.clear()
+            waiter = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait([waiter, *tasks], timeout=TICK_S, return_when="FIRST_COMPLETED")
+            waiter.cancel()
+            self._decide_all(due_only=True)
+
+    def state(self, processor: int, task_id: uuid.UUID | None) -> Any:
+        assert task_id is not None
+        return self.processors[processor].states[task_id]
+
+    def _fold(self, event: Event, *, live: bool) -> None:
+        for proc in self.processors:
+            if event.type not in proc.folded_types:
+                continue
+            if proc.observe is not None:
+                proc.observe(event)
+            if event.task_id is None:
+                continue
+            proc.states[event.task_id] = proc.evolve(proc.states.get(event.task_id), event)
+            if live:
+                self._schedule(proc, event.task_id)
+
+    def _decide_all(self, *, due_only: bool = False) -> None:
+        """Decide for every task, or only for those whose deadline has come (the ticker)."""
+        for proc in self.processors:
+            for task_id, state in list(proc.states.items()):
+                when = proc.deadline(state) if proc.deadline is not None else None
+                if not due_only or (when is not None and when <= self.clock()):
+                    self._schedule(proc, task_id)
+
+    def _schedule(self, proc: Processor[Any], task_id: uuid.UUID) -> None:
+        jobs = proc.decide(proc.states[task_id], self.clock())
+        due = {job.key for job in jobs}
+        proc.finished = {m for m in proc.finished if m[0] != task_id or m[1] in due}
+        for mark, task in list(proc.running.items()):
+            if mark[0] == task_id and mark[1] not in due:
+                task.cancel()
+        for job in jobs:
+            mark = (task_id, job.key)
+            if mark not in proc.running and mark not in proc.finished:
+                proc.running[mark] = asyncio.create_task(self._perform(proc, mark, job))
+
+    async def _perform(self, proc: Processor[Any], mark: Mark, job: Any) -> None:
+        not_before = getattr(job, "not_before", None)
+        if not_before is not None and not_before > self.clock():
+            self.clock.now = not_before  # the backoff passes at once
+        try:
+            await proc.run(job, lambda event: self._emit(proc, mark[0], event))
+            proc.finished.add(mark)
+        except Exception as exc:  # surfaced by settle(), never swallowed
+            self.errors.append(exc)
+        finally:
+            proc.running.pop(mark, None)
+            self._wake.set()
+
+    async def _emit(self, proc: Processor[Any], task_id: uuid.UUID, event: Event) -> None:
+        state = proc.states.get(task_id)
+        if proc.suppress is None or state is None or not proc.suppress(state, event):
+            self.log.append(event)
+            self._wake.set()
