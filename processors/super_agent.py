@@ -75,6 +75,7 @@ from processors.roles import (
     load_role_catalog,
     validate_role_assignment,
 )
+from processors.tool_usage import CircuitBreaker
 from processors.tools import Allocation, PlanningError, ToolRegistry, allocate_tools
 from processors.tools import builtin_registry as _builtin_registry
 
@@ -87,9 +88,20 @@ log = structlog.get_logger(__name__)
 NAME = "super-agent"
 ACTOR = Actor(kind="agent", id=NAME)
 FOLDED_TYPES = frozenset(
-    {"task.submitted", "roles.assigned", "tools.allocated", "plan.created", *TERMINAL_TYPES}
+    {
+        "task.submitted",
+        "roles.assigned",
+        "tools.allocated",
+        "plan.created",
+        "tool.returned",
+        *TERMINAL_TYPES,
+    }
 )
-"""The event types the SuperAgent's state is folded from; it skips the others unread."""
+"""The event types the SuperAgent folds (tool.returned for its circuit breaker); it skips
+the others unread."""
+OPEN_CIRCUIT_PRIOR = (1.0, 19.0)
+"""The reliability allocation assumes for a tool whose circuit is open (a mean of 0.05), so
+an alternative with the same capability wins while it cools down."""
 PLAN_TYPES = frozenset({"roles.assigned", "tools.allocated", "plan.created"})
 """The events that make a plan; they are not published for a task that closed meanwhile."""
 NEEDED_BY = "needed by {}"
@@ -251,6 +263,7 @@ class SuperAgent:
         self.model = model
         self.fallback_models = list(fallback_models)
         self.clock = clock
+        self.breaker = CircuitBreaker()
 
     @classmethod
     def offline(cls, registry: ToolRegistry | None = None, clock: Clock = _utcnow) -> SuperAgent:
@@ -352,10 +365,12 @@ class SuperAgent:
             )
             for name in playbook_roles(playbook):
                 reasons.setdefault(name, (NAMED_BY_PLAYBOOK.format(playbook.name), 0.0))
+        reliability = {tool: OPEN_CIRCUIT_PRIOR for tool in self.breaker.open_tools(self.clock())}
         if job.allocation is None:
             allocation = allocate_tools(
                 roles,
                 self.registry,
+                reliability=reliability,
                 offline_only=self.offline_only,
                 pinned=playbook_tools(playbook),
             )
@@ -370,6 +385,7 @@ class SuperAgent:
             self.prices,
             model=self.model,
             fallback_models=self.fallback_models,
+            reliability=reliability,
         )
         proposed = frozenset(proposal.names() if proposal is not None else ())
         return _Outcome(roles, reasons, allocation, plan, proposed)
@@ -382,11 +398,7 @@ class SuperAgent:
         more roles may choose another playbook; resuming with the first run's roles makes
         the same plan, and the same thoughts under the same ids, as an uninterrupted run.
         """
-        proposed = [
-            role.name
-            for role in assigned.roles
-            if role.source == "proposed"
-        ]
+        proposed = [role.name for role in assigned.roles if role.source == "proposed"]
         if not proposed:
             return [self.catalog.get(role.name) for role in assigned.roles]
         return validate_role_assignment(proposed, self.catalog, brief.constraints)
@@ -444,5 +456,6 @@ def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
         evolve=evolve,
         decide=decide,
         run=agent.run,
+        observe=agent.breaker.observe,
         suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
     )

@@ -26,17 +26,19 @@ from events import (
     FernetCipher,
     PlanCreated,
     RolesAssigned,
+    StepError,
     TaskCancelled,
     TaskCompleted,
     TaskFailed,
     TaskSubmitted,
     ThoughtRecorded,
+    ToolReturned,
     ToolsAllocated,
     UsageRecorded,
     derive_id,
     generate_key,
 )
-from processors.playbook import Playbook, PlaybookStep, load_playbook
+from processors.playbook import Playbook, PlaybookStep, load_playbook, load_playbooks
 from processors.reasoning import (
     LLMClient,
     LLMReasoner,
@@ -1012,3 +1014,53 @@ async def test_every_emitted_event_round_trips_through_the_encrypting_codec(
         assert codec.decode(record.value, record.headers) == event
         if event.type == "plan.created":
             assert RESEARCH.encode() not in record.value
+
+
+def _summarize_failed(task_id: uuid.UUID) -> Event:
+    failure = ToolReturned(
+        stage_id="s",
+        attempt=1,
+        tool="text.summarize",
+        version="1.0.0",
+        outcome="error",
+        duration_s=0.1,
+        error=StepError(code="TOOL_FAILED", message="down"),
+        input_hash="0" * 64,
+    )
+    return Event.new(failure, tenant_id="acme", actor=USER, task_id=task_id, occurred_at=NOW)
+
+
+@pytest.mark.parametrize("open_circuit", [False, True])
+async def test_allocation_avoids_a_tool_whose_circuit_is_open(open_circuit: bool) -> None:
+    """With an LLM available, the analyst's summarization goes to text.summarize (cheaper);
+    after five straight failures of text.summarize its circuit is open and allocation picks
+    llm.complete instead, until the circuit cools down."""
+    planner = SuperAgent(
+        RuleReasoner(),
+        load_role_catalog(),
+        builtin_registry(),
+        load_playbooks(),
+        reasoner_kind="rule",
+        offline_only=False,
+        clock=clock,
+    )
+    if open_circuit:
+        for _ in range(5):
+            planner.breaker.observe(_summarize_failed(uuid.uuid4()))
+    cause = submitted(
+        "Analyse the incident statistics, compare them and summarize the analysis",
+        constraints={
+            "playbook": {
+                "name": "lookup",
+                "steps": [
+                    {"id": "s", "tool": "web.search", "role": "researcher",
+                     "input": {"query": "incidents"}},
+                ],
+            }
+        },
+    )  # fmt: skip
+    events = await run(planner, PlanTask(cause))
+    allocated = one(events, ToolsAllocated)
+    analyst = next(item for item in allocated.roles if item.role == "analyst")
+    chosen = next(t.tool for t in analyst.tools if t.need == "capability:summarization")
+    assert chosen == ("llm.complete" if open_circuit else "text.summarize")
