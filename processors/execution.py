@@ -21,6 +21,7 @@ cancelled and none start.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -108,6 +109,9 @@ class Journey:
     tokens: int = 0
     cost_usd: float = 0.0
     reported: int = 0
+    # Ids of the tool.returned and usage.recorded events whose cost or tokens are counted:
+    # delivery is at-least-once, and a repeat must not count twice.
+    counted: frozenset[uuid.UUID] = frozenset()
 
     @property
     def deadline(self) -> datetime | None:
@@ -151,8 +155,11 @@ def evolve(journey: Journey | None, event: Event) -> Journey:
         return journey if journey.submitted else replace(journey, submitted=event)
     if isinstance(payload, PlanCreated):
         return journey if journey.plan else replace(journey, plan=event, stages=_stages(payload))
+    if isinstance(payload, ToolReturned | UsageRecorded) and event.id in journey.counted:
+        return journey
     if isinstance(payload, ToolReturned):
-        journey = replace(journey, cost_usd=journey.cost_usd + payload.cost_usd)
+        counted = journey.counted | {event.id}
+        journey = replace(journey, cost_usd=journey.cost_usd + payload.cost_usd, counted=counted)
         if payload.outcome == "ok" and not payload.cached:
             key = cache_key(payload.tool, payload.version, payload.input_hash)
             journey = replace(journey, cache={**journey.cache, key: payload.result})
@@ -160,7 +167,8 @@ def evolve(journey: Journey | None, event: Event) -> Journey:
     if isinstance(payload, UsageRecorded):
         if payload.stage_id is None:
             return journey
-        return replace(journey, tokens=journey.tokens + payload.total_tokens)
+        counted = journey.counted | {event.id}
+        return replace(journey, tokens=journey.tokens + payload.total_tokens, counted=counted)
     if isinstance(payload, ProgressUpdated):
         settled = payload.stages_done + payload.stages_skipped
         return replace(journey, reported=max(journey.reported, settled))

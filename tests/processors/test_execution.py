@@ -991,3 +991,33 @@ async def test_with_an_llm_the_model_plans_an_llm_stage_and_every_call_records_u
     assert output["totals"]["tokens"] == 52
     assert len(server.requests) == 5
     assert server.requests[-1].messages[-1]["content"] == f"Two sentences on: {RESEARCH}"
+
+
+def test_a_redelivered_tool_returned_or_usage_recorded_is_counted_once() -> None:
+    """Delivery is at-least-once: the same tool.returned or usage.recorded (same id) folded
+    twice adds its cost and tokens once, so progress and totals do not grow on a repeat."""
+    stage = PlanStage(
+        id="a", role="writer", tools=["llm.complete"], tool_version="1.0.0", timeout=30
+    )
+    journey = Journey(stages={"a": StageRun(stage=stage, tool="llm.complete", model="m1")})
+    cause = returned("llm.complete", True)
+    paid = cause.derive(
+        ToolReturned(**{**cause.payload.model_dump(), "cost_usd": 0.25}), step="r", actor=AGENT
+    )
+    spent = cause.derive(
+        UsageRecorded(
+            operation="execute",
+            model="m1",
+            prompt_tokens=40,
+            completion_tokens=12,
+            total_tokens=52,
+            stage_id="a",
+        ),
+        step="u",
+        actor=AGENT,
+    )
+    once = evolve(evolve(journey, paid), spent)
+    twice = evolve(evolve(once, paid), spent)
+
+    assert (once.cost_usd, once.tokens) == (0.25, 52)
+    assert (twice.cost_usd, twice.tokens) == (0.25, 52)
