@@ -190,6 +190,7 @@ def create_consumer(
         heartbeat_interval_ms=max(settings.kafka_session_timeout_ms // 5, 500),
         request_timeout_ms=max(settings.kafka_request_timeout_ms, 40_000),
         max_poll_interval_ms=300_000,
+        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
     )
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)

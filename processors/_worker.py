@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import faust
+import faust.transport.drivers.aiokafka as faust_aiokafka
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -334,6 +335,7 @@ class Worker(Generic[S, J]):
     def app(self) -> faust.App:
         """The faust app: one agent over wrench.events in this worker's consumer group."""
         s = self.settings
+        _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
         app = faust.App(
             self.group,
             broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
@@ -419,6 +421,22 @@ class Worker(Generic[S, J]):
             quiet=True,
         )
         worker.execute_from_commandline()
+
+
+def _faust_fetch_wait(milliseconds: int) -> None:
+    """Make faust's consumer wait ``milliseconds`` per fetch instead of its fixed 1500 ms
+    (WRENCH_KAFKA_FETCH_MAX_WAIT_MS): on the embedded broker every hop of a task through the
+    log would otherwise wait for it."""
+    thread = faust_aiokafka.AIOKafkaConsumerThread
+    original = getattr(thread, "_wrench_original_create", thread._create_worker_consumer)
+
+    def create(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = milliseconds  # read by AIOKafkaConsumer.start()
+        return consumer
+
+    thread._wrench_original_create = original  # type: ignore[attr-defined]
+    thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
 def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:

@@ -87,6 +87,7 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         database_url=database_url,
         kafka_session_timeout_ms=6_000,
         kafka_rebalance_timeout_ms=6_000,
+        kafka_fetch_max_wait_ms=20,
         projector_batch_ms=50,
         encryption_keys=generate_key(),  # type: ignore[arg-type]
         log_format="console",

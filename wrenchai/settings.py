@@ -44,6 +44,14 @@ class Settings(BaseSettings):
         description="Consumer group rebalance timeout. The embedded broker holds a join for "
         "half of it, so dev and tests keep it low.",
     )
+    kafka_fetch_max_wait_ms: int = Field(
+        500,
+        ge=1,
+        le=10_000,
+        description="Longest a consumer's fetch waits for data. Kafka answers as soon as data "
+        "arrives; the embedded broker waits the whole time when a fetch spans several "
+        "partitions, so dev and tests set it low (each hop through the log waits for it).",
+    )
     producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     producer_compression: Literal["gzip", "none"] = Field(
         "gzip", description="Compression of produced batches."

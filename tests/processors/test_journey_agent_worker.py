@@ -56,6 +56,7 @@ def stack_settings(broker: EmbeddedBroker, **overrides: Any) -> Settings:
         partitions=3,
         kafka_session_timeout_ms=6_000,
         kafka_rebalance_timeout_ms=6_000,
+        kafka_fetch_max_wait_ms=20,
         encryption_keys=generate_key(),  # type: ignore[arg-type]
         log_format="console",
         tool_modules="tests.processors.journey_tools",
