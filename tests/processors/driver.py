@@ -61,8 +61,8 @@ class Processor(Generic[S]):
 
 def planner(agent: SuperAgent) -> Processor[Any]:
     """The SuperAgent as its worker runs it."""
-    core = super_agent
-    return Processor(core.FOLDED_TYPES, core.evolve, core.decide, agent.run, suppress=_plan_late)
+    core, observe = super_agent, agent.breaker.observe
+    return Processor(core.FOLDED_TYPES, core.evolve, core.decide, agent.run, observe, _plan_late)
 
 
 def _plan_late(state: super_agent.TaskState, event: Event) -> bool:
