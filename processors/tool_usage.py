@@ -62,9 +62,10 @@ class ToolStats:
         self._seen: dict[tuple[str, str | None], Observed] = {}
 
     def observe(self, event: Event) -> None:
-        """Count one tool.returned (cached results are not calls and are not counted)."""
+        """Count one tool.returned. Cached results and the breaker's refusals are not calls
+        of the tool and are not counted."""
         payload = event.payload
-        if not isinstance(payload, ToolReturned) or payload.cached:
+        if not isinstance(payload, ToolReturned) or payload.cached or _refused(payload):
             return
         item = self._seen.setdefault((payload.tool, payload.task_type), Observed())
         item.calls += 1
@@ -98,7 +99,7 @@ class CircuitBreaker:
             self._failures.pop(tool, None)
             self._opened.pop(tool, None)
             return
-        if payload.error is not None and payload.error.code == "CIRCUIT_OPEN":
+        if _refused(payload):
             return  # a refusal by the breaker itself is not a failure of the tool
         self._failures[tool] = self._failures.get(tool, 0) + 1
         if self._failures[tool] >= self.threshold:
@@ -113,6 +114,11 @@ class CircuitBreaker:
     def open_tools(self, now: datetime) -> set[str]:
         """Every tool whose circuit is open at ``now``."""
         return {tool for tool in self._opened if self.is_open(tool, now)}
+
+
+def _refused(payload: ToolReturned) -> bool:
+    """Whether the call was refused by the circuit breaker, so the tool never ran."""
+    return payload.error is not None and payload.error.code == "CIRCUIT_OPEN"
 
 
 def optimize_tool_usage(

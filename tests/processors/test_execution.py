@@ -611,6 +611,36 @@ async def test_a_completed_stage_is_never_run_again_even_on_redelivery() -> None
     assert [(job.stage_id, job.attempt, job.resumed) for job in runs] == [("summarize", 1, False)]
 
 
+def test_a_redelivered_tool_returned_or_usage_recorded_is_counted_once() -> None:
+    """Delivery is at-least-once: the same tool.returned or usage.recorded (same id) folded
+    twice adds its cost and tokens once, so progress and totals do not grow on a repeat."""
+    stage = PlanStage(
+        id="a", role="writer", tools=["llm.complete"], tool_version="1.0.0", timeout=30
+    )
+    journey = Journey(stages={"a": StageRun(stage=stage, tool="llm.complete", model="m1")})
+    cause = returned("llm.complete", True)
+    paid = cause.derive(
+        ToolReturned(**{**cause.payload.model_dump(), "cost_usd": 0.25}), step="r", actor=AGENT
+    )
+    spent = cause.derive(
+        UsageRecorded(
+            operation="execute",
+            model="m1",
+            prompt_tokens=40,
+            completion_tokens=12,
+            total_tokens=52,
+            stage_id="a",
+        ),
+        step="u",
+        actor=AGENT,
+    )
+    once = evolve(evolve(journey, paid), spent)
+    twice = evolve(evolve(once, paid), spent)
+
+    assert (once.cost_usd, once.tokens) == (0.25, 52)
+    assert (twice.cost_usd, twice.tokens) == (0.25, 52)
+
+
 # -- 7. the cache of idempotent calls --------------------------------------------------------
 async def test_an_identical_call_of_an_idempotent_tool_reuses_the_first_result() -> None:
     """Two stages search with the same input: the second tool.returned is cached (same
@@ -843,6 +873,20 @@ def test_tools_are_ordered_by_observed_success_once_known_with_open_circuits_las
     assert optimize_tool_usage(["a", "b", "c"], "own", stats, breaker, now) == ["b", "a", "c"]
 
 
+def test_the_breakers_refusals_are_not_calls_in_the_tool_statistics() -> None:
+    """A CIRCUIT_OPEN tool.returned is the breaker refusing, not the tool failing: like a
+    cached result it is not counted, so a cooled-down tool is not ranked down for it."""
+    stats = ToolStats()
+    for n in range(3):
+        stats.observe(returned("a", True, n))
+    for n in range(5):
+        stats.observe(returned("a", False, 10 + n, code="CIRCUIT_OPEN"))
+
+    seen = stats.of("a", "own")
+    assert (seen.calls, seen.successes) == (3, 3)
+    assert seen.mean_seconds == pytest.approx(0.1)
+
+
 # -- 10. references and schemas --------------------------------------------------------------
 RESULTS = [
     {
@@ -910,6 +954,55 @@ async def server() -> AsyncIterator[OpenAIServer]:
         yield instance
 
 
+DRAFT = Playbook(
+    name="draft_only",
+    steps=[
+        PlaybookStep(
+            id="draft",
+            tool="llm.complete",
+            role="writer",
+            input={"prompt": "Two sentences on: {{task.description}}", "max_tokens": 100},
+        )
+    ],
+)
+
+
+def script_planning(server: OpenAIServer) -> None:
+    """One thought and an answer for assign_roles, then for plan: the DRAFT playbook."""
+    thought = Thought(number=1, text="A writer can do it.", next_thought_needed=False)
+    server.answer(thought, prompt_tokens=11, completion_tokens=1)
+    roles = RoleProposal(roles=[RoleScore(role="writer", score=0.9, reason="a report")])
+    server.answer(roles, prompt_tokens=12)
+    thought = Thought(number=1, text="One drafting stage.", next_thought_needed=False)
+    server.answer(thought, prompt_tokens=21, completion_tokens=1)
+    server.answer(PlanProposal(inline=DRAFT, reason="draft it"), prompt_tokens=22)
+
+
+async def run_with_llm(server: OpenAIServer, fallback_models: str = "") -> list[Event]:
+    """The research task, planned and run by agents that reason with ``server``."""
+    settings = Settings(
+        llm_base_url=server.base_url,
+        llm_model="model-a",
+        llm_fallback_models=fallback_models,
+        llm_timeout_s=5.0,
+        llm_max_retries=0,
+        llm_max_thoughts=1,
+    )
+    clock = Clock()
+    tools = build_tools(settings)
+    async with LLMClient(settings) as client:
+        reasoner = LLMReasoner(client)
+        agent = JourneyAgent(
+            reasoner, builtin_registry(), tools, clock=clock, rng=random.Random(SEED)
+        )
+        super_agent = SuperAgent.from_settings(settings, client=client)
+        super_agent.clock = clock
+        try:
+            return await run_task(Driver(planner(super_agent), executor(agent), clock=clock))
+        finally:
+            await tools["llm.complete"].aclose()  # type: ignore[attr-defined]
+
+
 async def test_with_an_llm_the_model_plans_an_llm_stage_and_every_call_records_usage(
     server: OpenAIServer,
 ) -> None:
@@ -918,55 +1011,10 @@ async def test_with_an_llm_the_model_plans_an_llm_stage_and_every_call_records_u
     request is a usage.recorded (assign_roles and plan while planning, execute with the
     stage's id while running); the task completes with the model's text and its tokens."""
     server.reset()
-    settings = Settings(
-        llm_base_url=server.base_url,
-        llm_model="model-a",
-        llm_fallback_models="",
-        llm_timeout_s=5.0,
-        llm_max_retries=0,
-        llm_max_thoughts=1,
-    )
-    draft = Playbook(
-        name="draft_only",
-        steps=[
-            PlaybookStep(
-                id="draft",
-                tool="llm.complete",
-                role="writer",
-                input={"prompt": "Two sentences on: {{task.description}}", "max_tokens": 100},
-            )
-        ],
-    )
-    server.answer(
-        Thought(number=1, text="A writer can do it.", next_thought_needed=False),
-        prompt_tokens=11,
-        completion_tokens=1,
-    )
-    server.answer(
-        RoleProposal(roles=[RoleScore(role="writer", score=0.9, reason="a report")]),
-        prompt_tokens=12,
-    )
-    server.answer(
-        Thought(number=1, text="One drafting stage.", next_thought_needed=False),
-        prompt_tokens=21,
-        completion_tokens=1,
-    )
-    server.answer(PlanProposal(inline=draft, reason="draft it"), prompt_tokens=22)
+    script_planning(server)
     server.answer("WrenchAI retries transient failures.", prompt_tokens=40, completion_tokens=12)
 
-    clock = Clock()
-    tools = build_tools(settings)
-    async with LLMClient(settings) as client:
-        agent = JourneyAgent(
-            LLMReasoner(client), builtin_registry(), tools, clock=clock, rng=random.Random(SEED)
-        )
-        super_agent = SuperAgent.from_settings(settings, client=client)
-        super_agent.clock = clock
-        driver = Driver(planner(super_agent), executor(agent), clock=clock)
-        try:
-            events = await run_task(driver)
-        finally:
-            await tools["llm.complete"].aclose()  # type: ignore[attr-defined]
+    events = await run_with_llm(server)
 
     plan = one(events, PlanCreated)
     assert plan.playbook == "draft_only"
@@ -996,31 +1044,47 @@ async def test_with_an_llm_the_model_plans_an_llm_stage_and_every_call_records_u
     assert server.requests[-1].messages[-1]["content"] == f"Two sentences on: {RESEARCH}"
 
 
-def test_a_redelivered_tool_returned_or_usage_recorded_is_counted_once() -> None:
-    """Delivery is at-least-once: the same tool.returned or usage.recorded (same id) folded
-    twice adds its cost and tokens once, so progress and totals do not grow on a repeat."""
-    stage = PlanStage(
-        id="a", role="writer", tools=["llm.complete"], tool_version="1.0.0", timeout=30
-    )
-    journey = Journey(stages={"a": StageRun(stage=stage, tool="llm.complete", model="m1")})
-    cause = returned("llm.complete", True)
-    paid = cause.derive(
-        ToolReturned(**{**cause.payload.model_dump(), "cost_usd": 0.25}), step="r", actor=AGENT
-    )
-    spent = cause.derive(
-        UsageRecorded(
-            operation="execute",
-            model="m1",
-            prompt_tokens=40,
-            completion_tokens=12,
-            total_tokens=52,
-            stage_id="a",
-        ),
-        step="u",
-        actor=AGENT,
-    )
-    once = evolve(evolve(journey, paid), spent)
-    twice = evolve(evolve(once, paid), spent)
+async def test_with_an_llm_a_failing_model_is_replaced_by_the_fallback_model(
+    server: OpenAIServer,
+) -> None:
+    """model-a answers the stage with a 500: the model analyses the error (its thought and
+    usage recorded under the stage), recovery picks the plan's alternate_model, and attempt 2
+    asks model-b, which answers; the task completes with model-b's text."""
+    server.reset()
+    script_planning(server)
+    server.error(500, "overloaded")
+    thought = Thought(number=1, text="The server is overloaded.", next_thought_needed=False)
+    server.answer(thought, prompt_tokens=31, completion_tokens=1)
+    analysis = ErrorAnalysis(category="transient", retryable=True, suggestion="ask model-b")
+    server.answer(analysis, prompt_tokens=32, completion_tokens=3)
+    server.answer("Model b wrote this.", prompt_tokens=40, completion_tokens=12)
 
-    assert (once.cost_usd, once.tokens) == (0.25, 52)
-    assert (twice.cost_usd, twice.tokens) == (0.25, 52)
+    events = await run_with_llm(server, fallback_models="model-b")
+
+    fallbacks = one(events, PlanCreated).stages[0].fallbacks
+    assert [(f.kind, f.model) for f in fallbacks] == [
+        ("alternate_model", "model-b"),
+        ("escalate", None),
+    ]
+    failed = one(events, StepFailed)
+    assert (failed.error.code, failed.error.category) == ("LLM_UNAVAILABLE", "transient")
+    planned = one(events, RecoveryPlanned)
+    assert (planned.action, planned.model, planned.suggestion) == (
+        "alternate_model",
+        "model-b",
+        "ask model-b",
+    )
+    assert [(s.attempt, s.model) for s in only(events, StepStarted)] == [
+        (1, "model-a"),
+        (2, "model-b"),
+    ]
+    usage = [(u.operation, u.stage_id, u.model) for u in only(events, UsageRecorded)][4:]
+    assert usage == [
+        ("analyse_error", "draft", "model-a"),
+        ("analyse_error", "draft", "model-a"),
+        ("execute", "draft", "model-b"),
+    ]
+    assert [r.model for r in server.requests[4:]] == ["model-a", "model-a", "model-a", "model-b"]
+    output = one(events, TaskCompleted).output
+    assert output["final"]["text"] == "Model b wrote this."
+    assert output["totals"]["tokens"] == 32 + 35 + 52
