@@ -89,6 +89,8 @@ log = structlog.get_logger(__name__)
 NAME = "journey-agent"
 ACTOR = Actor(kind="agent", id=NAME)
 CLOSING_TYPES = frozenset({"task.completed", "task.failed", "progress.updated"})
+NOT_CALLED = frozenset({"CIRCUIT_OPEN", "UNKNOWN_TOOL"})
+"""Error codes of a call that never reached the tool (so it costs nothing)."""
 
 Emit = Callable[[Event], Awaitable[None]]
 Clock = Callable[[], datetime]
@@ -252,7 +254,9 @@ class JourneyAgent:
             cached=cached,
             input_hash=digest,
             task_type=plan.playbook,
-            cost_usd=0.0 if cached else self._cost(spec, result if error is None else None),
+            cost_usd=0.0
+            if cached or (error is not None and error.code in NOT_CALLED)
+            else self._cost(spec, result if error is None else None),
         )
         await derive(returned, f"{sid}/{attempt}/tool.returned")
         if error is None and spec.uses_llm and not cached and isinstance(result, dict):

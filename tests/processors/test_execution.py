@@ -83,7 +83,7 @@ AGENT = Actor(kind="agent", id="journey-agent")
 
 
 # -- test tools ----------------------------------------------------------------------------
-def _spec(name: str, capability: str) -> ToolSpec:
+def _spec(name: str, capability: str, usd_per_call: float = 0.0) -> ToolSpec:
     text = {"type": "string", "minLength": 1}
     return ToolSpec(
         name=name,
@@ -100,7 +100,7 @@ def _spec(name: str, capability: str) -> ToolSpec:
             "properties": {"echo": text, "tool": text},
             "required": ["echo", "tool"],
         },
-        cost=ToolCost(seconds=0.1),
+        cost=ToolCost(usd_per_call=usd_per_call, seconds=0.1),
     )
 
 
@@ -151,6 +151,12 @@ class Backup(_Recorded):
     """Does test.broken's work: same capability, same input schema."""
 
     spec = _spec("test.backup", "fragile_work")
+
+
+class Paid(_Recorded):
+    """Answers, for a cent a call."""
+
+    spec = _spec("test.paid", "paid_work", usd_per_call=0.01)
 
 
 class Slow(_Recorded):
@@ -885,6 +891,25 @@ def test_the_breakers_refusals_are_not_calls_in_the_tool_statistics() -> None:
     seen = stats.of("a", "own")
     assert (seen.calls, seen.successes) == (3, 3)
     assert seen.mean_seconds == pytest.approx(0.1)
+
+
+async def test_a_call_the_breaker_refuses_costs_nothing() -> None:
+    """test.paid costs a cent a call, and its circuit is open: each attempt's tool.returned
+    is CIRCUIT_OPEN with no cost (the tool never ran), and the task's cost stays zero."""
+    paid = Paid()
+    driver, agent = system(paid)
+    for n in range(5):
+        agent.observe(returned("test.paid", False, -n))
+    assert agent.breaker.is_open("test.paid", START)
+
+    events = await run_task(driver, {"playbook": playbook(step("pay", "test.paid", "coder"))})
+
+    refused = only(events, ToolReturned)
+    assert [r.error.code for r in refused if r.error] == ["CIRCUIT_OPEN"] * 3
+    assert [r.cost_usd for r in refused] == [0.0] * 3
+    assert paid.keys == []
+    assert one(events, TaskFailed).reason == "STAGE_FAILED"
+    assert all(p.cost_usd == 0 for p in only(events, ProgressUpdated))
 
 
 # -- 10. references and schemas --------------------------------------------------------------
