@@ -34,6 +34,7 @@ from events import (
     StepStarted,
     TaskCompleted,
     TaskFailed,
+    TaskSubmitted,
     ToolCalled,
     ToolReturned,
     UsageRecorded,
@@ -512,6 +513,78 @@ async def test_an_optional_failing_stage_is_skipped_and_the_task_completes_witho
     assert set(output["stages"]) == {"search"}
     assert output["totals"]["skipped"] == 1
     assert only(events, ProgressUpdated)[-1].stages_skipped == 1
+
+
+async def test_a_reference_to_a_missing_field_fails_the_stage_without_a_retry() -> None:
+    """{{steps.search.output.answers}} names nothing in web.search's output: the stage fails
+    BAD_REFERENCE (fatal) before any tool call, and recovery escalates at once although the
+    stage has retries."""
+    book = playbook(
+        {"id": "search", "tool": "web.search", "role": "researcher", "input": {"query": "retry"}},
+        {
+            "id": "digest",
+            "tool": "text.summarize",
+            "role": "analyst",
+            "depends_on": ["search"],
+            "input": {"text": "{{steps.search.output.answers}}"},
+        },
+    )
+    driver, _ = system()
+    events = await run_task(driver, {"playbook": book})
+    digest = of_stage(events, "digest")
+
+    assert one(events, PlanCreated).stages[1].fallbacks[0].kind == "retry"
+    assert types(digest)[:2] == ["step.started", "step.failed"]
+    failed = one(digest, StepFailed)
+    assert (failed.error.code, failed.error.category) == ("BAD_REFERENCE", "fatal")
+    assert "answers" in failed.error.message
+    assert [p.action for p in only(digest, RecoveryPlanned)] == ["escalate"]
+    assert one(events, TaskFailed).errors[0].code == "BAD_REFERENCE"
+
+
+async def test_an_escalation_stops_the_other_running_stages() -> None:
+    """Two stages side by side: test.broken escalates while test.slow is still running;
+    decide then lists Escalate alone, so the slow step is cancelled and the task fails."""
+    slow = Slow()
+    book = playbook(step("fragile", "test.broken", "coder"), step("wait", "test.slow", "coder"))
+    driver, _ = system(Broken(), slow)
+    events = await asyncio.wait_for(run_task(driver, {"playbook": book}), 10)
+
+    assert slow.cancelled
+    assert one(events, TaskFailed).reason == "STAGE_FAILED"
+    assert types(of_stage(events, "wait")) == ["step.started", "tool.called"]
+    assert events[-1].type == "task.failed"
+
+
+def test_at_most_max_parallel_stages_run_at_once() -> None:
+    """Six independent stages: decide starts four; while they run it lists the same four
+    (resumed) and no fifth; once one completes, the fifth starts."""
+    stages = [
+        PlanStage(id=f"s{n}", role="coder", tools=["test.paid"], tool_version="1.0.0", timeout=30)
+        for n in range(6)
+    ]
+    submitted = Event.new(TaskSubmitted(description="six"), tenant_id="acme", actor=AGENT)
+    plan = submitted.derive(PlanCreated(stages=stages), step="plan.created", actor=AGENT)
+    journey = fold([submitted, plan])
+
+    def running(journey: Journey) -> list[tuple[str, bool]]:
+        return [(j.stage_id, j.resumed) for j in decide(journey, START) if isinstance(j, RunStage)]
+
+    assert running(journey) == [(f"s{n}", False) for n in range(4)]
+    for n in range(4):
+        start = StepStarted(
+            stage_id=f"s{n}",
+            attempt=1,
+            tool="test.paid",
+            tool_version="1.0.0",
+            input={},
+            idempotency_key=f"k{n}",
+        )
+        journey = evolve(journey, submitted.derive(start, step=f"s{n}", actor=AGENT))
+    assert running(journey) == [(f"s{n}", True) for n in range(4)]
+    done = StepCompleted(stage_id="s0", attempt=1, output={}, duration_s=0)
+    journey = evolve(journey, submitted.derive(done, step="done", actor=AGENT))
+    assert running(journey) == [("s1", True), ("s2", True), ("s3", True), ("s4", False)]
 
 
 # -- 5. timeout and cancellation -------------------------------------------------------------
