@@ -106,8 +106,8 @@ async def fetch_progress(
 async def fetch_tool_stats(conn: asyncpg.Connection, tenant_id: str) -> dict[str, ObservedStats]:
     """Each called tool's statistics over the tenant, with the breakdown by task type."""
     rows = await conn.fetch(
-        """SELECT tool, task_type, calls, successes, failures, cached, total_duration_s,
-               total_cost_usd, last_called_at
+        """SELECT tool, task_type, calls, successes, failures, cached, refused,
+               total_duration_s, total_cost_usd, last_called_at
            FROM tool_stats WHERE tenant_id = $1 ORDER BY tool, task_type""",
         tenant_id,
     )
@@ -146,6 +146,7 @@ def _stats(rows: list[Mapping[str, Any]]) -> ToolStats:
         successes=successes,
         failures=sum(int(r["failures"]) for r in rows),
         cached=sum(int(r["cached"]) for r in rows),
+        refused=sum(int(r["refused"]) for r in rows),
         success_rate=successes / calls if calls else None,
         mean_duration_s=float(duration / calls) if calls else None,
         cost_usd=float(cost),

@@ -231,19 +231,23 @@ class ToolCostHints(_Body):
 
 
 class ToolStats(_Body):
-    """Calls of a tool as the log recorded them. ``reliability`` is the mean of the Beta
-    posterior from a uniform prior, (1 + successes) / (2 + calls), the figure tool allocation
-    reads; the rates are null before the first call."""
+    """Calls of a tool as the log recorded them, counted as the agents count them: ``calls``
+    are the calls that ran the tool; a reused result (``cached``) and a refusal by the
+    circuit breaker (``refused``) are counted apart and add no duration or cost.
+    ``reliability`` is the mean of the Beta posterior from a uniform prior,
+    (1 + successes) / (2 + calls), the figure tool choice works with; the rates are null
+    before the first call."""
 
     calls: int
     successes: int
     failures: int
     cached: int
+    refused: int
     success_rate: float | None
     mean_duration_s: float | None
     cost_usd: float
     reliability: float
-    last_called_at: datetime | None
+    last_called_at: datetime | None = Field(description="The latest call, reuse or refusal.")
 
 
 class TaskTypeStats(ToolStats):

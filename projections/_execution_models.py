@@ -29,6 +29,10 @@ RUN_AGAIN = ("retry", "alternate_tool", "alternate_model")
 
 _MOVES_A_STAGE = (StepStarted, StepCompleted, StepFailed, RecoveryPlanned, RecoveryExecuted)
 
+# The error code of a tool.returned refused by the JourneyAgent's circuit breaker: the tool
+# never ran (processors.tool_usage leaves these out of its statistics too).
+REFUSED = "CIRCUIT_OPEN"
+
 # Every stage update records what moved it last; $1 task, $2 stage, then these four.
 _MOVED = "updated_at = $3, last_event_id = $4, last_partition = $5, last_offset = $6"
 
@@ -134,7 +138,12 @@ class RecoveriesModel:
 
 class ToolCallsModel:
     """Every tool.returned as a tool_calls row (never its result: that is user content), and
-    the tenant's statistics of the tool for the plan's task type."""
+    the tenant's statistics of the tool for the plan's task type.
+
+    The statistics count as the agents' own do (processors.tool_usage): ``calls`` are the
+    calls that ran the tool, so the reliability the API reports is the one allocation and
+    tool choice work with; reused results and refusals are counted apart.
+    """
 
     tables: tuple[str, ...] = ("tool_calls", "tool_stats")
 
@@ -153,18 +162,24 @@ class ToolCallsModel:
                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
                 ON CONFLICT (event_id) DO NOTHING
                 RETURNING tenant_id, tool, task_type, outcome, cached, duration_s, cost_usd,
-                    occurred_at
+                    occurred_at, COALESCE(error_code = '{REFUSED}', false) AS refused
+            ), counted AS (
+                SELECT *, NOT cached AND NOT refused AS ran FROM call
             )
             INSERT INTO {names["tool_stats"]} AS s (tenant_id, tool, task_type, calls,
-                successes, failures, cached, total_duration_s, total_cost_usd, last_called_at)
-            SELECT tenant_id, tool, COALESCE(task_type, ''), 1, (outcome = 'ok')::int,
-                (outcome = 'error')::int, cached::int, duration_s, cost_usd, occurred_at
-            FROM call
+                successes, failures, cached, refused, total_duration_s, total_cost_usd,
+                last_called_at)
+            SELECT tenant_id, tool, COALESCE(task_type, ''), ran::int,
+                (ran AND outcome = 'ok')::int, (ran AND outcome = 'error')::int, cached::int,
+                refused::int, CASE WHEN ran THEN duration_s ELSE 0 END,
+                CASE WHEN ran THEN cost_usd ELSE 0 END, occurred_at
+            FROM counted
             ON CONFLICT (tenant_id, tool, task_type) DO UPDATE SET
-                calls = s.calls + 1,
+                calls = s.calls + EXCLUDED.calls,
                 successes = s.successes + EXCLUDED.successes,
                 failures = s.failures + EXCLUDED.failures,
                 cached = s.cached + EXCLUDED.cached,
+                refused = s.refused + EXCLUDED.refused,
                 total_duration_s = s.total_duration_s + EXCLUDED.total_duration_s,
                 total_cost_usd = s.total_cost_usd + EXCLUDED.total_cost_usd,
                 last_called_at = GREATEST(s.last_called_at, EXCLUDED.last_called_at)"""

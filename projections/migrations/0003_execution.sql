@@ -80,17 +80,20 @@ ALTER TABLE tasks
 
 -- Tool statistics per tenant, tool and task type ('' when the call named no task type),
 -- moved on by the same statement that inserts the tool_calls row, so a call counts once.
--- The sums are numeric: exact, so the order calls are added in does not change them.
+-- As in the agents' own statistics, ``calls`` are the calls that ran the tool: a reused
+-- (cached) result and a circuit-breaker refusal are counted apart and add no duration or
+-- cost. The sums are numeric: exact, so the order calls are added in does not change them.
 CREATE TABLE tool_stats (
-    tenant_id         text             NOT NULL,
-    tool              text             NOT NULL,
-    task_type         text             NOT NULL,
-    calls             bigint           NOT NULL,
-    successes         bigint           NOT NULL,
-    failures          bigint           NOT NULL,
-    cached            bigint           NOT NULL,
-    total_duration_s  numeric          NOT NULL,
-    total_cost_usd    numeric          NOT NULL,
-    last_called_at    timestamptz      NOT NULL,
+    tenant_id         text        NOT NULL,
+    tool              text        NOT NULL,
+    task_type         text        NOT NULL,
+    calls             bigint      NOT NULL,
+    successes         bigint      NOT NULL,
+    failures          bigint      NOT NULL,
+    cached            bigint      NOT NULL,
+    refused           bigint      NOT NULL,
+    total_duration_s  numeric     NOT NULL,
+    total_cost_usd    numeric     NOT NULL,
+    last_called_at    timestamptz NOT NULL,
     PRIMARY KEY (tenant_id, tool, task_type)
 );

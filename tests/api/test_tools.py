@@ -55,6 +55,7 @@ async def test_every_registered_tool_is_listed_with_its_descriptor_and_health(
             "successes": 0,
             "failures": 0,
             "cached": 0,
+            "refused": 0,
             "success_rate": None,
             "mean_duration_s": None,
             "cost_usd": 0.0,
@@ -73,13 +74,14 @@ async def test_observed_statistics_are_the_callers_tenants_and_count_a_call_once
     client: httpx.AsyncClient, producer: EventProducer
 ) -> None:
     """web.search's figures sum the caller's calls over task types, with the breakdown per
-    task type; a redelivered tool.returned counts once and another tenant's calls not at
-    all."""
+    task type; a redelivered tool.returned counts once, a reused result is counted apart
+    from the calls, and another tenant's calls do not count at all."""
     ours, theirs = submitted(tenant_id=TENANT), submitted(tenant_id="globex")
     story, other = Story(ours), Story(theirs)
     story.call("search", 1, "web.search", "1.0.0", error=SEARCH_TIMEOUT, duration_s=4.0)
     again = story.call("search", 2, "web.search", "1.0.0", duration_s=1.0, cost_usd=0.002)
-    story.call("search", 3, "web.search", "1.0.0", cached=True, duration_s=0.5, task_type=None)
+    story.call("search", 3, "web.search", "1.0.0", duration_s=2.0, task_type=None)
+    story.call("search", 4, "web.search", "1.0.0", cached=True, duration_s=0.5)
     for attempt in (1, 2, 3):
         other.call("search", attempt, "web.search", "1.0.0", error=SEARCH_TIMEOUT)
     positions = await producer.publish_many([ours, theirs, *story.events, *other.events, again])
@@ -89,22 +91,26 @@ async def test_observed_statistics_are_the_callers_tenants_and_count_a_call_once
     assert response.status_code == 200
     observed = {t["name"]: t["observed"] for t in response.json()["tools"]}
     search = observed["web.search"]
-    assert {k: search[k] for k in ("calls", "successes", "failures", "cached")} == {
+    assert {k: search[k] for k in ("calls", "successes", "failures", "cached", "refused")} == {
         "calls": 3,
         "successes": 2,
         "failures": 1,
         "cached": 1,
+        "refused": 0,
     }
     assert search["success_rate"] == pytest.approx(2 / 3)
-    assert search["mean_duration_s"] == pytest.approx(5.5 / 3)
+    assert search["mean_duration_s"] == pytest.approx(7.0 / 3)
     assert search["cost_usd"] == pytest.approx(0.002)
     assert search["reliability"] == pytest.approx((1 + 2) / (2 + 3))
-    assert search["last_called_at"] is not None
+    assert search["last_called_at"] == story.events[-1].occurred_at.isoformat().replace(
+        "+00:00", "Z"
+    )
     by_type = {b["task_type"]: b for b in search["by_task_type"]}
     assert set(by_type) == {None, TASK_TYPE}
-    assert (by_type[TASK_TYPE]["calls"], by_type[TASK_TYPE]["successes"]) == (2, 1)
-    assert by_type[TASK_TYPE]["reliability"] == pytest.approx(2 / 4)
-    assert (by_type[None]["calls"], by_type[None]["cached"]) == (1, 1)
+    ours_typed = by_type[TASK_TYPE]
+    assert (ours_typed["calls"], ours_typed["successes"], ours_typed["cached"]) == (2, 1, 1)
+    assert ours_typed["reliability"] == pytest.approx(2 / 4)
+    assert (by_type[None]["calls"], by_type[None]["success_rate"]) == (1, 1.0)
     assert observed["code.python"]["calls"] == 0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from events import Event, EventProducer, Position
+from events import Event, EventProducer, Position, StepError
 from projections import rebuild
 from projections._read_models import Applied, apply_all
 from tests.events.execution_samples import (
@@ -153,18 +153,41 @@ async def test_a_redelivered_tool_returned_counts_once(
     """The same tool.returned twice on the log is one call in tool_calls and tool_stats."""
     first = submitted()
     story = Story(first)
-    returned = story.call("search", 1, "web.search", "1.2.0", duration_s=1.5, cached=True)
+    returned = story.call("search", 1, "web.search", "1.2.0", duration_s=1.5)
     await producer.publish_many([first, *story.events, returned])
     await _all_archived(db, 4)
 
     assert await db.fetchval("SELECT count(*) FROM tool_calls") == 1
     row = await db.fetchrow("SELECT * FROM tool_stats")
-    assert (row["calls"], row["successes"], row["cached"], row["total_duration_s"]) == (
-        1,
-        1,
-        1,
-        Decimal("1.5"),
-    )
+    assert (row["calls"], row["successes"], row["total_duration_s"]) == (1, 1, Decimal("1.5"))
+
+
+async def test_reused_results_and_refusals_are_not_calls_of_the_tool(
+    producer: EventProducer, db: asyncpg.Connection, projector: asyncio.Task[None]
+) -> None:
+    """As in the agents' statistics, a cached result and a circuit-breaker refusal are
+    counted apart from the calls that ran the tool, and add no duration or cost; tool_calls
+    keeps every one of them."""
+    first = submitted()
+    story = Story(first)
+    story.call("search", 1, "web.search", "1.2.0", duration_s=2.0, cost_usd=0.5)
+    story.call("search", 2, "web.search", "1.2.0", cached=True, duration_s=0.25)
+    refusal = StepError(code="CIRCUIT_OPEN", message="web.search is cooling down")
+    story.call("search", 3, "web.search", "1.2.0", error=refusal, duration_s=0.0)
+    await producer.publish_many([first, *story.events])
+    await _all_archived(db, 1 + len(story.events))
+
+    assert await db.fetchval("SELECT count(*) FROM tool_calls") == 3
+    row = dict(await db.fetchrow("SELECT * FROM tool_stats"))
+    assert {k: row[k] for k in ("calls", "successes", "failures", "cached", "refused")} == {
+        "calls": 1,
+        "successes": 1,
+        "failures": 0,
+        "cached": 1,
+        "refused": 1,
+    }
+    assert (row["total_duration_s"], row["total_cost_usd"]) == (Decimal("2"), Decimal("0.5"))
+    assert row["last_called_at"] == story.events[-1].occurred_at
 
 
 async def test_applying_the_execution_events_twice_changes_nothing(
