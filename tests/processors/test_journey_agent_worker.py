@@ -229,7 +229,9 @@ async def test_a_failing_tool_without_fallback_fails_the_task_with_the_chain(
     failed = of(events, "task.failed")[0]
     assert failed.reason == "STAGE_FAILED" and "must" in failed.message
     assert len(failed.errors) == len(of(events, "step.failed")) >= 1
-    assert all(e.code == "TOOL_FAILED" for e in failed.errors)
+    # test.lonely fails for every task of this module, so its circuit may open meanwhile.
+    assert failed.errors[0].code == "TOOL_FAILED"
+    assert {e.code for e in failed.errors} <= {"TOOL_FAILED", "CIRCUIT_OPEN"}
 
     events = await finished(log, optional.task_id)
     assert [p.action for p in of(events, "recovery.executed")][-1] == "skip"
