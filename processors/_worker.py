@@ -123,6 +123,7 @@ class Worker(Generic[S, J]):
         # on an event (a task's timeout); stale entries are skipped when they come up.
         self._timers: list[tuple[datetime, int, uuid.UUID]] = []
         self._timer_of: dict[uuid.UUID, datetime] = {}
+        self._observed_to: dict[int, int] = {}
         self._ticker: asyncio.Task[None] | None = None
 
     # -- records -----------------------------------------------------------------------
@@ -143,11 +144,14 @@ class Worker(Generic[S, J]):
             return
         event = await self._decode_or_dlq(record, partition, offset)
         if event is not None:
-            self.fold(part, event, live=True)
+            self.fold(part, event, offset, live=True)
 
-    def fold(self, part: _Partition[S], event: Event, *, live: bool) -> None:
+    def fold(self, part: _Partition[S], event: Event, offset: int, *, live: bool) -> None:
         """Fold ``event`` into its task's state; when ``live``, start what it calls for."""
-        if self.observe is not None:
+        if self.observe is not None and offset >= self._observed_to.get(part.number, 0):
+            # Cross-task folds (tool statistics) outlive a partition's revocation, so a
+            # partition replayed again after a rebalance is not counted twice.
+            self._observed_to[part.number] = offset + 1
             self.observe(event)
         if event.task_id is None:
             return
@@ -321,7 +325,7 @@ class Worker(Generic[S, J]):
                     )
                     event = await self._decode_or_dlq(record, tp.partition, message.offset)
                     if event is not None:
-                        self.fold(part, event, live=False)
+                        self.fold(part, event, message.offset, live=False)
                     position = message.offset + 1
                 if end is None:
                     # The first high watermark seen is the end of history; later records

@@ -132,6 +132,12 @@ class Journey:
         """The output of every completed stage, by stage id."""
         return {sid: run.output for sid, run in self.stages.items() if run.status == "completed"}
 
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """What later stages read: completed stages' outputs, and None for skipped ones."""
+        skipped = {sid: None for sid, run in self.stages.items() if run.status == "skipped"}
+        return {**skipped, **self.outputs}
+
 
 def _stages(plan: PlanCreated) -> dict[str, StageRun]:
     return {s.id: StageRun(stage=s, tool=s.tools[0], model=s.model) for s in plan.stages}

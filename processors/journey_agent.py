@@ -182,7 +182,7 @@ class JourneyAgent:
         elif isinstance(job, Complete):
             await derive(self._completed(job.journey), "task.completed")
         elif isinstance(job, TimeOut):
-            await derive(self._timed_out(job.journey), "task.failed")
+            await derive(self._timed_out(job.journey), "task.failed/timeout")
 
     # -- a stage's attempt ---------------------------------------------------------------
     def _spec(self, stage_tools: list[str], version: str, tool: str) -> ToolSpec:
@@ -217,7 +217,7 @@ class JourneyAgent:
         started = time.monotonic()
         try:
             tool_input = fit_to_schema(
-                resolve_outputs(run.stage.tool_input, journey.outputs), spec.input_schema
+                resolve_outputs(run.stage.tool_input, journey.inputs), spec.input_schema
             )
         except PlaybookError as exc:
             tool_input = dict(run.stage.tool_input)
@@ -436,7 +436,7 @@ class JourneyAgent:
             f"{last.message if last else ''}"[:10_000],
             errors=chain,
         )
-        await derive(failed, "task.failed")
+        await derive(failed, f"task.failed/escalate/{sid}")
 
     # -- the task ------------------------------------------------------------------------
     def _elapsed(self, journey: Journey) -> float:
@@ -464,7 +464,14 @@ class JourneyAgent:
         """The compiled results: the final output (that of the last stage nothing depends
         on), every stage's output, and the totals."""
         outputs = journey.outputs
-        needed = {dep for run in journey.stages.values() for dep in run.stage.depends_on}
+        # The final output is that of the last completed stage no completed stage reads on
+        # from; a skipped last stage leaves the one before it as the result.
+        needed = {
+            dep
+            for run in journey.stages.values()
+            if run.stage.id in outputs
+            for dep in run.stage.depends_on
+        }
         finals = [sid for sid in journey.stages if sid in outputs and sid not in needed]
         final = outputs[finals[-1]] if finals else None
         skipped = [sid for sid, run in journey.stages.items() if run.status == "skipped"]

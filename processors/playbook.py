@@ -142,8 +142,9 @@ def substitute(value: Any, inputs: Mapping[str, Any], task_description: str | No
 
 def resolve_outputs(value: Any, outputs: Mapping[str, Any]) -> Any:
     """``value`` with every ``{{steps.<id>.output...}}`` replaced from ``outputs`` (step id
-    to output), when the step runs. A path that the output lacks is a PlaybookError
-    BAD_REFERENCE naming it; list items are addressed by their index."""
+    to output, None for a skipped step), when the step runs. A path that an output lacks is
+    a PlaybookError BAD_REFERENCE naming it; a path into a skipped step's output is None;
+    list items are addressed by their index."""
 
     def lookup(parts: list[str]) -> Any:
         if len(parts) < 3 or parts[0] != "steps" or parts[2] != "output":
@@ -154,6 +155,8 @@ def resolve_outputs(value: Any, outputs: Mapping[str, Any]) -> Any:
             )
         found = outputs[parts[1]]
         for part in parts[3:]:
+            if found is None:
+                return None  # a skipped optional step: nothing to read, not an error
             if isinstance(found, Mapping) and part in found:
                 found = found[part]
             elif isinstance(found, list) and part.isdigit() and int(part) < len(found):
@@ -193,6 +196,8 @@ def as_text(value: Any) -> str:
     list item by item, an object by its text fields (links left out: they are sources)."""
     if isinstance(value, str):
         return value
+    if value is None:
+        return ""
     if isinstance(value, list):
         return "\n\n".join(text for text in (as_text(item) for item in value) if text)
     if isinstance(value, Mapping):

@@ -3,9 +3,10 @@
 - :class:`ToolStats` folds tool.returned events into success rate, latency and cost per
   tool and task type (the task type is the plan's playbook).
 - :class:`CircuitBreaker` opens a tool's circuit after ``threshold`` consecutive failures
-  and keeps it open for ``cooldown_s``; then one call may try it again (half-open), and a
-  success closes it. Time is the events' ``occurred_at``, so replaying old failures after a
-  restart does not open a circuit that has long cooled down.
+  and keeps it open for ``cooldown_s``; after that calls may try it again (half-open): a
+  success closes it, and one more failure opens it again at once. Time is the events'
+  ``occurred_at``, so replaying old failures after a restart does not open a circuit that
+  has long cooled down.
 - :func:`optimize_tool_usage` orders a stage's candidate tools (its tool, then its
   alternates) by observed success rate for the task type, then speed, keeping the plan's
   order where the history says nothing, and puts tools with an open circuit last.

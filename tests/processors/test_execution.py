@@ -1186,3 +1186,44 @@ async def test_with_an_llm_a_failing_model_is_replaced_by_the_fallback_model(
     output = one(events, TaskCompleted).output
     assert output["final"]["text"] == "Model b wrote this."
     assert output["totals"]["tokens"] == 32 + 35 + 52
+
+
+async def test_a_stage_reading_a_skipped_stage_gets_nothing_and_the_task_completes() -> None:
+    """An optional stage is skipped; the report that reads its output gets empty text for
+    it (not BAD_REFERENCE), runs, and is the task's final output."""
+    book = playbook(
+        {"id": "search", "tool": "web.search", "role": "researcher", "input": {"query": "retry"}},
+        step("extra", "test.broken", "coder", optional=True),
+        {
+            "id": "report",
+            "tool": "report.compile",
+            "role": "writer",
+            "depends_on": ["search", "extra"],
+            "input": {
+                "title": "Retries",
+                "sections": [
+                    {"heading": "Found", "body": "{{steps.search.output.results}}"},
+                    {"heading": "Extra", "body": "{{steps.extra.output.text}}"},
+                ],
+            },
+        },
+    )
+    driver, _ = system(Broken())
+    events = await run_task(driver, {"playbook": book})
+    assert events[-1].type == "task.completed"
+    output = one(events, TaskCompleted).output
+    assert output["skipped"] == ["extra"] and output["final_stage"] == "report"
+    assert "## Extra" in output["final"]["markdown"]
+
+
+async def test_when_the_last_stage_is_skipped_the_stage_before_it_is_the_result() -> None:
+    """The only stage nothing depends on is optional and skipped: the final output is the
+    completed stage it depended on, not null."""
+    book = playbook(
+        {"id": "search", "tool": "web.search", "role": "researcher", "input": {"query": "retry"}},
+        step("extra", "test.broken", "coder", optional=True, depends_on=["search"]),
+    )
+    driver, _ = system(Broken())
+    events = await run_task(driver, {"playbook": book})
+    output = one(events, TaskCompleted).output
+    assert output["final_stage"] == "search" and output["final"]["results"]
