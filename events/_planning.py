@@ -73,12 +73,23 @@ class RoleTools(_Part):
     tools: list[AllocatedTool] = Field(default_factory=list)
 
 
+class ThompsonDraw(_Part):
+    """The reliability draws allocation ranked tools by: one sample per tool from its Beta
+    posterior, made with ``seed`` so that a replay draws the same."""
+
+    seed: int
+    draws: dict[str, float] = Field(default_factory=dict)
+
+
 @event("tools.allocated", version=1)
 class ToolsAllocated(EventPayload):
     """The tools each role of the task may call."""
 
     roles: list[RoleTools]
     offline_only: bool = Field(False, description="Only tools that need no network were allowed.")
+    sampling: ThompsonDraw | None = Field(
+        None, description="The Thompson-sampling draws behind the choice, when posteriors exist."
+    )
 
 
 # -- plan.created --------------------------------------------------------------------------

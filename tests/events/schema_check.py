@@ -16,7 +16,7 @@ ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default"}
 CHECKED = {
     "$ref", "type", "const", "enum", "anyOf", "allOf", "if", "then", "properties", "required",
     "additionalProperties", "items", "contains", "minItems", "uniqueItems", "minLength",
-    "maxLength", "minimum", "maximum", "format",
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "maxItems", "format",
 }  # fmt: skip
 SUPPORTED = ANNOTATIONS | CHECKED
 
@@ -83,6 +83,8 @@ def errors(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = 
             problems.append(f"{path}: below {schema['minimum']}")
         if "maximum" in schema and instance > schema["maximum"]:
             problems.append(f"{path}: above {schema['maximum']}")
+        if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:
+            problems.append(f"{path}: not above {schema['exclusiveMinimum']}")
     return problems
 
 
@@ -112,6 +114,8 @@ def _array_errors(instance: list[Any], schema: dict[str, Any], root: dict[str, A
         problems.append(f"{path}: contains nothing matching {schema['contains']!r}")
     if len(instance) < schema.get("minItems", 0):
         problems.append(f"{path}: fewer than {schema['minItems']} items")
+    if "maxItems" in schema and len(instance) > schema["maxItems"]:
+        problems.append(f"{path}: more than {schema['maxItems']} items")
     if schema.get("uniqueItems") and len({repr(i) for i in instance}) != len(instance):
         problems.append(f"{path}: items repeat")
     return problems

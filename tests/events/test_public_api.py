@@ -4,6 +4,17 @@ import events
 import events.schema
 
 EXPECTED = {
+    "AlertAcknowledged",
+    "AlertCleared",
+    "AlertCode",
+    "AlertLevel",
+    "AlertRaised",
+    "CheckResult",
+    "Decision",
+    "EvaluationRecorded",
+    "GroupPosterior",
+    "QualityFitted",
+    "ThompsonDraw",
     "ErrorCategory",
     "ProgressUpdated",
     "RecoveryAction",
