@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRET_FIELDS = ("encryption_keys", "llm_api_key")
+_SECRET_FIELDS = ("encryption_keys", "llm_api_key", "alert_webhook_secret")
 
 
 class Settings(BaseSettings):
@@ -189,6 +189,69 @@ class Settings(BaseSettings):
         "",
         description="Comma-separated hosts or CIDR ranges http.fetch may reach even though "
         "they are private, loopback or link-local (the SSRF guard refuses them otherwise).",
+    )
+
+    # -- inspection ----------------------------------------------------------------------
+    quality_threshold: float = Field(
+        0.6, gt=0, lt=1, description="The quality an output must exceed (its Beta posterior)."
+    )
+    accept_confidence: float = Field(
+        0.7,
+        gt=0,
+        lt=1,
+        description="Accept an output when P(quality > WRENCH_QUALITY_THRESHOLD) is at least this.",
+    )
+    escalate_confidence: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="Escalate at once (no retry) when P(quality > threshold) is below this.",
+    )
+    quality_retries: int = Field(
+        2, ge=0, le=10, description="Retries of a stage whose output is not accepted."
+    )
+    prior_alpha: float = Field(
+        1.0, gt=0, description="Beta prior of a group's quality before any fit (successes)."
+    )
+    prior_beta: float = Field(
+        1.0, gt=0, description="Beta prior of a group's quality before any fit (failures)."
+    )
+    judge_votes: int = Field(
+        1, ge=0, le=9, description="Votes of the reasoner as a judge per evaluation (0: none)."
+    )
+    fit_interval_s: float = Field(
+        300.0, gt=0, description="Longest time between fits of the hierarchical quality model."
+    )
+    fit_min_new: int = Field(
+        50, ge=1, description="New evaluations that trigger a fit before the interval is up."
+    )
+    fit_draws: int = Field(500, ge=50, description="Posterior draws per chain of a fit.")
+    fit_chains: int = Field(2, ge=1, le=8, description="Chains of a fit (r_hat needs two).")
+    stall_after_s: float = Field(
+        120.0, gt=0, description="A task with no event for this long is STALLED."
+    )
+    overrun_factor: float = Field(
+        1.5,
+        gt=1,
+        description="OVERRUN_TIME / OVERRUN_TOKENS when elapsed time or tokens exceed the "
+        "plan's estimate by this factor.",
+    )
+    low_quality_score: float = Field(
+        0.4, gt=0, lt=1, description="LOW_QUALITY when an evaluation's quality score is below."
+    )
+    repeated_failures: int = Field(
+        3, ge=1, description="REPEATED_FAILURES when a task has this many failed attempts."
+    )
+    alert_webhook_url: str | None = Field(
+        None, description="URL that receives every alert as a signed JSON POST; unset: none."
+    )
+    alert_webhook_secret: SecretStr | None = Field(
+        None,
+        description="Key of the webhook's HMAC-SHA256 signature header (X-Wrench-Signature).",
+    )
+    alert_webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST.")
+    alert_webhook_retries: int = Field(
+        3, ge=0, le=10, description="Retries of a webhook POST that fails, with backoff."
     )
 
     # -- logging -----------------------------------------------------------------------
