@@ -26,7 +26,9 @@ from events import (
     bootstrap_topics,
     generate_key,
 )
+from processors.reasoning import PlanProposal, RoleProposal, RoleScore, Thought
 from projections import run_projector
+from tests.processors.openai_server import OpenAIServer
 from tests.processors.test_super_agent_worker import Log, WorkerProcess
 from wrenchai.embedded import EmbeddedBroker
 from wrenchai.settings import Settings
@@ -347,3 +349,68 @@ async def test_a_killed_worker_resumes_the_task_without_repeating_completed_step
         await producer.stop()
         stop.set()
         await asyncio.wait_for(projector, 60)
+
+
+async def test_with_an_llm_server_the_model_plans_and_a_stage_calls_it(
+    broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """Both workers reason with a local OpenAI-compatible server: the model assigns the
+    roles and writes an inline playbook whose stage calls llm.complete on the same server;
+    every request is a usage.recorded and the task completes with the model's text."""
+    async with OpenAIServer() as server:
+        thought = Thought(number=1, text="A writer can do it.", next_thought_needed=False)
+        server.answer(thought, prompt_tokens=11, completion_tokens=1)
+        roles = RoleProposal(roles=[RoleScore(role="writer", score=0.9, reason="a report")])
+        server.answer(roles, prompt_tokens=12)
+        server.answer(thought, prompt_tokens=21, completion_tokens=1)
+        draft = {
+            "name": "draft_only",
+            "steps": [
+                {"id": "draft", "tool": "llm.complete", "role": "writer",
+                 "input": {"prompt": "Two sentences on: {{task.description}}",
+                           "max_tokens": 100}},
+            ],
+        }  # fmt: skip
+        server.answer(PlanProposal.model_validate({"inline": draft, "reason": "draft"}))
+        server.answer(
+            "WrenchAI retries transient failures.", prompt_tokens=40, completion_tokens=12
+        )
+
+        settings = stack_settings(
+            broker,
+            llm_base_url=server.base_url,
+            llm_model="model-a",
+            llm_max_retries=0,
+            llm_max_thoughts=1,
+            llm_timeout_s=10.0,
+        )
+        await bootstrap_topics(settings)
+        agents = Agents(settings, tmp_path)
+        codec = Codec(FernetCipher(settings.fernet_keys()))
+        producer = EventProducer(settings, codec)
+        try:
+            agents.start("super-agent")
+            agents.start("journey-agent")
+            task = submitted("Explain how WrenchAI recovers from errors")
+            await producer.publish(task)
+            events = await finished(Log(settings, codec), task.task_id)
+        finally:
+            await producer.stop()
+            agents.stop_all()
+
+    assert of(events, "task.failed") == []
+    plan = of(events, "plan.created")[0]
+    assert [(s.id, s.tools[0], s.model) for s in plan.stages] == [
+        ("draft", "llm.complete", "model-a")
+    ]
+    usage = [(u.operation, u.stage_id) for u in of(events, "usage.recorded")]
+    assert usage == [
+        ("assign_roles", None),
+        ("assign_roles", None),
+        ("plan", None),
+        ("plan", None),
+        ("execute", "draft"),
+    ]
+    output = of(events, "task.completed")[0].output
+    assert output["final"]["text"] == "WrenchAI retries transient failures."
+    assert len(server.requests) == 5
