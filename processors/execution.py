@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from events import (
     TERMINAL_TYPES,
+    EvaluationRecorded,
     Event,
     PlanCreated,
     PlanStage,
@@ -58,6 +59,7 @@ FOLDED_TYPES = frozenset(
         "recovery.planned",
         "recovery.executed",
         "progress.updated",
+        "evaluation.recorded",
         *TERMINAL_TYPES,
     }
 )
@@ -90,6 +92,8 @@ class StageRun:
     recovery_at: datetime | None = None
     tried: frozenset[tuple[str, str | None]] = frozenset()
     retries: int = 0
+    accepted: bool = False
+    suggestions: tuple[str, ...] = ()
 
     @property
     def last_error(self) -> StepError | None:
@@ -223,7 +227,49 @@ def _evolve_stage(journey: Journey, run: StageRun, event: Event) -> Journey:
         )
     if isinstance(payload, RecoveryExecuted) and current and payload.action == "skip":
         return _stage(journey, sid, status="skipped", recovery=None)
+    if isinstance(payload, EvaluationRecorded) and current and run.status == "completed":
+        return _judged(journey, run, payload, event.occurred_at)
     return journey
+
+
+MAX_SUGGESTIONS = 5
+MAX_SUGGESTION_CHARS = 500
+
+
+def _judged(journey: Journey, run: StageRun, verdict: EvaluationRecorded, at: datetime) -> Journey:
+    """The InspectorAgent's verdict on the current attempt: accepted, or another attempt
+    carrying the suggestions (the verdict is the recovery's plan), or an escalation."""
+    sid = run.stage.id
+    if verdict.decision == "accept":
+        return _stage(journey, sid, accepted=True)
+    rejected = StepError(
+        code="QUALITY_REJECTED",
+        message=verdict.reason,
+        category="invalid_output",
+        details={"quality_score": verdict.quality_score, "confidence": verdict.confidence},
+    )
+    suggestions = tuple(
+        text[:MAX_SUGGESTION_CHARS] for text in verdict.suggestions[:MAX_SUGGESTIONS]
+    )
+    recovery = RecoveryPlanned(
+        stage_id=sid,
+        attempt=verdict.attempt,
+        category="invalid_output",
+        action="retry" if verdict.decision == "retry" else "escalate",
+        reason=verdict.reason[:2_000],
+        tool=run.tool,
+        model=run.model,
+        suggestion="; ".join(suggestions)[:2_000] or None,
+    )
+    return _stage(
+        journey,
+        sid,
+        status="recovering",
+        recovery=recovery,
+        recovery_at=at,
+        errors=(*run.errors, (verdict.attempt, rejected)),
+        suggestions=suggestions,
+    )
 
 
 # -- jobs ----------------------------------------------------------------------------------
@@ -322,8 +368,12 @@ class TimeOut:
 Job = RunStage | Recover | Skip | Escalate | Progress | Complete | TimeOut
 
 
-def decide(journey: Journey, now: datetime, max_parallel: int = 4) -> list[Job]:
-    """The jobs ``journey`` calls for at ``now`` (see the module's docstring)."""
+def decide(
+    journey: Journey, now: datetime, max_parallel: int = 4, require_acceptance: bool = False
+) -> list[Job]:
+    """The jobs ``journey`` calls for at ``now`` (see the module's docstring). With
+    ``require_acceptance`` a completed stage counts as done only once the InspectorAgent
+    has accepted it: its dependents and the task's completion wait for the verdict."""
     deadline = journey.deadline
     if deadline is None:
         return []
@@ -341,7 +391,12 @@ def decide(journey: Journey, now: datetime, max_parallel: int = 4) -> list[Job]:
         if run.status == "running"
     ]
     slots = max_parallel - len(jobs)
-    done = {run.stage.id for run in runs if run.status in SETTLED}
+    done = {
+        run.stage.id
+        for run in runs
+        if run.status == "skipped"
+        or (run.status == "completed" and (run.accepted or not require_acceptance))
+    }
     for run in runs:
         sid = run.stage.id
         if run.status == "pending" and set(run.stage.depends_on) <= done and slots > 0:

@@ -230,6 +230,14 @@ class JourneyAgent:
             return
         if spec.uses_llm and job.model:
             tool_input = {**tool_input, "model": job.model}
+        if spec.uses_llm and run.suggestions and isinstance(tool_input.get("prompt"), str):
+            # A retry after a rejected output tells the model what the review asked for.
+            points = "\n".join(f"- {text}" for text in run.suggestions)
+            tool_input = {
+                **tool_input,
+                "prompt": f"{tool_input['prompt']}\n\nA review of an earlier answer asked "
+                f"for these changes:\n{points}",
+            }
         await derive(self._started(job, spec, tool_input, key), f"{sid}/{attempt}/started")
         digest = input_hash(tool_input)
         called = ToolCalled(
@@ -282,6 +290,7 @@ class JourneyAgent:
             model=job.model if spec.uses_llm else None,
             input=tool_input,
             idempotency_key=key,
+            suggestions=list(job.journey.stages[job.stage_id].suggestions),
         )
 
     async def _call(
@@ -516,13 +525,13 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
     from processors._worker import Worker
 
     agent = JourneyAgent.from_settings(settings)
-    limit = settings.max_parallel_stages
+    limit, judged = settings.max_parallel_stages, settings.require_acceptance
     return Worker(
         settings,
         NAME,
         folded_types=FOLDED_TYPES,
         evolve=evolve,
-        decide=lambda journey, now: decide(journey, now, limit),
+        decide=lambda journey, now: decide(journey, now, limit, judged),
         run=agent.run,
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         observe=agent.observe,
