@@ -30,7 +30,7 @@ import heapq
 import logging
 import random
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -103,6 +103,7 @@ class Worker(Generic[S, J]):
         suppress: Callable[[S, Event], bool] | None = None,
         observe: Callable[[Event], None] | None = None,
         deadline: Callable[[S], datetime | None] | None = None,
+        background: Callable[[Worker[S, J]], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
@@ -112,6 +113,8 @@ class Worker(Generic[S, J]):
         self.folded_types = frozenset(folded_types)
         self.evolve, self.decide, self.run, self.suppress = evolve, decide, run, suppress
         self.observe, self.deadline, self.clock = observe, deadline, clock
+        self.background = background
+        self._background: asyncio.Task[None] | None = None
         self.codec: Codec = codec_from_settings(settings.fernet_keys())
         self.producer = EventProducer(settings, self.codec)
         self.partitions: dict[int, _Partition[S]] = {}
@@ -303,6 +306,9 @@ class Worker(Generic[S, J]):
         part.ready.set()
         if self.deadline is not None and self._ticker is None:
             self._ticker = asyncio.create_task(self._tick())
+        if self.background is not None and self._background is None:
+            # Work of the worker as a whole (a model fit), started once history is known.
+            self._background = asyncio.create_task(self.background(self))
         for task_id in list(part.tasks):
             self.schedule(part, task_id)
         log.info("partition replayed", partition=part.number, offset=end, tasks=len(part.tasks))
@@ -409,6 +415,8 @@ class Worker(Generic[S, J]):
             replay.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._background is not None:
+            self._background.cancel()
         await self.producer.stop()
         log.info("worker stopped", worker=self.name, cancelled_jobs=len(jobs))
 

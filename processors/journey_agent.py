@@ -299,7 +299,9 @@ class JourneyAgent:
         """(result, error, cached, seconds) of one call of the stage's tool."""
         stage = job.journey.stages[job.stage_id].stage
         remembered = job.journey.cache.get(cache_key(spec.name, spec.version, digest))
-        if spec.idempotent and remembered is not None:
+        # A later attempt of a stage is a retry of a call that failed or was rejected: the
+        # remembered result is the one that was not good enough.
+        if spec.idempotent and remembered is not None and job.attempt == 1:
             return remembered, None, True, 0.0
         tool = self.tools.get(spec.name)
         if tool is None:
