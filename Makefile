@@ -31,6 +31,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/journey.py
+	$(BIN)/python bench/inspector.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
