@@ -24,6 +24,7 @@ from events import (
     ToolsAllocated,
 )
 from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
+from projections._inspection_models import AlertsModel, EvaluationsModel, QualityModel
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -319,6 +320,9 @@ READ_MODELS: tuple[ReadModel, ...] = (
     StepsModel(),
     RecoveriesModel(),
     ToolCallsModel(),
+    EvaluationsModel(),
+    AlertsModel(),
+    QualityModel(),
 )
 """Every read model the projector maintains, in the order they apply."""
 
