@@ -24,6 +24,7 @@ The faust worker around this core is :func:`worker`.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -39,10 +40,12 @@ from events import (
     EventPayload,
     Operation,
     PlanCreated,
+    QualityFitted,
     RolesAssigned,
     TaskError,
     TaskFailed,
     TaskSubmitted,
+    ThompsonDraw,
     ThoughtRecorded,
     ToolsAllocated,
     UsageRecorded,
@@ -56,6 +59,7 @@ from processors.playbook import (
     validate_playbook,
 )
 from processors.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.quality import Priors, thompson_draws
 from processors.reasoning import (
     LLMClient,
     LLMReasoner,
@@ -94,6 +98,7 @@ FOLDED_TYPES = frozenset(
         "tools.allocated",
         "plan.created",
         "tool.returned",
+        "quality.fitted",
         *TERMINAL_TYPES,
     }
 )
@@ -225,6 +230,7 @@ class _Outcome:
     allocation: Allocation
     plan: Plan
     proposed: frozenset[str] = frozenset()
+    sampling: ThompsonDraw | None = None
 
 
 def _utcnow() -> datetime:
@@ -264,6 +270,14 @@ class SuperAgent:
         self.fallback_models = list(fallback_models)
         self.clock = clock
         self.breaker = CircuitBreaker()
+        self.priors = Priors()
+
+    def observe(self, event: Event) -> None:
+        """Fold tool.returned into the circuit breaker and quality.fitted into the tools'
+        posteriors that Thompson sampling draws from."""
+        self.breaker.observe(event)
+        if isinstance(event.payload, QualityFitted):
+            self.priors = self.priors.with_fit(event.payload)
 
     @classmethod
     def offline(cls, registry: ToolRegistry | None = None, clock: Clock = _utcnow) -> SuperAgent:
@@ -325,7 +339,9 @@ class SuperAgent:
         if job.roles is None:
             await recorder.derive(self._roles_assigned(outcome), "roles.assigned")
         if job.allocation is None:
-            allocated = ToolsAllocated.model_validate(outcome.allocation.model_dump())
+            allocated = ToolsAllocated.model_validate(
+                {**outcome.allocation.model_dump(), "sampling": outcome.sampling}
+            )
             await recorder.derive(allocated, "tools.allocated")
         await recorder.derive(PlanCreated.model_validate(outcome.plan.model_dump()), "plan.created")
 
@@ -365,7 +381,18 @@ class SuperAgent:
             )
             for name in playbook_roles(playbook):
                 reasons.setdefault(name, (NAMED_BY_PLAYBOOK.format(playbook.name), 0.0))
-        reliability = {tool: OPEN_CIRCUIT_PRIOR for tool in self.breaker.open_tools(self.clock())}
+        sampling: ThompsonDraw | None = None
+        reliability: dict[str, tuple[float, float]] = {}
+        posteriors = self.priors.tool_posteriors()
+        if posteriors and job.allocation is None:
+            # Thompson sampling: rank tools by one draw from each posterior, seeded by the
+            # task so the draw is reproducible, and recorded in tools.allocated.
+            seed = uuid.UUID(brief.task_id).int % 2**32
+            draws = thompson_draws(posteriors, seed)
+            sampling = ThompsonDraw(seed=seed, draws={t: round(d, 6) for t, d in draws.items()})
+            reliability = {tool: (max(d, 1e-6), max(1 - d, 1e-6)) for tool, d in draws.items()}
+        for tool in self.breaker.open_tools(self.clock()):
+            reliability[tool] = OPEN_CIRCUIT_PRIOR
         if job.allocation is None:
             allocation = allocate_tools(
                 roles,
@@ -388,7 +415,7 @@ class SuperAgent:
             reliability=reliability,
         )
         proposed = frozenset(proposal.names() if proposal is not None else ())
-        return _Outcome(roles, reasons, allocation, plan, proposed)
+        return _Outcome(roles, reasons, allocation, plan, proposed, sampling)
 
     def _first_candidates(self, assigned: RolesAssigned, brief: TaskBrief) -> list[RoleSpec]:
         """The roles the reasoner planned with before the planning was interrupted: the
@@ -456,6 +483,6 @@ def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
         evolve=evolve,
         decide=decide,
         run=agent.run,
-        observe=agent.breaker.observe,
+        observe=agent.observe,
         suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
     )

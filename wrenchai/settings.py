@@ -193,9 +193,10 @@ class Settings(BaseSettings):
 
     # -- inspection ----------------------------------------------------------------------
     require_acceptance: bool = Field(
-        False,
+        True,
         description="Whether a completed stage must be accepted by the InspectorAgent before "
-        "its dependents run and the task completes (set it where an InspectorAgent runs).",
+        "its dependents run and the task completes. Turn it off only where no InspectorAgent "
+        "runs.",
     )
     quality_threshold: float = Field(
         0.6, gt=0, lt=1, description="The quality an output must exceed (its Beta posterior)."

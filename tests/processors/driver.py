@@ -18,7 +18,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from events import Actor, Event, EventPayload, TaskCancelled, TaskSubmitted
-from processors import execution, super_agent
+from processors import execution, inspector_agent, super_agent
+from processors.inspector_agent import InspectorAgent
 from processors.journey_agent import CLOSING_TYPES, JourneyAgent
 from processors.super_agent import PLAN_TYPES, SuperAgent
 
@@ -61,7 +62,7 @@ class Processor(Generic[S]):
 
 def planner(agent: SuperAgent) -> Processor[Any]:
     """The SuperAgent as its worker runs it."""
-    core, observe = super_agent, agent.breaker.observe
+    core, observe = super_agent, agent.observe
     return Processor(core.FOLDED_TYPES, core.evolve, core.decide, agent.run, observe, _plan_late)
 
 
@@ -69,16 +70,32 @@ def _plan_late(state: super_agent.TaskState, event: Event) -> bool:
     return event.type in PLAN_TYPES and state.closed is not None
 
 
-def executor(agent: JourneyAgent) -> Processor[Any]:
-    """The JourneyAgent as its worker runs it."""
+def executor(agent: JourneyAgent, require_acceptance: bool = False) -> Processor[Any]:
+    """The JourneyAgent as its worker runs it (waiting for verdicts when
+    ``require_acceptance``)."""
+
+    def decide(journey: execution.Journey, now: datetime) -> list[Any]:
+        return execution.decide(journey, now, 4, require_acceptance)
+
     return Processor(
         execution.FOLDED_TYPES,
         execution.evolve,
-        execution.decide,
+        decide,
         agent.run,
         observe=agent.observe,
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         deadline=execution.deadline,
+    )
+
+
+def inspector(agent: InspectorAgent) -> Processor[Any]:
+    """The InspectorAgent as its worker runs it."""
+    return Processor(
+        inspector_agent.FOLDED_TYPES,
+        inspector_agent.evolve,
+        inspector_agent.decide_inspection,
+        agent.run,
+        observe=agent.observe,
     )
 
 

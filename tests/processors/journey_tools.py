@@ -6,7 +6,9 @@ WRENCH_TOOL_MODULES=tests.processors.journey_tools.
 - ``test.broken`` always fails; ``test.backup`` has the same capability and input, so the
   planner makes it test.broken's alternate tool;
 - ``test.lonely`` always fails and has no alternate;
-- ``test.sleep`` sleeps for ``seconds`` (cancellable) and answers.
+- ``test.sleep`` sleeps for ``seconds`` (cancellable) and answers;
+- ``test.sloppy`` answers an empty text on its first two calls for each task and stage,
+  then echoes its input, so the InspectorAgent rejects the first two outputs.
 """
 
 from __future__ import annotations
@@ -126,8 +128,29 @@ class Sleep(BuiltinTool):
         return True, "ok"
 
 
+class Sloppy(BuiltinTool):
+    spec: ClassVar[ToolSpec] = _spec("test.sloppy", "test_sloppy")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter[str] = Counter()
+
+    async def _run(self, tool_input: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("call() is overridden")
+
+    async def call(
+        self, tool_input: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        stage = (idempotency_key or "").rsplit(":", 1)[0]
+        self.calls[stage] += 1
+        return {"text": tool_input["text"] if self.calls[stage] >= 3 else ""}
+
+    async def _probe(self) -> tuple[bool, str]:
+        return True, "sloppy by design"
+
+
 def register(registry: ToolRegistry, tools: dict[str, Tool], settings: Settings) -> None:
     """Add the test tools to a worker's registry and toolbox."""
-    for tool in (Flaky(), Broken(), Backup(), Lonely(), Sleep()):
+    for tool in (Flaky(), Broken(), Backup(), Lonely(), Sleep(), Sloppy()):
         registry.register(tool.spec)
         tools[tool.spec.name] = tool

@@ -62,7 +62,7 @@ def stack_settings(broker: EmbeddedBroker, **overrides: Any) -> Settings:
         encryption_keys=generate_key(),  # type: ignore[arg-type]
         log_format="console",
         tool_modules="tests.processors.journey_tools",
-        **overrides,
+        **{"require_acceptance": False, **overrides},
     )
 
 
@@ -286,7 +286,9 @@ async def test_a_task_that_outlives_its_timeout_fails_with_timeout(
 
 @pytest.fixture
 def agents(settings: Settings, tmp_path: Path) -> Iterator[Agents]:
-    own = settings.model_copy(update={"tool_modules": "tests.processors.journey_tools"})
+    own = settings.model_copy(
+        update={"tool_modules": "tests.processors.journey_tools", "require_acceptance": False}
+    )
     started = Agents(own, tmp_path)
     yield started
     started.stop_all()

@@ -33,6 +33,7 @@ ROLES = {
     "api": " api ",
     "super-agent": "worker super-agent",
     "journey-agent": "worker journey-agent",
+    "inspector-agent": "worker inspector-agent",
 }
 REPORT = "Research how WrenchAI recovers from errors and write a short report"
 PLAN_WAIT_S = 60.0

@@ -1,0 +1,349 @@
+"""The InspectorAgent: judges every completed step, fits the quality model, watches tasks.
+
+The pure core folds a task's events into an :class:`Inspection` and decides:
+
+- :class:`Evaluate` for every step.completed not yet judged: the output's checks
+  (:func:`processors.quality.evaluate_agent_output`), the conjugate Beta update of the
+  (role, tool, model) group's prior, and the decision (accept, retry, escalate), emitted as
+  evaluation.recorded with an id derived from the step.completed id. The JourneyAgent acts
+  on it.
+- :class:`Watch` when the task's alerts change: :mod:`processors.monitoring` says which
+  conditions hold (stalled, over time, over tokens, low quality, repeated failures) and
+  which alerts to raise or clear; a timer finds stalled tasks when no event comes.
+
+Across tasks the worker folds every evaluation.recorded into counts per group, and the
+worker that owns partition 0 fits the hierarchical model on them in another process
+(:mod:`processors.quality_fit`) every ``WRENCH_FIT_INTERVAL_S`` or after
+``WRENCH_FIT_MIN_NEW`` new evaluations. The fit is published as quality.fitted to every
+partition, so every InspectorAgent and SuperAgent worker sees it: converged fits become the
+per-evaluation priors here and Thompson sampling's posteriors in allocation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+import structlog
+
+from events import (
+    TERMINAL_TYPES,
+    Actor,
+    EvaluationRecorded,
+    Event,
+    PlanCreated,
+    QualityFitted,
+    StepCompleted,
+    StepStarted,
+    TaskSubmitted,
+    UsageRecorded,
+)
+from processors.planning import Stage
+from processors.quality import Priors, Thresholds, decide, evaluate_agent_output, posterior, summary
+from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner, TaskBrief
+from processors.tools import ToolRegistry, ToolSpec
+
+if TYPE_CHECKING:
+    from processors._worker import Worker
+    from wrenchai.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+NAME = "inspector-agent"
+ACTOR = Actor(kind="agent", id=NAME)
+PLATFORM_TENANT = "wrenchai"
+"""The tenant of platform-wide events (quality fits), which belong to no task."""
+FIT_POLL_S = 5.0
+
+FOLDED_TYPES = frozenset(
+    {
+        "task.submitted",
+        "plan.created",
+        "step.started",
+        "step.completed",
+        "evaluation.recorded",
+        "quality.fitted",
+        *TERMINAL_TYPES,
+    }
+)
+
+Emit = Callable[[Event], Awaitable[None]]
+GroupKey = tuple[str, str, str | None]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- state ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Inspection:
+    """What the InspectorAgent knows of one task: its brief, its plan, the attempts it ran,
+    the completed attempts awaiting a verdict, and the verdicts given."""
+
+    submitted: Event | None = None
+    plan: PlanCreated | None = None
+    started: dict[tuple[str, int], StepStarted] = field(default_factory=dict)
+    completed: dict[tuple[str, int], Event] = field(default_factory=dict)
+    judged: frozenset[tuple[str, int]] = frozenset()
+    closed: str | None = None
+
+
+def evolve(state: Inspection | None, event: Event) -> Inspection:
+    """``state`` after ``event``; repeats change nothing."""
+    state = state or Inspection()
+    payload = event.payload
+    if state.closed is not None:
+        return state
+    if event.type in TERMINAL_TYPES:
+        return Inspection(closed=event.type)
+    if isinstance(payload, TaskSubmitted) and state.submitted is None:
+        return replace(state, submitted=event)
+    if isinstance(payload, PlanCreated) and state.plan is None:
+        return replace(state, plan=payload)
+    if isinstance(payload, StepStarted):
+        key = (payload.stage_id, payload.attempt)
+        return replace(state, started={**state.started, key: payload})
+    if isinstance(payload, StepCompleted):
+        key = (payload.stage_id, payload.attempt)
+        if key in state.judged or key in state.completed:
+            return state
+        return replace(state, completed={**state.completed, key: event})
+    if isinstance(payload, EvaluationRecorded):
+        key = (payload.stage_id, payload.attempt)
+        completed = {k: v for k, v in state.completed.items() if k != key}
+        return replace(state, completed=completed, judged=state.judged | {key})
+    return state
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    """Judge the completed ``attempt`` of a stage."""
+
+    state: Inspection
+    stage_id: str
+    attempt: int
+
+    @property
+    def key(self) -> str:
+        return f"evaluate:{self.stage_id}:{self.attempt}"
+
+
+Job = Evaluate
+
+
+def decide_inspection(state: Inspection, now: datetime) -> list[Job]:
+    """An Evaluate for each completed attempt without a verdict, while the task is open."""
+    if state.closed is not None or state.plan is None or state.submitted is None:
+        return []
+    return [Evaluate(state, sid, attempt) for sid, attempt in sorted(state.completed)]
+
+
+# -- the agent -----------------------------------------------------------------------------
+class InspectorAgent:
+    """Carries out the inspection jobs and keeps the cross-task quality state."""
+
+    def __init__(
+        self,
+        reasoner: Reasoner,
+        registry: ToolRegistry,
+        priors: Priors,
+        thresholds: Thresholds,
+        *,
+        judge_votes: int = 0,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.reasoner = reasoner
+        self.registry = registry
+        self.priors = priors
+        self.thresholds = thresholds
+        self.judge_votes = judge_votes
+        self.clock = clock
+        self.counts: dict[GroupKey, list[int]] = {}
+        self.evaluations = 0
+        self.fitted_at_evaluations = 0
+        self.last_fit: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> InspectorAgent:
+        """As configured: the LLM reasoner as judge when WRENCH_LLM_BASE_URL is set."""
+        from processors.toolbox import toolbox
+
+        llm = settings.llm_base_url is not None
+        reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()
+        return cls(
+            reasoner,
+            toolbox(settings)[0],
+            Priors.from_settings(settings),
+            Thresholds.from_settings(settings),
+            judge_votes=settings.judge_votes,
+        )
+
+    def observe(self, event: Event) -> None:
+        """Fold evaluations into the counts a fit needs, and fits into the priors."""
+        payload = event.payload
+        if isinstance(payload, EvaluationRecorded):
+            passed = sum(check.passed for check in payload.checks)
+            group = self.counts.setdefault((payload.role, payload.tool, payload.model), [0, 0, 0])
+            group[0] += 1
+            group[1] += passed
+            group[2] += len(payload.checks) - passed
+            self.evaluations += 1
+        elif isinstance(payload, QualityFitted):
+            self.fitted_at_evaluations = max(self.fitted_at_evaluations, payload.evaluations)
+            self.priors = self.priors.with_fit(payload)
+
+    def _spec(self, started: StepStarted | None) -> ToolSpec | None:
+        if started is None:
+            return None
+        try:
+            return self.registry.get(started.tool, f"=={started.tool_version}")
+        except Exception:  # a tool this worker does not know: judged without its schema
+            return None
+
+    async def run(self, job: Job, emit: Emit) -> None:
+        """Judge one completed attempt and emit evaluation.recorded (and the judge's usage)."""
+        state, sid, attempt = job.state, job.stage_id, job.attempt
+        assert state.plan is not None and state.submitted is not None
+        cause = state.completed[(sid, attempt)]
+        completed = cause.payload
+        assert isinstance(completed, StepCompleted)
+        plan_stage = next(stage for stage in state.plan.stages if stage.id == sid)
+        stage = Stage.model_validate(plan_stage.model_dump())
+        started = state.started.get((sid, attempt))
+        submitted = state.submitted.payload
+        assert isinstance(submitted, TaskSubmitted)
+        brief = TaskBrief(
+            task_id=str(state.submitted.task_id),
+            description=submitted.description,
+            constraints=submitted.constraints or {},
+        )
+        checked = await evaluate_agent_output(
+            stage,
+            completed.output,
+            self._spec(started),
+            task=brief,
+            reasoner=self.reasoner,
+            votes=self.judge_votes,
+            tool_input=started.input if started else None,
+            duration_s=completed.duration_s,
+        )
+        now = self.clock()
+        for number, item in enumerate(checked.usage, start=1):
+            spent = UsageRecorded(
+                operation="evaluate",
+                model=item.model,
+                prompt_tokens=item.prompt_tokens,
+                completion_tokens=item.completion_tokens,
+                total_tokens=item.total_tokens,
+                stage_id=sid,
+            )
+            await emit(cause.derive(spent, step=f"judge/{number}", actor=ACTOR, occurred_at=now))
+        tool = started.tool if started else stage.tools[0]
+        model = started.model if started else stage.model
+        prior = self.priors.prior(stage.role, tool, model)
+        alpha, beta = posterior(prior.alpha, prior.beta, checked.passed, checked.failed)
+        estimate = summary(alpha, beta, self.thresholds.threshold)
+        decision, reason = decide(estimate.confidence, attempt, self.thresholds)
+        verdict = EvaluationRecorded(
+            stage_id=sid,
+            attempt=attempt,
+            role=stage.role,
+            tool=tool,
+            model=model,
+            checks=list(checked.checks),
+            prior_alpha=prior.alpha,
+            prior_beta=prior.beta,
+            prior_source=prior.source,
+            quality_score=round(estimate.mean, 6),
+            interval=[round(estimate.interval[0], 6), round(estimate.interval[1], 6)],
+            confidence=round(estimate.confidence, 6),
+            threshold=self.thresholds.threshold,
+            decision=decision,
+            reason=reason,
+            suggestions=[] if decision == "accept" else list(checked.suggestions),
+        )
+        await emit(cause.derive(verdict, step="evaluation", actor=ACTOR, occurred_at=now))
+
+    # -- the hierarchical fit ------------------------------------------------------------
+    def fit_due(self, settings: Settings, now: float) -> bool:
+        """Whether enough new evaluations arrived, or enough time passed with some new."""
+        new = self.evaluations - self.fitted_at_evaluations
+        if new <= 0:
+            return False
+        if new >= settings.fit_min_new:
+            return True
+        return self.last_fit is None or now - self.last_fit >= settings.fit_interval_s
+
+    async def fitting(self, worker: Worker[Inspection, Job], settings: Settings) -> None:
+        """Fit the quality model when it is due, on the worker that owns partition 0, and
+        publish the fit to every partition."""
+        from processors.quality_fit import GroupCounts, fit_in_subprocess
+
+        while True:
+            await asyncio.sleep(FIT_POLL_S)
+            owner = 0 in worker.partitions and worker.partitions[0].ready.is_set()
+            if not owner or not self.fit_due(settings, time.monotonic()):
+                continue
+            self.last_fit = time.monotonic()
+            counts = [
+                GroupCounts(role, tool, model, *self.counts[(role, tool, model)])
+                for role, tool, model in sorted(self.counts, key=lambda k: (k[0], k[1], k[2] or ""))
+            ]
+            seen = self.evaluations
+            try:
+                fitted = await fit_in_subprocess(counts, settings, seed=seen)
+            except Exception:
+                log.exception("quality fit failed", evaluations=seen)
+                continue
+            fitted = fitted.model_copy(update={"evaluations": seen})
+            await self._broadcast(worker, fitted)
+            log.info(
+                "quality model fitted",
+                fit_id=fitted.fit_id,
+                converged=fitted.converged,
+                groups=len(fitted.groups),
+                evaluations=seen,
+                seconds=fitted.seconds,
+            )
+
+    async def _broadcast(self, worker: Worker[Inspection, Job], fitted: QualityFitted) -> None:
+        event = Event.new(
+            fitted,
+            tenant_id=PLATFORM_TENANT,
+            actor=ACTOR,
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"wrench:quality.fitted:{fitted.fit_id}"),
+            occurred_at=self.clock(),
+        )
+        record = worker.codec.encode(event)
+        count = await worker.producer.partitions(worker.topic)
+        # One copy per partition, same id: every worker sees it on a partition it owns, and
+        # the projector applies it once and archives the others as duplicates.
+        for partition in range(count):
+            await worker.producer.send_records(worker.topic, [record], partition=partition)
+
+
+def worker(settings: Settings) -> Worker[Inspection, Job]:
+    """The InspectorAgent's faust worker."""
+    from processors._worker import Worker
+
+    agent = InspectorAgent.from_settings(settings)
+
+    async def fitting(running: Worker[Inspection, Job]) -> None:
+        await agent.fitting(running, settings)
+
+    return Worker(
+        settings,
+        NAME,
+        folded_types=FOLDED_TYPES,
+        evolve=evolve,
+        decide=decide_inspection,
+        run=agent.run,
+        observe=agent.observe,
+        background=fitting,
+    )
