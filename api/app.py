@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import health, tasks, tools
+from api.routers import alerts, health, insights, tasks, tools
 from wrenchai.settings import Settings
 
 
@@ -48,5 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware)
     app.include_router(tasks.router)
     app.include_router(tools.router)
+    app.include_router(alerts.router)
+    app.include_router(insights.router)
     app.include_router(health.router)
     return app

@@ -47,6 +47,20 @@ class TaskTerminal(ApiError):
     status = 409
 
 
+class AlertNotFound(ApiError):
+    """No alert with this id in the caller's tenant (or not projected yet)."""
+
+    code = "ALERT_NOT_FOUND"
+    status = 404
+
+
+class AlertAlreadyAcknowledged(ApiError):
+    """Someone has acknowledged the alert already; the first acknowledgement stands."""
+
+    code = "ALERT_ALREADY_ACKNOWLEDGED"
+    status = 409
+
+
 class InvalidRequest(ApiError):
     """A parameter passed type checks but means nothing (a cursor this API never issued)."""
 

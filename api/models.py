@@ -6,9 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from events import Actor, ErrorCategory, Operation, PlanEstimate, RecoveryAction, StageFallback
+from processors.monitoring import parse_overrides
 
 # The same bounds as events.TaskSubmitted, so a request the API accepts always makes a valid
 # event (tests/api pins the two together).
@@ -33,11 +34,24 @@ class SubmitTask(_Body):
     """What a user asks for: a description, optional constraints and a time limit."""
 
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
-    constraints: dict[str, Any] | None = None
+    constraints: dict[str, Any] | None = Field(
+        None,
+        description="Free-form constraints for the agents. ``alerts`` sets this task's alert "
+        "thresholds: stall_after_s, overrun_factor, low_quality_score, repeated_failures.",
+        examples=[{"max_roles": 2, "alerts": {"stall_after_s": 30, "overrun_factor": 2}}],
+    )
     # strict: true, "60" and 60.5 are mistakes worth a 422, not values to coerce.
     timeout: int = Field(
         DEFAULT_TIMEOUT_S, ge=1, le=MAX_TIMEOUT_S, strict=True, description="Seconds."
     )
+
+    @field_validator("constraints")
+    @classmethod
+    def _alert_thresholds(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # constraints.alerts overrides the task's alert thresholds; a bad one is refused
+        # here, where the user can fix it, rather than ignored by the InspectorAgent later.
+        parse_overrides(value)
+        return value
 
 
 class CancelTask(_Body):

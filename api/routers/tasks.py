@@ -14,6 +14,7 @@ import structlog
 from fastapi import APIRouter, Query, Response
 
 from api._execution import fetch_step_details
+from api._inspection import fetch_evaluations
 from api._readmodels import (
     Cursor,
     decode_history,
@@ -25,6 +26,7 @@ from api._readmodels import (
 )
 from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
 from api.errors import InvalidRequest, TaskNotFound, TaskTerminal
+from api.inspection_models import TaskEvaluations
 from api.models import (
     TERMINAL_STATUSES,
     Accepted,
@@ -156,6 +158,28 @@ async def get_task_steps(
             raise _not_found(task_id)
         steps = await fetch_step_details(conn, principal.tenant_id, task_id)
     return TaskSteps(task_id=task_id, steps=steps)
+
+
+@router.get(
+    "/{task_id}/evaluations",
+    response_model=TaskEvaluations,
+    responses=_ERRORS,
+    summary="Task evaluations",
+)
+async def get_task_evaluations(
+    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+) -> TaskEvaluations:
+    """Every evaluation of the task's outputs in log order: each attempt's checks, its
+    quality score with the credible interval and confidence, and the decision taken."""
+    await wait_for_position(resources, wait_for)
+    async with (
+        resources.database.connection() as conn,
+        conn.transaction(isolation="repeatable_read", readonly=True),
+    ):
+        if await fetch_task(conn, principal.tenant_id, task_id) is None:
+            raise _not_found(task_id)
+        evaluations = await fetch_evaluations(conn, principal.tenant_id, task_id)
+    return TaskEvaluations(task_id=task_id, evaluations=evaluations)
 
 
 @router.get(

@@ -1,0 +1,181 @@
+"""Queries on the inspection read models: alerts, evaluations, quality fits and posteriors.
+
+Alerts and evaluations are scoped by tenant, as in api._readmodels. Quality fits are
+platform-wide (see projections._inspection_models) and read the same for every tenant.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from api.inspection_models import (
+    Alert,
+    AlertStatus,
+    Evaluation,
+    Prior,
+    QualityFit,
+    QualityGroup,
+)
+from events import AlertLevel, Position
+
+_ALERT_COLUMNS = """alert_id, task_id, level, code, message, details, status, raised_at,
+    cleared_at, clear_reason, acknowledged_at, acknowledged_by, note, partition, "offset\""""
+
+
+@dataclass(frozen=True)
+class AlertCursor:
+    """Where a page of alerts ended: the last row's (raised_at, alert_id) listing key."""
+
+    raised_at: datetime
+    alert_id: str
+
+    def encode(self) -> str:
+        """The opaque form handed to clients: base64url of a small JSON array."""
+        raw = orjson.dumps([self.raised_at.isoformat(), self.alert_id])
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> AlertCursor:
+        """Read a cursor this API issued; ValueError for anything else."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            raised_at, alert_id = orjson.loads(raw)
+            cursor = cls(datetime.fromisoformat(raised_at), str(alert_id))
+        except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            raise ValueError("not a cursor from this API; pass next_cursor back as is") from exc
+        if cursor.raised_at.tzinfo is None:
+            raise ValueError("not a cursor from this API; pass next_cursor back as is")
+        return cursor
+
+
+def _alert(row: Mapping[str, Any]) -> Alert:
+    fields = {k: v for k, v in row.items() if k not in ("partition", "offset")}
+    return Alert(
+        **fields,
+        acknowledged=row["acknowledged_at"] is not None,
+        position=str(Position(row["partition"], row["offset"])),
+    )
+
+
+async def fetch_alert(conn: asyncpg.Connection, tenant_id: str, alert_id: str) -> Alert | None:
+    """The alert, or None."""
+    row = await conn.fetchrow(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE alert_id = $1 AND tenant_id = $2",
+        alert_id,
+        tenant_id,
+    )
+    return None if row is None else _alert(row)
+
+
+async def list_alerts(
+    conn: asyncpg.Connection,
+    tenant_id: str,
+    *,
+    level: AlertLevel | None,
+    task_id: uuid.UUID | None,
+    status: AlertStatus | None,
+    limit: int,
+    after: AlertCursor | None,
+) -> tuple[list[Alert], AlertCursor | None]:
+    """One page, newest first, and the cursor of the next page (None on the last one).
+
+    Keyset pagination on (raised_at, alert_id), as GET /tasks pages on its own key.
+    """
+    conditions = ["tenant_id = $1"]
+    args: list[Any] = [tenant_id]
+    for column, value in (("level", level), ("task_id", task_id), ("status", status)):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} = ${len(args)}")
+    if after is not None:
+        args.extend([after.raised_at, after.alert_id])
+        conditions.append(f"(raised_at, alert_id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)  # one more than asked tells whether a next page exists
+    rows = await conn.fetch(
+        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(conditions)} "
+        f"ORDER BY raised_at DESC, alert_id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    alerts = [_alert(row) for row in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = AlertCursor(alerts[-1].raised_at, alerts[-1].alert_id) if more else None
+    return alerts, next_cursor
+
+
+async def fetch_evaluations(
+    conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUID
+) -> list[Evaluation]:
+    """The task's evaluations in log order (a task's events share one partition)."""
+    rows = await conn.fetch(
+        """SELECT stage_id, attempt, role, tool, model, checks, prior_alpha, prior_beta,
+               prior_source, quality_score, interval_low, interval_high, confidence, threshold,
+               decision, reason, suggestions, occurred_at, partition, "offset"
+           FROM evaluations WHERE task_id = $1 AND tenant_id = $2
+           ORDER BY partition, "offset"
+        """,
+        task_id,
+        tenant_id,
+    )
+    return [
+        Evaluation(
+            stage_id=r["stage_id"],
+            attempt=r["attempt"],
+            role=r["role"],
+            tool=r["tool"],
+            model=r["model"],
+            checks=r["checks"],
+            prior=Prior(alpha=r["prior_alpha"], beta=r["prior_beta"], source=r["prior_source"]),
+            quality_score=r["quality_score"],
+            interval=[r["interval_low"], r["interval_high"]],
+            confidence=r["confidence"],
+            threshold=r["threshold"],
+            decision=r["decision"],
+            reason=r["reason"],
+            suggestions=r["suggestions"],
+            occurred_at=r["occurred_at"],
+            position=str(Position(r["partition"], r["offset"])),
+        )
+        for r in rows
+    ]
+
+
+async def fetch_quality(
+    conn: asyncpg.Connection, *, role: str | None, tool: str | None
+) -> tuple[list[QualityGroup], QualityFit | None]:
+    """Each group's latest converged posterior (optionally of one role or tool), by role,
+    tool and model; and the latest fit, converged or not."""
+    conditions, args = ["true"], []
+    for column, value in (("role", role), ("tool", tool)):
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} = ${len(args)}")
+    rows = await conn.fetch(
+        f"""SELECT role, tool, model, alpha, beta, mean, interval_low, interval_high,
+               evaluations, fit_id, r_hat, ess, fitted_at
+           FROM quality_posteriors WHERE {" AND ".join(conditions)}
+           ORDER BY role, tool, model""",
+        *args,
+    )
+    groups = [
+        QualityGroup(
+            **{k: v for k, v in r.items() if k not in ("interval_low", "interval_high", "model")},
+            model=r["model"] or None,
+            interval=[r["interval_low"], r["interval_high"]],
+        )
+        for r in rows
+    ]
+    fit = await conn.fetchrow(
+        """SELECT fit_id, converged, reason, r_hat_max, ess_min, seconds, evaluations, groups,
+               fitted_at
+           FROM quality_fits ORDER BY fitted_at DESC, fit_id DESC LIMIT 1"""
+    )
+    return groups, None if fit is None else QualityFit.model_validate(dict(fit))
