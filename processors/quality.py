@@ -23,7 +23,7 @@ import json
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import structlog
@@ -571,7 +571,21 @@ class Priors:
     beta: float = 1.0
     fit: QualityFitted | None = None
     max_weight: float | None = None
-    _groups: Mapping[GroupKey, tuple[float, float]] = field(default_factory=dict, repr=False)
+    _groups: Mapping[GroupKey, tuple[float, float]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.fit is not None and not self.fit.converged:
+            raise ValueError(
+                f"fit {self.fit.fit_id} has not converged ({self.fit.reason}); priors never "
+                "come from it: pass it to with_fit, which ignores it"
+            )
+        groups = (
+            {(g.role, g.tool, g.model): (g.alpha, g.beta) for g in self.fit.groups}
+            if self.fit
+            else {}
+        )
+        # Frozen: the lookup is derived once, here, from the fit.
+        object.__setattr__(self, "_groups", groups)
 
     @classmethod
     def from_settings(cls, settings: Settings, max_weight: float | None = None) -> Priors:
@@ -582,8 +596,7 @@ class Priors:
         """These priors after ``fitted``; a fit that has not converged changes nothing."""
         if not fitted.converged:
             return self
-        groups = {(g.role, g.tool, g.model): (g.alpha, g.beta) for g in fitted.groups}
-        return Priors(self.alpha, self.beta, fitted, self.max_weight, groups)
+        return replace(self, fit=fitted)
 
     def prior(self, role: str, tool: str, model: str | None = None) -> Prior:
         """The prior of the (role, tool, model) group."""

@@ -427,6 +427,8 @@ def test_a_fit_that_has_not_converged_is_ignored() -> None:
     assert priors.prior("analyst", "web.search").source == "fit-1"
     fresh = Priors(1.0, 1.0).with_fit(_fit(converged=False))
     assert fresh.prior("analyst", "web.search") == Prior(1.0, 1.0, "default")
+    with pytest.raises(ValueError, match="has not converged"):
+        Priors(fit=_fit(converged=False))
 
 
 def test_the_latest_converged_fit_replaces_the_one_before() -> None:
