@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -34,6 +34,8 @@ import structlog
 from events import (
     TERMINAL_TYPES,
     Actor,
+    AlertCleared,
+    AlertRaised,
     EvaluationRecorded,
     Event,
     PlanCreated,
@@ -42,6 +44,14 @@ from events import (
     StepStarted,
     TaskSubmitted,
     UsageRecorded,
+)
+from processors import monitoring
+from processors.alerts import (
+    AlertHandler,
+    AlertLogHandler,
+    WebhookHandler,
+    dispatch,
+    handlers_from_settings,
 )
 from processors.planning import Stage
 from processors.quality import Priors, Thresholds, decide, evaluate_agent_output, posterior, summary
@@ -68,6 +78,11 @@ FOLDED_TYPES = frozenset(
         "step.completed",
         "evaluation.recorded",
         "quality.fitted",
+        "progress.updated",
+        "usage.recorded",
+        "step.failed",
+        "recovery.planned",
+        *monitoring.ALERT_TYPES,
         *TERMINAL_TYPES,
     }
 )
@@ -92,16 +107,19 @@ class Inspection:
     completed: dict[tuple[str, int], Event] = field(default_factory=dict)
     judged: frozenset[tuple[str, int]] = frozenset()
     closed: str | None = None
+    watch: monitoring.TaskWatch | None = None
 
 
 def evolve(state: Inspection | None, event: Event) -> Inspection:
-    """``state`` after ``event``; repeats change nothing."""
+    """``state`` after ``event``; repeats change nothing. Monitoring's view folds every
+    event, also after the task ends, so that its open alerts can be cleared."""
     state = state or Inspection()
+    state = replace(state, watch=monitoring.evolve(state.watch, event))
     payload = event.payload
     if state.closed is not None:
         return state
     if event.type in TERMINAL_TYPES:
-        return Inspection(closed=event.type)
+        return Inspection(closed=event.type, submitted=state.submitted, watch=state.watch)
     if isinstance(payload, TaskSubmitted) and state.submitted is None:
         return replace(state, submitted=event)
     if isinstance(payload, PlanCreated) and state.plan is None:
@@ -134,14 +152,55 @@ class Evaluate:
         return f"evaluate:{self.stage_id}:{self.attempt}"
 
 
-Job = Evaluate
+@dataclass(frozen=True)
+class Watch:
+    """Raise and clear the task's alerts as ``transitions`` say."""
+
+    state: Inspection
+    transitions: tuple[AlertRaised | AlertCleared, ...]
+
+    @property
+    def key(self) -> str:
+        return "watch:" + ",".join(
+            f"{t.alert_id}:{'raised' if isinstance(t, AlertRaised) else 'cleared'}"
+            for t in self.transitions
+        )
 
 
-def decide_inspection(state: Inspection, now: datetime) -> list[Job]:
-    """An Evaluate for each completed attempt without a verdict, while the task is open."""
-    if state.closed is not None or state.plan is None or state.submitted is None:
-        return []
-    return [Evaluate(state, sid, attempt) for sid, attempt in sorted(state.completed)]
+Job = Evaluate | Watch
+
+
+def decide_inspection(
+    state: Inspection, now: datetime, thresholds: monitoring.AlertThresholds | None = None
+) -> list[Job]:
+    """An Evaluate for each completed attempt without a verdict while the task is open,
+    and a Watch when its alerts must change (with ``thresholds``)."""
+    jobs: list[Job] = []
+    if state.closed is None and state.plan is not None and state.submitted is not None:
+        jobs = [Evaluate(state, sid, attempt) for sid, attempt in sorted(state.completed)]
+    if thresholds is not None and state.watch is not None and state.submitted is not None:
+        transitions = monitoring.watch(state.watch, now, thresholds)
+        if transitions:
+            jobs.append(Watch(state, tuple(transitions)))
+    return jobs
+
+
+def next_check(
+    state: Inspection, now: datetime, thresholds: monitoring.AlertThresholds
+) -> datetime | None:
+    """When a condition may start to hold with no event: the task's stall time, or the end
+    of its time estimate, whichever comes first after ``now``."""
+    view = state.watch
+    if view is None or not view.is_open or view.last_event_at is None:
+        return None
+    limits = thresholds.for_task(view.overrides)
+    quiet_from = max(view.last_event_at, view.quiet_until or view.last_event_at)
+    candidates = [quiet_from + timedelta(seconds=limits.stall_after_s)]
+    if view.planned_at is not None and view.estimated_s > 0:
+        window = limits.overrun_factor * max(view.estimated_s, monitoring.MIN_ESTIMATE_S)
+        candidates.append(view.planned_at + timedelta(seconds=window))
+    future = [when for when in candidates if when > now]
+    return min(future) + timedelta(milliseconds=1) if future else None
 
 
 # -- the agent -----------------------------------------------------------------------------
@@ -168,10 +227,12 @@ class InspectorAgent:
         self.evaluations = 0
         self.fitted_at_evaluations = 0
         self.last_fit: float | None = None
+        self.handlers: list[AlertHandler] = [AlertLogHandler()]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> InspectorAgent:
-        """As configured: the LLM reasoner as judge when WRENCH_LLM_BASE_URL is set."""
+        """As configured: WRENCH_JUDGE_VOTES votes of the LLM as a judge when
+        WRENCH_LLM_BASE_URL is set; without an LLM the checks alone decide."""
         from processors.toolbox import toolbox
 
         llm = settings.llm_base_url is not None
@@ -181,7 +242,9 @@ class InspectorAgent:
             toolbox(settings)[0],
             Priors.from_settings(settings),
             Thresholds.from_settings(settings),
-            judge_votes=settings.judge_votes,
+            # The rule reasoner's verdict is a keyword check of the criteria, which the
+            # checks already make: as a judge it would count the same evidence twice.
+            judge_votes=settings.judge_votes if llm else 0,
         )
 
     def observe(self, event: Event) -> None:
@@ -207,6 +270,24 @@ class InspectorAgent:
             return None
 
     async def run(self, job: Job, emit: Emit) -> None:
+        """Carry out ``job``: a verdict, or alert transitions."""
+        if isinstance(job, Watch):
+            await self._watch(job, emit)
+        else:
+            await self._evaluate(job, emit)
+
+    async def _watch(self, job: Watch, emit: Emit) -> None:
+        """Emit the alert events, then hand them to the alert handlers (log, webhook)."""
+        assert job.state.submitted is not None
+        now = self.clock()
+        for transition in job.transitions:
+            # Derived from task.submitted, so the same alert transition has the same id
+            # whenever it is decided.
+            event = monitoring.alert_event(job.state.submitted, transition, now, ACTOR)
+            await emit(event)
+            dispatch(self.handlers, event)
+
+    async def _evaluate(self, job: Evaluate, emit: Emit) -> None:
         """Judge one completed attempt and emit evaluation.recorded (and the judge's usage)."""
         state, sid, attempt = job.state, job.stage_id, job.attempt
         assert state.plan is not None and state.submitted is not None
@@ -333,8 +414,13 @@ def worker(settings: Settings) -> Worker[Inspection, Job]:
     from processors._worker import Worker
 
     agent = InspectorAgent.from_settings(settings)
+    agent.handlers = handlers_from_settings(settings)
+    thresholds = monitoring.AlertThresholds.from_settings(settings)
 
-    async def fitting(running: Worker[Inspection, Job]) -> None:
+    async def background(running: Worker[Inspection, Job]) -> None:
+        for handler in agent.handlers:
+            if isinstance(handler, WebhookHandler):
+                handler.start()
         await agent.fitting(running, settings)
 
     return Worker(
@@ -342,8 +428,9 @@ def worker(settings: Settings) -> Worker[Inspection, Job]:
         NAME,
         folded_types=FOLDED_TYPES,
         evolve=evolve,
-        decide=decide_inspection,
+        decide=lambda state, now: decide_inspection(state, now, thresholds),
         run=agent.run,
         observe=agent.observe,
-        background=fitting,
+        deadline=lambda state: next_check(state, datetime.now(UTC), thresholds),
+        background=background,
     )

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from events import Codec, Event, EventProducer, FernetCipher, bootstrap_topics
+from events import (
+    AlertCleared,
+    AlertRaised,
+    Codec,
+    Event,
+    EventProducer,
+    FernetCipher,
+    bootstrap_topics,
+)
 from tests.processors.test_journey_agent_worker import (
     Agents,
     finished,
@@ -92,3 +100,30 @@ async def wait_for_fit(log: Log) -> Any:
             return fits[0].payload
         assert time.monotonic() < deadline, "no quality.fitted"
         await asyncio.sleep(2)
+
+
+async def test_a_quiet_task_is_alerted_stalled_by_the_timer_and_cleared_when_it_moves(
+    three: tuple[EventProducer, Log],
+) -> None:
+    """constraints.alerts.stall_after_s = 2 and a 6 s step: no event comes for 2 s, so the
+    timer raises STALLED (warning) once; the step's completion clears it; the task ends."""
+    producer, log = three
+    task = submitted("quiet", [step("nap", "test.sleep", {"seconds": 6})])
+    constraints = {**(task.payload.constraints or {}), "alerts": {"stall_after_s": 2}}  # type: ignore[attr-defined]
+    task = task.model_copy(
+        update={"payload": task.payload.model_copy(update={"constraints": constraints})}
+    )
+    await producer.publish(task)
+    events = await finished(log, task.task_id)
+    raised = of(events, "alert.raised")
+    cleared = of(events, "alert.cleared")
+    kinds = [e.type for e in events]
+    began, ended = kinds.index("step.started"), kinds.index("step.completed")
+    # (Another STALLED may come earlier while the workers join their group.)
+    during = [e.payload for e in events[began:ended] if isinstance(e.payload, AlertRaised)]
+    assert [(a.code, a.level) for a in during] == [("STALLED", "warning")]
+    cleared = [e.payload for e in events[ended:] if isinstance(e.payload, AlertCleared)]
+    assert [c.alert_id for c in cleared] == [during[0].alert_id]
+    raised = of(events, "alert.raised")
+    assert len({a.alert_id for a in raised}) == len(raised)
+    assert kinds[-1] == "task.completed"
