@@ -26,10 +26,13 @@ ignores it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import multiprocessing
+import os
+import signal
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -245,19 +248,40 @@ async def fit_in_subprocess(
     error as the reason, so the caller emits it like any other fit that cannot be used.
     One process per fit: it returns PyMC's memory when done, and its import (about two
     seconds) is small next to the fit; compiled C code is cached on disk by PyTensor.
+
+    Cancelling the call (a worker shutting down) kills the fit's process at once: waiting
+    for the fit to end would block the event loop for as long as it runs. The process
+    ignores SIGINT, so a Ctrl-C that reaches the whole process group leaves the decision to
+    its parent.
     """
     draws = settings.fit_draws if draws is None else draws
     chains = settings.fit_chains
     fit_id = fit_id or fit_id_of(counts, seed)
     loop = asyncio.get_running_loop()
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        try:
-            return await loop.run_in_executor(
-                pool, _fit_call, list(counts), draws, chains, seed, fit_id
-            )
-        except Exception as exc:
-            return _failed(counts, draws, chains, fit_id, f"the fit failed: {exc!r}")
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_sigint)
+    pid: int | None = None
+    try:
+        pid = await loop.run_in_executor(pool, os.getpid)
+        result = await loop.run_in_executor(
+            pool, _fit_call, list(counts), draws, chains, seed, fit_id
+        )
+    except asyncio.CancelledError:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    except Exception as exc:
+        pool.shutdown(wait=True)
+        return _failed(counts, draws, chains, fit_id, f"the fit failed: {exc!r}")
+    # The worker is idle now, so waiting for it to exit takes milliseconds.
+    pool.shutdown(wait=True)
+    return result
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _fit_call(

@@ -9,7 +9,11 @@ fit are marked slow; run them with `pytest -m slow tests/processors/test_quality
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import numpy as np
+import psutil
 import pytest
 
 from events import EvaluationRecorded, QualityFitted
@@ -72,6 +76,34 @@ async def test_a_fit_that_fails_comes_back_unconverged_with_the_reason() -> None
     assert not fit.converged
     assert "at least one group with a check" in fit.reason
     assert Priors().with_fit(fit).prior("a", "b").source == "default"
+
+
+async def test_cancelling_a_fit_kills_its_process_without_blocking_the_loop() -> None:
+    """A worker that shuts down cancels its fit; the fit's process must go at once rather
+    than hold the event loop until sampling ends."""
+    _, counts = _simulate(groups=200, checks=50, seed=6)
+    before = {child.pid for child in psutil.Process().children()}
+    fit = asyncio.ensure_future(
+        fit_in_subprocess(counts, Settings(fit_draws=5_000, fit_chains=2), seed=1)
+    )
+    deadline = time.monotonic() + 30
+    started: list[psutil.Process] = []
+    while not started and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+        started = [
+            child
+            for child in psutil.Process().children()
+            if child.pid not in before and "resource_tracker" not in " ".join(child.cmdline())
+        ]
+    assert started, "the fit's process did not start"
+    await asyncio.sleep(1.0)  # well inside the import or the sampling
+    cancelled_at = time.monotonic()
+    fit.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await fit
+    assert time.monotonic() - cancelled_at < 1.0
+    _, alive = psutil.wait_procs(started, timeout=5)
+    assert alive == []
 
 
 def test_the_convergence_rule() -> None:
