@@ -226,7 +226,9 @@ class InspectorAgent:
         self.counts: dict[GroupKey, list[int]] = {}
         self.evaluations = 0
         self.fitted_at_evaluations = 0
-        self.last_fit: float | None = None
+        # The interval counts from the start, so a worker does not fit on its first
+        # evaluations (a fit takes the CPU for tens of seconds).
+        self.last_fit = time.monotonic()
         self.handlers: list[AlertHandler] = [AlertLogHandler()]
 
     @classmethod
@@ -359,7 +361,7 @@ class InspectorAgent:
             return False
         if new >= settings.fit_min_new:
             return True
-        return self.last_fit is None or now - self.last_fit >= settings.fit_interval_s
+        return now - self.last_fit >= settings.fit_interval_s
 
     async def fitting(self, worker: Worker[Inspection, Job], settings: Settings) -> None:
         """Fit the quality model when it is due, on the worker that owns partition 0, and

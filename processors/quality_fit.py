@@ -42,6 +42,7 @@ from typing import Any
 
 from events import EvaluationRecorded, GroupPosterior, QualityFitted
 from processors.quality import INTERVAL_MASS, GroupKey, beta_from_moments
+from wrenchai.embedded import die_with_parent
 from wrenchai.settings import Settings
 
 R_HAT_MAX = 1.05
@@ -282,6 +283,8 @@ async def fit_in_subprocess(
 
 def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A fit outliving a killed worker would hold its output pipe and its cores.
+    die_with_parent(signal.SIGKILL)
 
 
 def _fit_call(

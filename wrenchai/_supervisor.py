@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ STABLE_AFTER_S = 30.0
 """A child that stayed up this long crashed for a new reason: its backoff starts over."""
 
 _READ_SIZE = 64 * 1024
+_EXIT_POLL_S = 0.2
 _PUMP_GRACE_S = 1.0
 _CANNOT_EXECUTE = 126
 
@@ -128,8 +130,11 @@ class Child:
             self.proc.send_signal(self._stop_signal)
         assert self.proc.stdout is not None
         pump = asyncio.create_task(self._pump(self.proc.stdout, sink))
-        code = await self.proc.wait()
-        # A grandchild could keep the pipe open after the child exits; don't wait for it.
+        code = await _exited(self.proc)
+        # Whatever the child started in its process group goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        # A grandchild in another group could keep the pipe open; don't wait for it.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(pump, _PUMP_GRACE_S)
         return code
@@ -184,6 +189,20 @@ class Child:
                     self.proc.kill()
             await self._task
         log.info("child stopped", child=self.name)
+
+
+async def _exited(proc: asyncio.subprocess.Process) -> int:
+    """The child's exit code as soon as it exits. ``proc.wait()`` alone also waits until its
+    output pipe closes, which a grandchild that inherited the pipe can put off forever;
+    ``returncode`` is set by the child watcher when the child itself exits."""
+    waiter = asyncio.ensure_future(proc.wait())
+    try:
+        while proc.returncode is None and not waiter.done():
+            await asyncio.wait({waiter}, timeout=_EXIT_POLL_S)
+    finally:
+        waiter.cancel()
+    assert proc.returncode is not None
+    return proc.returncode
 
 
 async def stop_all(children: Sequence[Child], timeout_s: float, sig: int = signal.SIGTERM) -> None:

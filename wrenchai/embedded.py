@@ -36,11 +36,12 @@ class EmbeddedStartError(WrenchError):
     code = "EMBEDDED_START_ERROR"
 
 
-def die_with_parent() -> None:
-    """preexec_fn: ask Linux to SIGTERM this child when the process that spawned it exits."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """preexec_fn: ask Linux to send ``sig`` to this child when the thread that spawned it
+    exits (so spawn from the main thread)."""
     if platform.system() == "Linux":
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

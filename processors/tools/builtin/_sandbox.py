@@ -38,6 +38,7 @@ from pathlib import Path
 import psutil
 
 CLONE_NEWNET = 0x40000000
+_PR_SET_PDEATHSIG = 1
 _CGROUP_PREFIX = "wrench-sandbox-"
 # Loaded here, in the parent: dlopen between fork and exec can deadlock on a lock that
 # another thread of the parent held at the fork.
@@ -215,6 +216,8 @@ def preexec(
                 os.close(fd)
         if isolate_network:
             unshare_net()
+        # If the worker dies (SIGKILL), the run dies with it rather than living on.
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         # The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
