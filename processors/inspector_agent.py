@@ -82,6 +82,8 @@ FOLDED_TYPES = frozenset(
         "usage.recorded",
         "step.failed",
         "recovery.planned",
+        "tool.called",
+        "tool.returned",
         *monitoring.ALERT_TYPES,
         *TERMINAL_TYPES,
     }
@@ -242,7 +244,7 @@ class InspectorAgent:
         return cls(
             reasoner,
             toolbox(settings)[0],
-            Priors.from_settings(settings),
+            Priors.from_settings(settings, max_weight=settings.prior_max_weight),
             Thresholds.from_settings(settings),
             # The rule reasoner's verdict is a keyword check of the criteria, which the
             # checks already make: as a judge it would count the same evidence twice.

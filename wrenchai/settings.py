@@ -222,6 +222,12 @@ class Settings(BaseSettings):
     prior_beta: float = Field(
         1.0, gt=0, description="Beta prior of a group's quality before any fit (failures)."
     )
+    prior_max_weight: float = Field(
+        10.0,
+        gt=0,
+        description="Most weight (alpha + beta) a fitted prior carries into one evaluation, "
+        "its mean kept: a group's long history must not outvote one output's own checks.",
+    )
     judge_votes: int = Field(
         1, ge=0, le=9, description="Votes of the reasoner as a judge per evaluation (0: none)."
     )

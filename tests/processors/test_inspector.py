@@ -21,7 +21,7 @@ from events import (
 )
 from processors.inspector_agent import InspectorAgent
 from processors.journey_agent import JourneyAgent
-from processors.quality import Priors, Thresholds
+from processors.quality import Priors, Thresholds, decide, posterior, summary
 from processors.reasoning import RuleReasoner
 from processors.super_agent import SuperAgent
 from processors.tools import ToolCost, ToolSpec, builtin_registry
@@ -276,3 +276,24 @@ async def test_thompson_draws_are_seeded_by_the_task_recorded_and_steer_allocati
     await planner_agent.run(PlanTask(task), emit_again)
     repeat = next(e.payload for e in again if isinstance(e.payload, ToolsAllocated))
     assert repeat.sampling == allocated.sampling
+
+
+def test_a_strong_fitted_prior_does_not_outvote_the_checks_of_a_bad_output() -> None:
+    """A fit says writer/test.sloppy is good (Beta(80, 20)). Uncapped, an output failing all
+    five of its checks would still be accepted; with the prior's weight capped
+    (WRENCH_PRIOR_MAX_WEIGHT = 10) its mean is kept and the same output is not accepted."""
+    group = fitted({"test.sloppy": 0.8}).groups[0].model_copy(update={"role": "writer"})
+    fit = fitted({"test.sloppy": 0.8}).model_copy(update={"groups": [group]})
+    verdicts = {}
+    for cap in (None, 10.0):
+        judge = InspectorAgent(
+            RuleReasoner(), builtin_registry(), Priors(max_weight=cap), THRESHOLDS
+        )
+        judge.observe(fit_event(fit))
+        prior = judge.priors.prior("writer", "test.sloppy")
+        assert prior.source == "fit-1"
+        assert abs(prior.alpha / (prior.alpha + prior.beta) - 0.8) < 1e-9
+        alpha, beta = posterior(prior.alpha, prior.beta, passed=0, failed=5)
+        confidence = summary(alpha, beta, THRESHOLDS.threshold).confidence
+        verdicts[cap] = decide(confidence, 1, THRESHOLDS)[0]
+    assert verdicts == {None: "accept", 10.0: "retry"}

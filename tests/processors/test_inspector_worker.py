@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from events import (
-    AlertCleared,
     AlertRaised,
     Codec,
     Event,
@@ -119,9 +118,9 @@ async def test_a_quiet_task_is_alerted_stalled_by_the_timer_and_cleared_when_it_
     began, ended = kinds.index("step.started"), kinds.index("step.completed")
     # (Another STALLED may come earlier while the workers join their group.)
     during = [e.payload for e in events[began:ended] if isinstance(e.payload, AlertRaised)]
-    assert [(a.code, a.level) for a in during] == [("STALLED", "warning")]
-    cleared = [e.payload for e in events[ended:] if isinstance(e.payload, AlertCleared)]
-    assert [c.alert_id for c in cleared] == [during[0].alert_id]
-    raised = of(events, "alert.raised")
-    assert len({a.alert_id for a in raised}) == len(raised)
+    assert during and {(a.code, a.level) for a in during} == {("STALLED", "warning")}
+    # Every alert raised is cleared once, by the end of the task.
+    raised = [a.alert_id for a in of(events, "alert.raised")]
+    cleared = [c.alert_id for c in of(events, "alert.cleared")]
+    assert len(set(raised)) == len(raised) and sorted(cleared) == sorted(raised)
     assert kinds[-1] == "task.completed"
