@@ -236,6 +236,27 @@ async def fetch_history(
     ]
 
 
+async def fetch_output(
+    conn: asyncpg.Connection, codec: Codec, topic: str, tenant_id: str, task_id: uuid.UUID
+) -> Any:
+    """The output of the task's task.completed, decoded from the archived bytes like the
+    history (read models keep no user content); None when the task has not completed."""
+    row = await conn.fetchrow(
+        """SELECT raw_value, raw_headers FROM event_log
+           WHERE task_id = $1 AND tenant_id = $2 AND topic = $3 AND status = 'applied'
+             AND type = 'task.completed'
+           ORDER BY partition, "offset" LIMIT 1
+        """,
+        task_id,
+        tenant_id,
+        topic,
+    )
+    if row is None:
+        return None
+    event = codec.decode(row["raw_value"], headers_from_json(list(row["raw_headers"])))
+    return getattr(event.payload, "output", None)
+
+
 def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> list[HistoryEvent]:
     """Each record's event, decrypted and upcast by the codec from the bytes that were logged.
 

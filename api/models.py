@@ -179,14 +179,19 @@ class Progress(_Body):
 
 class TaskDetail(Task):
     """A task with its roles (in execution order), its plan (null until it is planned), its
-    steps in plan order, its progress (null until execution reports some) and the summary
-    its completion gave."""
+    steps in plan order, its progress (null until execution reports some), and the summary
+    and output its completion gave."""
 
     roles: list[TaskRole]
     plan: Plan | None
     steps: list[Step]
     progress: Progress | None
     summary: str | None
+    output: Any = Field(
+        None,
+        description="The compiled results of task.completed (final, stages, skipped, totals), "
+        "decrypted from the archived event; null until the task completes.",
+    )
 
 
 class ToolCall(_Body):

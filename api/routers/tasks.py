@@ -19,6 +19,7 @@ from api._readmodels import (
     Cursor,
     decode_history,
     fetch_history,
+    fetch_output,
     fetch_task,
     fetch_task_detail,
     fetch_thoughts,
@@ -111,7 +112,7 @@ async def get_task(
 ) -> TaskDetail:
     """The task's read model row, its roles with their tools, its plan (null until the task
     is planned), its steps in plan order, its progress (null until execution reports some)
-    and its summary (null until it completes with one)."""
+    and its summary and output (null until it completes)."""
     await wait_for_position(resources, wait_for)
     async with (
         resources.database.connection() as conn,
@@ -119,6 +120,10 @@ async def get_task(
     ):
         # One snapshot: the roles and the plan are those of the same projector batch.
         task = await fetch_task_detail(conn, principal.tenant_id, task_id)
+        if task is not None and task.status == "completed":
+            topic = resources.settings.topic("events")
+            output = await fetch_output(conn, resources.codec, topic, principal.tenant_id, task_id)
+            task = task.model_copy(update={"output": output})
     if task is None:
         raise _not_found(task_id)
     return task

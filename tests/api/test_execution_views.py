@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import orjson
 import pytest
 
 from events import Event, EventProducer
@@ -84,7 +85,13 @@ async def test_an_executed_task_shows_its_steps_progress_and_summary(
     assert write["completed_at"] is None and write["duration_s"] is None
     # The plan's stages carry the same status as the steps.
     assert [s["status"] for s in task["plan"]["stages"]] == ["completed", "skipped"]
-    assert RESULT_SECRET not in response.text
+    # The completion's output is served, decrypted from the archive; tool results are
+    # nowhere else in the detail.
+    completed = next(e for e in events if e.type == "task.completed")
+    assert task["output"] == completed.payload.model_dump(mode="json")["output"]
+    assert (
+        RESULT_SECRET not in orjson.dumps({k: v for k, v in task.items() if k != "output"}).decode()
+    )
 
 
 async def test_a_planned_task_has_pending_steps_and_no_progress(

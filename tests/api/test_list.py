@@ -87,8 +87,8 @@ async def test_list_filters_by_status_across_pages(
 
 async def test_list_answers_full_rows(client: httpx.AsyncClient, db: asyncpg.Connection) -> None:
     """Each listed task carries the same row as GET /tasks/{task_id}; the roles, the plan,
-    the steps, the progress and the summary are left to the task's own page, which keeps a
-    page of fifty one query."""
+    the steps, the progress, the summary and the output are left to the task's own page,
+    which keeps a page of fifty one query."""
     task_id = await insert_task(db, description="listed", constraints={"k": 1})
 
     listed = (await client.get("/tasks")).json()["tasks"][0]
@@ -96,7 +96,7 @@ async def test_list_answers_full_rows(client: httpx.AsyncClient, db: asyncpg.Con
 
     assert single.pop("roles") == [] and single.pop("plan") is None
     assert single.pop("steps") == [] and single.pop("progress") is None
-    assert single.pop("summary") is None
+    assert single.pop("summary") is None and single.pop("output") is None
     assert listed == single
 
 

@@ -306,6 +306,10 @@ def test_dev_plans_tasks_and_restarts_killed_children(state_dir: Path, start_dev
     assert [st["id"] for st in done["plan"]["stages"]] == ["search", "summarize", "report"]
     assert done["plan"]["total"] == planned["plan"]["total"]
     assert [step["status"] for step in done["steps"]] == ["completed"] * 3
+    # The report the offline task wrote, decrypted from the archived task.completed.
+    assert done["output"]["final_stage"] == "report"
+    assert done["output"]["final"]["markdown"].startswith(f"# {REPORT}")
+    assert done["output"]["final"]["sources"]
 
     print(f"stopped in {_stop_cleanly(stack, signal.SIGINT):.1f}s")
 
