@@ -34,6 +34,12 @@ ENV PATH=/opt/wrenchai/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     WRENCH_LOG_FORMAT=json
 
+# PyTensor compiles the quality model's C code at run time (the InspectorAgent's fits);
+# without a compiler it falls back to pure Python, many times slower.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/*
+
 # A fixed numeric id, so orchestrators can check runAsNonRoot and volumes can be chowned.
 RUN groupadd --system --gid 10001 wrenchai \
     && useradd --system --uid 10001 --gid wrenchai --home-dir /var/lib/wrenchai \
