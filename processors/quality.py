@@ -33,8 +33,7 @@ from scipy import special
 from events import CheckResult, QualityFitted
 from events._inspection import Decision
 from processors.planning import Stage
-from processors.reasoning import Reasoner, ReasoningError, TaskBrief, Usage
-from processors.reasoning._rule import check_output
+from processors.reasoning import Reasoner, ReasoningError, TaskBrief, Usage, check_output
 from processors.tools.registry import ToolSpec
 from wrenchai.settings import Settings
 

@@ -27,7 +27,7 @@ from processors.reasoning._protocol import (
     TaskBrief,
     proposed_playbook,
 )
-from processors.reasoning._rule import RuleReasoner
+from processors.reasoning._rule import RuleReasoner, check_output
 from processors.reasoning._types import Reasoned, Thought, Usage
 
 # Checked by mypy: both reasoners implement the whole protocol, with its signatures.
@@ -55,5 +55,6 @@ __all__ = [
     "TaskBrief",
     "Thought",
     "Usage",
+    "check_output",
     "proposed_playbook",
 ]

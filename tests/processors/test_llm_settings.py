@@ -74,6 +74,7 @@ def test_public_names_of_the_reasoning_layer_are_pinned() -> None:
         "TaskBrief",
         "Thought",
         "Usage",
+        "check_output",
         "proposed_playbook",
     ]
     for name in processors.reasoning.__all__:
