@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from api._readmodels import keyset_page
 from api.inspection_models import (
     Alert,
     AlertStatus,
@@ -86,27 +87,23 @@ async def list_alerts(
     limit: int,
     after: AlertCursor | None,
 ) -> tuple[list[Alert], AlertCursor | None]:
-    """One page, newest first, and the cursor of the next page (None on the last one).
-
-    Keyset pagination on (raised_at, alert_id), as GET /tasks pages on its own key.
-    """
-    conditions = ["tenant_id = $1"]
-    args: list[Any] = [tenant_id]
-    for column, value in (("level", level), ("task_id", task_id), ("status", status)):
-        if value is not None:
-            args.append(value)
-            conditions.append(f"{column} = ${len(args)}")
-    if after is not None:
-        args.extend([after.raised_at, after.alert_id])
-        conditions.append(f"(raised_at, alert_id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)  # one more than asked tells whether a next page exists
-    rows = await conn.fetch(
-        f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {' AND '.join(conditions)} "
-        f"ORDER BY raised_at DESC, alert_id DESC LIMIT ${len(args)}",
-        *args,
+    """One page of the tenant's alerts, newest first (keyset on raised_at, alert_id), and
+    the cursor of the next page (None on the last one)."""
+    rows, more = await keyset_page(
+        conn,
+        table="alerts",
+        columns=_ALERT_COLUMNS,
+        key=("raised_at", "alert_id"),
+        filters=[
+            ("tenant_id", tenant_id),
+            ("level", level),
+            ("task_id", task_id),
+            ("status", status),
+        ],
+        after=(after.raised_at, after.alert_id) if after is not None else None,
+        limit=limit,
     )
-    alerts = [_alert(row) for row in rows[:limit]]
-    more = len(rows) > limit
+    alerts = [_alert(row) for row in rows]
     next_cursor = AlertCursor(alerts[-1].raised_at, alerts[-1].alert_id) if more else None
     return alerts, next_cursor
 

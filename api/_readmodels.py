@@ -175,6 +175,42 @@ async def fetch_thoughts(conn: asyncpg.Connection, task_id: uuid.UUID) -> list[T
     ]
 
 
+async def keyset_page(
+    conn: asyncpg.Connection,
+    *,
+    table: str,
+    columns: str,
+    key: tuple[str, str],
+    filters: Sequence[tuple[str, Any]],
+    after: tuple[Any, Any] | None,
+    limit: int,
+) -> tuple[list[asyncpg.Record], bool]:
+    """One page of ``table``, newest first by ``key`` (a time and an id), and whether a next
+    page exists. ``filters`` are (column, value) equalities; a None value is no filter.
+
+    Keyset pagination, served by an index on the key: a page costs the same however deep it
+    is, and rows inserted meanwhile neither repeat nor vanish.
+    """
+    conditions: list[str] = []
+    args: list[Any] = []
+    for column, value in filters:
+        if value is not None:
+            args.append(value)
+            conditions.append(f"{column} = ${len(args)}")
+    first, second = key
+    if after is not None:
+        args.extend(after)
+        conditions.append(f"({first}, {second}) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit + 1)  # one more than asked tells whether a next page exists
+    where = " AND ".join(conditions) or "TRUE"
+    rows = await conn.fetch(
+        f"SELECT {columns} FROM {table} WHERE {where} "
+        f"ORDER BY {first} DESC, {second} DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return rows[:limit], len(rows) > limit
+
+
 async def list_tasks(
     conn: asyncpg.Connection,
     tenant_id: str,
@@ -183,27 +219,18 @@ async def list_tasks(
     limit: int,
     after: Cursor | None,
 ) -> tuple[list[Task], Cursor | None]:
-    """One page, newest first, and the cursor of the next page (None on the last one).
-
-    Keyset pagination on (created_at, task_id), served by the listing indexes: a page costs
-    the same however deep it is, and rows inserted meanwhile neither repeat nor vanish.
-    """
-    conditions = ["tenant_id = $1"]
-    args: list[Any] = [tenant_id]
-    if status is not None:
-        args.append(status)
-        conditions.append(f"status = ${len(args)}")
-    if after is not None:
-        args.extend([after.created_at, after.task_id])
-        conditions.append(f"(created_at, task_id) < (${len(args) - 1}, ${len(args)})")
-    args.append(limit + 1)  # one more than asked tells whether a next page exists
-    rows = await conn.fetch(
-        f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {' AND '.join(conditions)} "
-        f"ORDER BY created_at DESC, task_id DESC LIMIT ${len(args)}",
-        *args,
+    """One page of the tenant's tasks, newest first (keyset on created_at, task_id), and
+    the cursor of the next page (None on the last one)."""
+    rows, more = await keyset_page(
+        conn,
+        table="tasks",
+        columns=_TASK_COLUMNS,
+        key=("created_at", "task_id"),
+        filters=[("tenant_id", tenant_id), ("status", status)],
+        after=(after.created_at, after.task_id) if after is not None else None,
+        limit=limit,
     )
-    tasks = [_task(row) for row in rows[:limit]]
-    more = len(rows) > limit
+    tasks = [_task(row) for row in rows]
     next_cursor = Cursor(tasks[-1].created_at, tasks[-1].task_id) if more else None
     return tasks, next_cursor
 
