@@ -8,7 +8,7 @@ embedded broker lacks them); consumers are idempotent instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -19,6 +19,7 @@ from aiokafka.errors import KafkaError
 from events._codec import Codec, Record
 from events._envelope import Event, Position
 from events._errors import BrokerUnavailable, TopicConfigError
+from events._identity import IDENTITY_TYPES
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -132,15 +133,27 @@ class EventProducer:
             return self._producer
 
     async def publish(self, event: Event, topic: str | None = None) -> Position:
-        """Append one event to wrench.events (or ``topic``) and wait for the broker's ack."""
+        """Append one event to its topic (or ``topic``) and wait for the broker's ack."""
         return (await self.publish_many([event], topic))[0]
 
     async def publish_many(
         self, events: Iterable[Event], topic: str | None = None
     ) -> list[Position]:
-        """Append events in order; per-key order is kept because each key has one partition."""
-        name = topic or self.settings.topic("events")
-        return await self.send_records(name, [self.codec.encode(e) for e in events])
+        """Append events in order; per-key order is kept because each key has one partition.
+
+        Without ``topic``, identity and security events go to wrench.admin and every other
+        event to wrench.events; one call publishes to one topic.
+        """
+        batch = list(events)
+        name = topic or self.topic_of(batch)
+        return await self.send_records(name, [self.codec.encode(e) for e in batch])
+
+    def topic_of(self, events: Sequence[Event]) -> str:
+        """The one topic ``events`` belong on (ValueError when they belong on two)."""
+        kinds = {"admin" if e.type in IDENTITY_TYPES else "events" for e in events} or {"events"}
+        if len(kinds) > 1:
+            raise ValueError("identity events and task events go to different topics")
+        return self.settings.topic(kinds.pop())
 
     async def send_records(
         self, topic: str, records: Iterable[Record], partition: int | None = None

@@ -13,7 +13,15 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRET_FIELDS = ("encryption_keys", "llm_api_key", "alert_webhook_secret")
+_SECRET_FIELDS = (
+    "encryption_keys",
+    "master_keys",
+    "jwt_secret",
+    "jwt_private_key",
+    "api_key_pepper",
+    "llm_api_key",
+    "alert_webhook_secret",
+)
 
 
 class Settings(BaseSettings):
@@ -82,12 +90,99 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest a read with ?wait_for= waits for the projector."
     )
 
-    # -- security ----------------------------------------------------------------------
+    # -- security: encryption ------------------------------------------------------------
     encryption_keys: SecretStr | None = Field(
         None,
         description="Comma-separated Fernet keys for sensitive payload fields, newest "
-        "first (MultiFernet: the first encrypts, all decrypt). Unset: sensitive fields "
-        "are stored in clear and a warning is logged.",
+        "first (MultiFernet: the first encrypts, all decrypt). With WRENCH_MASTER_KEYS set "
+        "they only decrypt what was written before tenants had keys of their own. Neither "
+        "set: sensitive fields are stored in clear and a warning is logged.",
+    )
+    master_keys: SecretStr | None = Field(
+        None,
+        description="Comma-separated Fernet master keys, newest first, that wrap each "
+        "tenant's data keys (the data keys live wrapped in Postgres, never in clear). Set: "
+        "every tenant's content is encrypted with its own keys.",
+    )
+    key_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a process keeps a tenant's unwrapped data keys before reading "
+        "them again; a shredded tenant's content is unreadable everywhere within this time.",
+    )
+
+    # -- security: identity ---------------------------------------------------------------
+    jwt_algorithm: Literal["HS256", "RS256"] = Field(
+        "HS256", description="Signature algorithm of access and refresh tokens."
+    )
+    jwt_secret: SecretStr | None = Field(
+        None,
+        description="HS256 signing secret (32 bytes or more). Unset: the API makes one up at "
+        "start, so tokens die with the process and work on no other process.",
+    )
+    jwt_private_key: SecretStr | None = Field(
+        None, description="RS256 private key (PEM) that signs tokens."
+    )
+    jwt_public_key: str | None = Field(
+        None, description="RS256 public key (PEM) that verifies tokens."
+    )
+    jwt_issuer: str = Field("wrenchai", description="The iss of every token, checked on use.")
+    jwt_audience: str = Field("wrenchai-api", description="The aud of every token, checked.")
+    jwt_leeway_s: int = Field(
+        10, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat."
+    )
+    access_token_ttl_s: int = Field(
+        900, ge=30, le=86_400, description="Lifetime of an access token."
+    )
+    refresh_token_ttl_s: int = Field(
+        1_209_600, ge=60, description="Lifetime of a refresh token (rotated on every use)."
+    )
+    api_key_pepper: SecretStr | None = Field(
+        None,
+        description="Key of the HMAC-SHA256 that hashes API key secrets. Unset: derived from "
+        "WRENCH_JWT_SECRET; set it apart so the two rotate apart.",
+    )
+    principal_cache_ttl_s: float = Field(
+        1.0,
+        ge=0,
+        le=1.5,
+        description="How long an API process trusts what it read of a key, user or session; "
+        "a revoked key or a disabled user is refused by every process within this time plus "
+        "the projector's batch time.",
+    )
+    login_rate_limit: str = Field(
+        "5/minute",
+        description="Failed logins allowed per user name, then 429 (limits notation).",
+    )
+    login_address_rate_limit: str = Field(
+        "20/minute", description="Failed logins allowed per client address, then 429."
+    )
+    write_rate_limit: str = Field(
+        "120/minute", description="Writes (tasks, cancels, acknowledgements) per principal."
+    )
+    rate_limit_storage: str = Field(
+        "memory://",
+        description="Where rate-limit counters live (limits storage URI): memory:// counts "
+        "per API process; redis://host:6379 shares them between processes.",
+    )
+    api_database_role: str = Field(
+        "wrench_api",
+        description="Postgres role the API's tenant-scoped reads run as: it cannot bypass "
+        "row-level security. The connecting user must be a member of it.",
+    )
+
+    # -- security: HTTP -------------------------------------------------------------------
+    cors_origins: str = Field(
+        "", description="Comma-separated origins allowed by CORS; empty: CORS is off."
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1_024, description="Largest request body the API reads, then 413."
+    )
+    docs_enabled: bool = Field(True, description="Serve /docs, /redoc and /openapi.json.")
+    sandbox_allow_weak: bool = Field(
+        False,
+        description="Let code.python run without its namespaces (own user, pid, mount and "
+        "network) where this machine cannot make them. Off: it refuses to run there.",
     )
 
     # -- reasoning (LLM) ---------------------------------------------------------------
