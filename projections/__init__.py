@@ -8,9 +8,10 @@ from projections._db import DatabaseUnavailable, connect, create_pool
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, Projector
 from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
-from projections._rebuild import RebuildError, RebuildReport, rebuild
-from projections._restore import RestoreReport, restore_log
+from projections._rebuild import RebuildError, RebuildReport, rebuild, rebuild_all
+from projections._restore import RestoreReport, restore_all, restore_log
 from projections._runner import ProjectorRunner, run_projector
+from projections._streams import ADMIN, EVENTS, STREAMS, Stream
 from wrenchai.settings import Settings
 
 
@@ -24,8 +25,11 @@ async def migrate_database(settings: Settings) -> list[str]:
 
 
 __all__ = [
+    "ADMIN",
+    "EVENTS",
     "GENESIS_HASH",
     "READ_MODELS",
+    "STREAMS",
     "Applied",
     "BatchOutcome",
     "BrokenLink",
@@ -36,6 +40,7 @@ __all__ = [
     "RebuildError",
     "RebuildReport",
     "RestoreReport",
+    "Stream",
     "TasksModel",
     "VerifyReport",
     "chain_hash",
@@ -46,6 +51,8 @@ __all__ = [
     "migrate",
     "migrate_database",
     "rebuild",
+    "rebuild_all",
+    "restore_all",
     "restore_log",
     "run_projector",
     "verify_archive",

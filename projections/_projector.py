@@ -28,6 +28,7 @@ from events import (
 from events._codec import Headers
 from projections._archive import GENESIS_HASH, chain_hash, headers_to_json
 from projections._read_models import Applied, apply_all
+from projections._streams import EVENTS, Stream
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -71,12 +72,15 @@ def _headers(record: ConsumerRecord[bytes, bytes]) -> Headers:
 class Projector:
     """Applies batches of records from one topic; knows nothing of how they were fetched."""
 
-    def __init__(self, settings: Settings, codec: Codec, dlq: EventProducer) -> None:
+    def __init__(
+        self, settings: Settings, codec: Codec, dlq: EventProducer, stream: Stream = EVENTS
+    ) -> None:
         self.settings = settings
         self.codec = codec
         self.dlq = dlq
-        self.topic = settings.topic("events")
-        self.group = settings.group("projector")
+        self.stream = stream
+        self.topic = stream.topic(settings)
+        self.group = stream.group(settings)
 
     async def stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
         """The next offset to apply per partition, as committed with the read models."""
@@ -116,7 +120,7 @@ class Projector:
                 outcome.next_offsets[partition] = records[-1].offset + 1
             await self._send_to_dlq(dead)
             await conn.copy_records_to_table("event_log", records=rows, columns=ARCHIVE_COLUMNS)
-            await apply_all(conn, applied)
+            await apply_all(conn, applied, models=self.stream.models)
             await conn.executemany(
                 """INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
                    VALUES ($1, $2, $3, $4)

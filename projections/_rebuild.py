@@ -1,5 +1,5 @@
-"""``wrenchai projections rebuild``: replay wrench.events from offset 0 into fresh tables and
-swap them in atomically.
+"""``wrenchai projections rebuild``: replay each log (wrench.events, wrench.admin) from offset
+0 into fresh tables and swap them in atomically.
 
 The replay runs beside the live projector. It first catches up to where the projector stood
 when the rebuild began; then, holding the projector's offsets table locked (which pauses the
@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import Codec, EventDecodeError, Position, codec_from_settings, create_consumer
 from projections._db import connect
-from projections._read_models import READ_MODELS, Applied, apply_all, owned_tables
+from projections._read_models import Applied, ReadModel, apply_all, owned_tables
+from projections._streams import EVENTS, STREAMS, Stream
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
 
@@ -53,13 +54,16 @@ class RebuildReport:
 class _Replay:
     """Reads the log from offset 0 and applies each first occurrence of an event id."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, codec: Codec, topic: str) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, codec: Codec, topic: str, models: tuple[ReadModel, ...]
+    ) -> None:
         self.consumer = consumer
         self.codec = codec
         self.topic = topic
+        self.models = models
         self.seen: set[object] = set()
-        self.report = RebuildReport(tables=owned_tables())
-        self.names = {t: t + SUFFIX for t in owned_tables()}
+        self.report = RebuildReport(tables=owned_tables(models))
+        self.names = {t: t + SUFFIX for t in owned_tables(models)}
 
     async def until(self, conn: asyncpg.Connection, targets: dict[int, int]) -> None:
         """Apply records until every partition's position reaches its target offset."""
@@ -85,7 +89,7 @@ class _Replay:
                         self.consumer.seek(tp, targets[tp.partition])
                         break
                     self._take(record.value, record.headers, tp.partition, record.offset, batch)
-            await apply_all(conn, batch, self.names)
+            await apply_all(conn, batch, self.names, self.models)
 
     def _take(
         self,
@@ -109,10 +113,16 @@ class _Replay:
         self.report.applied += 1
 
 
-async def rebuild(settings: Settings) -> RebuildReport:
-    """Rebuild every read model from the log and swap the fresh tables in."""
-    topic = settings.topic("events")
-    group = settings.group("projector")
+async def rebuild_all(settings: Settings) -> list[RebuildReport]:
+    """Rebuild the read models of every stream (wrench.events, then wrench.admin)."""
+    return [await rebuild(settings, stream) for stream in STREAMS]
+
+
+async def rebuild(settings: Settings, stream: Stream = EVENTS) -> RebuildReport:
+    """Rebuild the read models of one stream from its log and swap the fresh tables in."""
+    topic = stream.topic(settings)
+    group = stream.group(settings)
+    tables = owned_tables(stream.models)
     conn = await connect(settings)
     consumer = create_consumer(settings)
     try:
@@ -123,15 +133,16 @@ async def rebuild(settings: Settings) -> RebuildReport:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        replay = _Replay(consumer, codec_from_settings(settings.fernet_keys()), topic)
-        await _create_fresh_tables(conn)
+        codec = codec_from_settings(settings.fernet_keys())
+        replay = _Replay(consumer, codec, topic, stream.models)
+        await _create_fresh_tables(conn, tables)
         await replay.until(conn, await _stored_offsets(conn, group, topic, partitions))
         async with conn.transaction():
             # Pauses the projector between batches while the last records are replayed.
             await conn.execute("LOCK TABLE consumer_offsets IN EXCLUSIVE MODE")
             final = await _stored_offsets(conn, group, topic, partitions)
             await replay.until(conn, final)
-            await _swap(conn)
+            await _swap(conn, tables)
         replay.report.offsets = final
         log.info(
             "read models rebuilt", replayed=replay.report.replayed, applied=replay.report.applied
@@ -162,16 +173,16 @@ async def _stored_offsets(
     return {p: stored.get(p, 0) for p in partitions}
 
 
-async def _create_fresh_tables(conn: asyncpg.Connection) -> None:
-    for table in owned_tables(READ_MODELS):
+async def _create_fresh_tables(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
+    for table in tables:
         await conn.execute(f"DROP TABLE IF EXISTS {table}{SUFFIX}")
         await conn.execute(f"CREATE TABLE {table}{SUFFIX} (LIKE {table} INCLUDING ALL)")
 
 
-async def _swap(conn: asyncpg.Connection) -> None:
+async def _swap(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
     """Rename the fresh tables into place, drop the old ones, and restore index names so
     later migrations find the indexes they created."""
-    for table in owned_tables(READ_MODELS):
+    for table in tables:
         old_indexes = await _index_definitions(conn, table)
         new_indexes = await _index_definitions(conn, table + SUFFIX)
         await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")

@@ -24,6 +24,7 @@ from events import Codec, EventProducer, Record, bootstrap_topics, log_end_offse
 from projections._archive import headers_from_json
 from projections._db import connect
 from projections._migrate import migrate
+from projections._streams import EVENTS, STREAMS, Stream
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
 
@@ -78,13 +79,18 @@ class RestoreReport:
         return "\n".join(lines)
 
 
-async def restore_log(settings: Settings) -> RestoreReport:
-    """Republish the archive of ``wrench.events`` when the broker holds none of it.
+async def restore_all(settings: Settings) -> list[RestoreReport]:
+    """Restore every stream's topic (wrench.events, then wrench.admin)."""
+    return [await restore_log(settings, stream) for stream in STREAMS]
+
+
+async def restore_log(settings: Settings, stream: Stream = EVENTS) -> RestoreReport:
+    """Republish the archive of the stream's topic when the broker holds none of it.
 
     A log as long as the archive (or longer) is left alone; a shorter, non-empty log is a
     RestoreError, since republishing on top of it would put records at the wrong offsets.
     """
-    topic = settings.topic("events")
+    topic = stream.topic(settings)
     partitions = (await bootstrap_topics(settings))[topic]
     conn = await connect(settings)
     try:

@@ -15,6 +15,7 @@ from events import EventProducer, codec_from_settings, create_consumer
 from projections._db import connect
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, OffsetGap, Projector
+from projections._streams import EVENTS, STREAMS, Stream
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -39,11 +40,11 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 class ProjectorRunner:
     """The consumer loop around a Projector: fetch a batch, apply it, repeat; drain on stop."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, stream: Stream = EVENTS) -> None:
         self.settings = settings
         self.codec = codec_from_settings(settings.fernet_keys())
         self.dlq = EventProducer(settings, self.codec)
-        self.projector = Projector(settings, self.codec, self.dlq)
+        self.projector = Projector(settings, self.codec, self.dlq, stream)
         self.consumer: AIOKafkaConsumer | None = None
         self.conn: asyncpg.Connection | None = None
 
@@ -63,7 +64,7 @@ class ProjectorRunner:
         await migrate(self.conn)
         self.consumer = create_consumer(
             self.settings,
-            group=self.settings.group("projector"),
+            group=self.projector.group,
             max_poll_records=self.settings.projector_batch_size,
         )
         self.consumer.subscribe([self.projector.topic], listener=_SeekToStored(self))
@@ -144,10 +145,14 @@ class ProjectorRunner:
 
 
 async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
-    """Run the projector until ``stop`` is set, or until SIGTERM/SIGINT when none is given."""
+    """Run the projector of every stream until ``stop`` is set, or until SIGTERM/SIGINT when
+    none is given. One stream failing stops the others, so the process exits and is
+    restarted whole."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    await ProjectorRunner(settings).run(stop)
+    async with asyncio.TaskGroup() as group:
+        for stream in STREAMS:
+            group.create_task(ProjectorRunner(settings, stream).run(stop))

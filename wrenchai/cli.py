@@ -177,12 +177,13 @@ def projections() -> None:
 
 @projections.command("rebuild")
 def projections_rebuild() -> None:
-    """Replay wrench.events from offset 0 into fresh tables and swap them in atomically."""
-    from projections import rebuild
+    """Replay wrench.events and wrench.admin from offset 0 into fresh tables and swap them
+    in atomically."""
+    from projections import rebuild_all
 
     settings = _settings("rebuild")
-    report = _run(lambda: rebuild(settings))
-    click.echo(str(report))
+    for report in _run(lambda: rebuild_all(settings)):
+        click.echo(str(report))
 
 
 @main.group()
@@ -212,11 +213,11 @@ def settings_table() -> None:
 @main.command()
 def restore() -> None:
     """Republish the archive into an empty broker, every record at its original offset."""
-    from projections import restore_log
+    from projections import restore_all
 
     settings = _settings("restore")
-    report = _run(lambda: restore_log(settings))
-    click.echo(str(report))
+    for report in _run(lambda: restore_all(settings)):
+        click.echo(str(report))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pydantic import SecretStr, ValidationError
 from events import bootstrap_topics, generate_key
 from projections._db import connect
 from projections._migrate import migrate
-from projections._restore import RestoreReport, restore_log
+from projections._restore import RestoreReport, restore_all
 from wrenchai._supervisor import Child, stop_all
 from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, require_free_port
 from wrenchai.errors import ConfigurationError
@@ -230,7 +230,7 @@ def build_children(
     return projector, workers, api
 
 
-async def _prepare(settings: Settings) -> RestoreReport:
+async def _prepare(settings: Settings) -> list[RestoreReport]:
     """Topics, migrations and a restore of the archive, before anything reads the log."""
     await bootstrap_topics(settings)
     conn = await connect(settings)
@@ -238,7 +238,7 @@ async def _prepare(settings: Settings) -> RestoreReport:
         await migrate(conn)
     finally:
         await conn.close()
-    return await restore_log(settings)
+    return await restore_all(settings)
 
 
 async def _supervise(
@@ -249,11 +249,12 @@ async def _supervise(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _request_stop, stop, sig)
-    report = await _until_stopped(_prepare(settings), stop)
-    if report is None:
+    reports = await _until_stopped(_prepare(settings), stop)
+    if reports is None:
         return 0
-    if report.outcome == "restored":
-        print(report, flush=True)
+    for report in reports:
+        if report.outcome == "restored":
+            print(report, flush=True)
     env = child_environment(settings, os.environ, embedded.key_file)
     projector, workers, api = build_children(env, state_dir / "logs", api_port)
     for child in (projector, *workers, api):

@@ -6,7 +6,11 @@ import projections
 def test_public_names_are_pinned() -> None:
     """Adding or removing a public name must update this list."""
     assert set(projections.__all__) == {
+        "ADMIN",
+        "EVENTS",
         "GENESIS_HASH",
+        "STREAMS",
+        "Stream",
         "READ_MODELS",
         "Applied",
         "BatchOutcome",
@@ -28,6 +32,8 @@ def test_public_names_are_pinned() -> None:
         "migrate",
         "migrate_database",
         "rebuild",
+        "rebuild_all",
+        "restore_all",
         "restore_log",
         "run_projector",
         "verify_archive",
