@@ -160,13 +160,25 @@ class RolesModel:
         if not isinstance(event.payload, RolesAssigned) or event.task_id is None:
             return []
         sql = f"""INSERT INTO {names["task_roles"]}
-                (task_id, ordinal, name, reason, score, depends_on, event_id)
-            SELECT $1, $2, $3, $4, $5, $6, $7
+                (task_id, ordinal, name, reason, score, depends_on, event_id, tenant_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8
             WHERE NOT EXISTS (SELECT 1 FROM {names["task_roles"]}
                               WHERE task_id = $1 AND event_id <> $7)
             ON CONFLICT (task_id, ordinal) DO NOTHING"""
         return [
-            (sql, (event.task_id, i, r.name, r.reason, r.score, r.depends_on, event.id))
+            (
+                sql,
+                (
+                    event.task_id,
+                    i,
+                    r.name,
+                    r.reason,
+                    r.score,
+                    r.depends_on,
+                    event.id,
+                    event.tenant_id,
+                ),
+            )
             for i, r in enumerate(event.payload.roles)
         ]
 
@@ -183,8 +195,8 @@ class AllocationsModel:
         p = event.payload
         sql = f"""INSERT INTO {names["task_allocations"]}
                 (task_id, role, ordinal, tool, version, need, reliability, score, alternatives,
-                 offline_only, event_id)
-            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11
+                 offline_only, event_id, tenant_id)
+            SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12
             WHERE NOT EXISTS (SELECT 1 FROM {names["task_allocations"]}
                               WHERE task_id = $1 AND event_id <> $11)
             ON CONFLICT (task_id, role, ordinal) DO NOTHING"""
@@ -203,6 +215,7 @@ class AllocationsModel:
                     t.alternatives,
                     p.offline_only,
                     event.id,
+                    event.tenant_id,
                 ),
             )
             for role in p.roles
@@ -222,8 +235,9 @@ class PlansModel:
             return []
         p = event.payload
         plan_sql = f"""INSERT INTO {names["task_plans"]}
-                (task_id, event_id, playbook, total, critical_path_seconds, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6)
+                (task_id, event_id, playbook, total, critical_path_seconds, created_at,
+                 tenant_id)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
             ON CONFLICT (task_id) DO NOTHING"""
         # Stages of a second, different plan must not mix into the first: insert them only
         # when the plan row that owns them is this event's.
@@ -245,6 +259,7 @@ class PlansModel:
                     p.total.model_dump(mode="json"),
                     p.critical_path_seconds,
                     event.occurred_at,
+                    event.tenant_id,
                 ),
             ),
             *[
@@ -290,8 +305,8 @@ class ThoughtsModel:
             (
                 f"""INSERT INTO {names["task_thoughts"]}
                     (event_id, task_id, operation, number, text, revises, branch, stage_id,
-                     occurred_at, partition, "offset")
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     occurred_at, partition, "offset", tenant_id)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                 ON CONFLICT (event_id) DO NOTHING""",
                 (
                     event.id,
@@ -305,6 +320,7 @@ class ThoughtsModel:
                     event.occurred_at,
                     pos.partition,
                     pos.offset,
+                    event.tenant_id,
                 ),
             )
         ]

@@ -183,6 +183,7 @@ async def _swap(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
     """Rename the fresh tables into place, drop the old ones, and restore index names so
     later migrations find the indexes they created."""
     for table in tables:
+        isolated, readable = await _security_of(conn, table)
         old_indexes = await _index_definitions(conn, table)
         new_indexes = await _index_definitions(conn, table + SUFFIX)
         await conn.execute(f"ALTER TABLE {table} RENAME TO {table}__old")
@@ -193,6 +194,25 @@ async def _swap(conn: asyncpg.Connection, tables: tuple[str, ...]) -> None:
             fresh = by_shape.get(shape)
             if fresh is not None and fresh != name:
                 await conn.execute(f'ALTER INDEX "{fresh}" RENAME TO "{name}"')
+        # LIKE copies neither row-level security nor grants: the fresh table gets the old
+        # one's back before the commit, so no reader ever sees it unguarded.
+        if isolated:
+            await conn.execute("SELECT wrench_isolate($1::regclass)", table)
+        elif readable:
+            await conn.execute(f"GRANT SELECT ON {table} TO wrench_api")
+
+
+async def _security_of(conn: asyncpg.Connection, table: str) -> tuple[bool, bool]:
+    """Whether ``table`` has row-level security on, and whether the API's role reads it."""
+    row = await conn.fetchrow(
+        """SELECT c.relrowsecurity AS isolated,
+                  EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'wrench_api')
+                  AND has_table_privilege('wrench_api', c.oid, 'SELECT') AS readable
+           FROM pg_class c WHERE c.oid = $1::regclass""",
+        table,
+    )
+    assert row is not None
+    return bool(row["isolated"]), bool(row["readable"])
 
 
 async def _index_definitions(conn: asyncpg.Connection, table: str) -> dict[str, str]:
