@@ -27,10 +27,47 @@ log = structlog.get_logger(__name__)
 
 
 class ApiError(WrenchError):
-    """Root of the errors the API raises on purpose; ``status`` is the HTTP status."""
+    """Root of the errors the API raises on purpose; ``status`` is the HTTP status and
+    ``headers`` go with the answer."""
 
     code = "API_ERROR"
     status = 400
+    headers: dict[str, str] | None = None
+
+
+class Unauthenticated(ApiError):
+    """No credential, or one that is not valid now. The answer never says which: the
+    reason goes to the log and to an access.denied event."""
+
+    code = "UNAUTHENTICATED"
+    status = 401
+    headers = {"WWW-Authenticate": "Bearer"}
+
+    def __init__(self, reason: str = "invalid_credential") -> None:
+        super().__init__(
+            "missing or invalid credentials: send an access token or an API key as "
+            "'Authorization: Bearer ...', or an API key as 'X-API-Key: wr_...'"
+        )
+        self.reason = reason
+        self.details = {}
+
+
+class Forbidden(ApiError):
+    """The credential is valid but does not hold the scope the route needs."""
+
+    code = "FORBIDDEN"
+    status = 403
+
+
+class RateLimited(ApiError):
+    """Too many requests of one kind from one caller; retry after the header's seconds."""
+
+    code = "RATE_LIMITED"
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class TaskNotFound(ApiError):
@@ -88,6 +125,7 @@ _CODE_BY_STATUS = {
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
     500: "INTERNAL_ERROR",
     503: "SERVICE_UNAVAILABLE",
 }
@@ -151,7 +189,10 @@ async def _wrench_error(request: Request, exc: Exception) -> JSONResponse:
         return internal_error_response()
     if status >= 500:
         log.warning("dependency unavailable", code=exc.code, reason=exc.message)
-    return error_response(status, exc.code, _public_message(exc), _public_details(exc))
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    return error_response(
+        status, exc.code, _public_message(exc), _public_details(exc), headers=headers
+    )
 
 
 def _public_message(exc: WrenchError) -> str:
