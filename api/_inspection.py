@@ -146,20 +146,31 @@ async def fetch_evaluations(
 
 
 async def fetch_quality(
-    conn: asyncpg.Connection, *, role: str | None, tool: str | None
+    conn: asyncpg.Connection, tenant_id: str, *, role: str | None, tool: str | None
 ) -> tuple[list[QualityGroup], QualityFit | None]:
-    """Each group's latest converged posterior (optionally of one role or tool), by role,
-    tool and model; and the latest fit, converged or not."""
-    conditions, args = ["true"], []
+    """The latest converged posterior of each group the tenant's own evaluations touched
+    (optionally of one role or tool), by role, tool and model; and the latest fit, converged
+    or not.
+
+    The fit pools every tenant's evaluations (the model learns how good roles, tools and
+    models are), but a tenant sees only its own groups, and every count it reads is of its
+    own evaluations: how much other tenants run is not its business.
+    """
+    args: list[Any] = [tenant_id]
+    conditions = ["true"]
     for column, value in (("role", role), ("tool", tool)):
         if value is not None:
             args.append(value)
-            conditions.append(f"{column} = ${len(args)}")
+            conditions.append(f"q.{column} = ${len(args)}")
     rows = await conn.fetch(
-        f"""SELECT role, tool, model, alpha, beta, mean, interval_low, interval_high,
-               evaluations, fit_id, r_hat, ess, fitted_at
-           FROM quality_posteriors WHERE {" AND ".join(conditions)}
-           ORDER BY role, tool, model""",
+        f"""SELECT q.role, q.tool, q.model, q.alpha, q.beta, q.mean, q.interval_low,
+               q.interval_high, own.evaluations, q.fit_id, q.r_hat, q.ess, q.fitted_at
+           FROM quality_posteriors q
+           JOIN (SELECT role, tool, COALESCE(model, '') AS model, count(*) AS evaluations
+                 FROM evaluations WHERE tenant_id = $1 GROUP BY 1, 2, 3) own
+             ON own.role = q.role AND own.tool = q.tool AND own.model = q.model
+           WHERE {" AND ".join(conditions)}
+           ORDER BY q.role, q.tool, q.model""",
         *args,
     )
     groups = [
@@ -171,8 +182,12 @@ async def fetch_quality(
         for r in rows
     ]
     fit = await conn.fetchrow(
-        """SELECT fit_id, converged, reason, r_hat_max, ess_min, seconds, evaluations, groups,
-               fitted_at
-           FROM quality_fits ORDER BY fitted_at DESC, fit_id DESC LIMIT 1"""
+        """SELECT f.fit_id, f.converged, f.reason, f.r_hat_max, f.ess_min, f.seconds,
+               (SELECT count(*) FROM evaluations WHERE tenant_id = $1) AS evaluations,
+               (SELECT count(DISTINCT (role, tool, model)) FROM evaluations
+                 WHERE tenant_id = $1) AS groups,
+               f.fitted_at
+           FROM quality_fits f ORDER BY f.fitted_at DESC, f.fit_id DESC LIMIT 1""",
+        tenant_id,
     )
     return groups, None if fit is None else QualityFit.model_validate(dict(fit))

@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from api._database import Database
 from api._execution import fetch_progress, fetch_steps
-from api._resources import Database
 from api.models import (
     HistoryEvent,
     Plan,
@@ -31,7 +31,7 @@ from api.models import (
     Thought,
 )
 from events import Codec, Position
-from projections import headers_from_json
+from projections import EVENTS, Stream, headers_from_json
 from wrenchai.settings import Settings
 
 POLL_INTERVAL_S = 0.025
@@ -302,20 +302,23 @@ def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> list[Hist
 
 
 async def projector_passed(
-    conn: asyncpg.Connection, settings: Settings, position: Position
+    conn: asyncpg.Connection, settings: Settings, position: Position, stream: Stream = EVENTS
 ) -> bool:
-    """True once the projector has committed everything up to and including ``position``."""
+    """True once the projector has committed everything up to and including ``position``
+    of the stream's topic."""
     next_offset = await conn.fetchval(
         """SELECT next_offset FROM consumer_offsets
            WHERE group_id = $1 AND topic = $2 AND partition = $3""",
-        settings.group("projector"),
-        settings.topic("events"),
+        stream.group(settings),
+        stream.topic(settings),
         position.partition,
     )
     return next_offset is not None and next_offset > position.offset
 
 
-async def wait_for_projector(database: Database, settings: Settings, position: Position) -> bool:
+async def wait_for_projector(
+    database: Database, settings: Settings, position: Position, stream: Stream = EVENTS
+) -> bool:
     """Wait up to ``read_wait_timeout_s`` for the projector to pass ``position``.
 
     Returns whether it did; on a timeout the caller answers from what the read models hold.
@@ -325,7 +328,7 @@ async def wait_for_projector(database: Database, settings: Settings, position: P
     deadline = loop.time() + settings.read_wait_timeout_s
     while True:
         async with database.connection() as conn:
-            if await projector_passed(conn, settings, position):
+            if await projector_passed(conn, settings, position, stream):
                 return True
         if loop.time() >= deadline:
             return False

@@ -8,97 +8,33 @@ itself unhealthy) before its dependencies; a request that needs one then gets a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import asyncpg
 import structlog
 
+from api._database import CLOSE_TIMEOUT_S, Database
 from api._tool_health import ToolHealthBoard
-from events import BrokerUnavailable, Codec, EventProducer, codec_from_settings, log_end_offsets
+from api.security import Authenticator, RateLimits, TokenService
+from events import (
+    Actor,
+    ApiKeyUsed,
+    BrokerUnavailable,
+    Codec,
+    Event,
+    EventProducer,
+    KeyUse,
+    codec_from_settings,
+    log_end_offsets,
+)
 from processors.toolbox import toolbox
 from processors.tools import ToolRegistry
-from projections import DatabaseUnavailable, create_pool
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-CONNECT_TIMEOUT_S = 5.0
-ACQUIRE_TIMEOUT_S = 10.0
-CLOSE_TIMEOUT_S = 10.0
-
-# Errors of a query that mean "Postgres went away", as opposed to a bad query. They become
-# DatabaseUnavailable here, at the edge, so handlers and routes never see asyncpg's types.
-# Any error while acquiring a connection is one too: the pool (re)connects there.
-LOST_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable; TimeoutError is one too
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
-    # What asyncpg raises when the server dropped a pooled connection while it sat idle and
-    # the protocol state went out of step ("cannot switch to state ...").
-    asyncpg.InternalClientError,
-)
-
-
-class Database:
-    """The asyncpg pool: opened at start-up, or on the first request if Postgres was down."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._pool: asyncpg.Pool | None = None
-        self._lock = asyncio.Lock()
-
-    async def open(self) -> None:
-        """Try to open the pool now; a failure is logged and retried on demand."""
-        try:
-            await self.pool()
-        except DatabaseUnavailable as exc:
-            log.warning("database unavailable at start-up", reason=exc.message)
-
-    async def pool(self) -> asyncpg.Pool:
-        """The pool, opening it if needed; DatabaseUnavailable when Postgres does not answer."""
-        async with self._lock:
-            if self._pool is None:
-                self._pool = await create_pool(self.settings, timeout=CONNECT_TIMEOUT_S)
-            return self._pool
-
-    @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection; losing Postgres on the way is DatabaseUnavailable."""
-        pool = await self.pool()
-        try:
-            conn = await pool.acquire(timeout=ACQUIRE_TIMEOUT_S)
-        except (asyncpg.PostgresError, *LOST_CONNECTION_ERRORS) as exc:
-            raise DatabaseUnavailable(f"cannot connect to Postgres: {exc}") from exc
-        try:
-            yield conn
-        except LOST_CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"lost the connection to Postgres: {exc}") from exc
-        finally:
-            await _release(pool, conn)
-
-    async def close(self) -> None:
-        """Close the pool, waiting a little for requests still using it."""
-        async with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is None:
-            return
-        try:
-            await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
-        except TimeoutError:
-            pool.terminate()
-
-
-async def _release(pool: asyncpg.Pool, conn: asyncpg.Connection) -> None:
-    # The pool resets a connection on release and terminates it when that fails, so a
-    # failure here only means the connection was discarded; it must not replace the
-    # request's own outcome (an answer already computed, or DatabaseUnavailable).
-    try:
-        await pool.release(conn)
-    except Exception as exc:
-        log.warning("pooled connection discarded", error_type=type(exc).__name__)
+KEY_USAGE_INTERVAL_S = 30.0
+"""How often an API process publishes when its keys were last used."""
+API_ACTOR = Actor(kind="system", id="api")
 
 
 class BrokerProbe:
@@ -173,6 +109,11 @@ class Resources:
     log_end: LogEnd
     tool_registry: ToolRegistry
     tools: ToolHealthBoard
+    tenant_database: Database
+    tokens: TokenService
+    authenticator: Authenticator
+    limits: RateLimits
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
@@ -181,14 +122,20 @@ class Resources:
         # The registry and tools the agents load, WRENCH_TOOL_MODULES included, so /tools lists
         # what plans can name. Building them connects nothing; probes run on GET /tools.
         registry, tools = toolbox(settings)
+        database = Database(settings)
+        tokens = TokenService(settings)
         return cls(
             settings=settings,
-            database=Database(settings),
+            database=database,
             producer=producer,
             broker=BrokerProbe(producer, settings.topic("events")),
             log_end=LogEnd(settings),
             tool_registry=registry,
             tools=ToolHealthBoard(tools),
+            tenant_database=Database(settings, role=settings.api_database_role),
+            tokens=tokens,
+            authenticator=Authenticator(settings, database, tokens),
+            limits=RateLimits(settings),
         )
 
     @property
@@ -199,10 +146,36 @@ class Resources:
     async def start(self) -> None:
         """Open what can be opened now; the producer connects on first use."""
         await self.database.open()
+        await self.tenant_database.open()
+        self.background.append(asyncio.create_task(self._record_key_usage()))
 
     async def close(self) -> None:
         """Release everything, the producer last so pending publishes are flushed."""
+        for task in self.background:
+            task.cancel()
+        await asyncio.gather(*self.background, return_exceptions=True)
+        await self.publish_key_usage()
         await self.broker.close()
         await self.tools.close()
         await self.database.close()
+        await self.tenant_database.close()
         await self.producer.stop()
+
+    async def _record_key_usage(self) -> None:
+        while True:
+            await asyncio.sleep(KEY_USAGE_INTERVAL_S)
+            await self.publish_key_usage()
+
+    async def publish_key_usage(self) -> None:
+        """Publish when keys were last used (one apikey.used per tenant), if any were."""
+        for tenant_id, uses in self.authenticator.usage.take().items():
+            event = Event.new(
+                ApiKeyUsed(uses=[KeyUse(key_id=k, last_used_at=at) for k, at in uses.items()]),
+                tenant_id=tenant_id,
+                actor=API_ACTOR,
+            )
+            try:
+                await self.producer.publish(event)
+            except BrokerUnavailable as exc:
+                # last_used_at is informational: a lost batch is logged, not retried.
+                log.warning("key usage not recorded", reason=exc.message, keys=len(uses))

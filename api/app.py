@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.routers import alerts, health, insights, tasks, tools
+from api.routers import admin, alerts, auth, health, insights, tasks, tools
 from wrenchai.settings import Settings
 
 
@@ -46,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    app.include_router(auth.router)
+    app.include_router(admin.router)
     app.include_router(tasks.router)
     app.include_router(tools.router)
     app.include_router(alerts.router)

@@ -1,35 +1,37 @@
-"""FastAPI dependencies: the app's resources, its settings, the calling principal, and the
-read-your-writes wait of every read."""
+"""FastAPI dependencies: the app's resources, its settings, the calling principal with the
+scopes its route requires, and the read-your-writes wait of every read.
+
+Every route but /health, the docs and /auth/token declares the scope it needs with
+:func:`require`; a route without one is refused by a test that enumerates the app.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+import structlog
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
 
 from api._readmodels import wait_for_projector
 from api._resources import Resources
+from api.errors import Forbidden, RateLimited, Unauthenticated
 from api.models import POSITION_PATTERN
-from events import Actor, Position
+from api.security import CredentialRefused, Principal, looks_like_api_key
+from events import (
+    SYSTEM,
+    SYSTEM_TENANT,
+    AccessDenied,
+    BrokerUnavailable,
+    Credential,
+    Event,
+    Position,
+)
 from wrenchai.settings import Settings
 
-Role = Literal["admin", "operator", "viewer"]
+log = structlog.get_logger(__name__)
 
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: every read is scoped by ``tenant_id``, every write stamped with it."""
-
-    tenant_id: str
-    user_id: str
-    role: Role
-    scopes: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def actor(self) -> Actor:
-        """The principal as the actor of the events it causes."""
-        return Actor(kind="user", id=self.user_id)
+__all__ = ["Principal"]  # re-exported: routes import the principal from here
 
 
 def get_resources(request: Request) -> Resources:
@@ -49,14 +51,148 @@ def get_settings(resources: ResourcesDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_principal(settings: SettingsDep) -> Principal:
-    """The caller. Until authentication lands (JWT or API key), every request is an anonymous
-    user of the default tenant; routes already scope by ``Principal.tenant_id`` so that
-    authentication changes only this function."""
-    return Principal(tenant_id=settings.default_tenant, user_id="anonymous", role="admin")
+SCOPE_DESCRIPTIONS = {
+    "tasks:read": "Read tasks, their plans, steps, evaluations and history.",
+    "tasks:write": "Submit and cancel tasks.",
+    "alerts:read": "Read alerts.",
+    "alerts:write": "Acknowledge alerts.",
+    "insights:read": "Read quality insights.",
+    "tools:read": "List tools and their health.",
+    "usage:read": "Read usage and cost.",
+    "budgets:read": "Read budgets.",
+    "budgets:write": "Set and delete budgets.",
+    "audit:read": "Read the audit trail.",
+    "users:admin": "Create and disable users, change roles.",
+    "keys:admin": "Issue, list and revoke API keys.",
+    "tools:code": "Run code.python in tasks.",
+    "playbooks:inline": "Submit tasks with an inline playbook.",
+    "tenants:admin": "Create tenants (the platform's bootstrap admin only).",
+}
+
+_bearer = OAuth2PasswordBearer(
+    tokenUrl="/auth/token", scopes=SCOPE_DESCRIPTIONS, auto_error=False, scheme_name="token"
+)
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="api_key")
 
 
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
+def client_address(request: Request) -> str | None:
+    """The caller's address as the server saw it (behind a proxy, the one uvicorn's
+    --forwarded-allow-ips lets the proxy name)."""
+    return request.client.host if request.client else None
+
+
+async def authenticate(
+    security_scopes: SecurityScopes,
+    request: Request,
+    resources: ResourcesDep,
+    bearer: Annotated[str | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key)],
+) -> Principal:
+    """The principal of the request's credential, holding every scope the route requires.
+
+    An API key comes as ``X-API-Key`` or as a bearer token starting ``wr_``; any other
+    bearer token is an access JWT. No credential or a bad one is 401 and a missing scope 403,
+    each recorded as access.denied.
+    """
+    token = api_key or bearer
+    kind: Credential = "none"
+    try:
+        if token is None:
+            raise CredentialRefused("invalid_credential")
+        if api_key is not None or looks_like_api_key(token):
+            kind = "api_key"
+            principal = await resources.authenticator.api_key(token)
+        else:
+            kind = "jwt"
+            principal = await resources.authenticator.access_token(token)
+    except CredentialRefused as exc:
+        if token is not None:
+            await record_denial(
+                request, resources, exc.reason, kind, user_id=exc.user_id, key_id=exc.key_id
+            )
+        raise Unauthenticated(exc.reason) from exc
+    structlog.contextvars.bind_contextvars(
+        tenant_id=principal.tenant_id, principal=principal.subject
+    )
+    missing = [scope for scope in security_scopes.scopes if not principal.holds(scope)]
+    if missing:
+        await record_denial(
+            request,
+            resources,
+            "missing_scope",
+            kind,
+            scope=missing[0],
+            user_id=principal.user_id,
+            key_id=principal.key_id,
+            tenant_id=principal.tenant_id,
+        )
+        raise Forbidden(
+            f"this credential lacks the scope {missing[0]!r} that the route needs",
+            required=missing,
+        )
+    request.state.principal = principal
+    return principal
+
+
+async def authenticate_write(
+    principal: Annotated[Principal, Depends(authenticate)], resources: ResourcesDep
+) -> Principal:
+    """The principal, counted against its write rate limit (429 past it)."""
+    retry = await resources.limits.hit(resources.limits.write, "write", principal.subject)
+    if retry is not None:
+        raise RateLimited(
+            f"too many writes; limit {resources.settings.write_rate_limit} per principal",
+            retry,
+        )
+    return principal
+
+
+def require(scope: str, *, write: bool = False) -> Any:
+    """The dependency of a route that needs ``scope``: the authenticated principal, checked
+    for it (and counted against the write limit when ``write``)."""
+    return Security(authenticate_write if write else authenticate, scopes=[scope])
+
+
+Authenticated = Annotated[Principal, Security(authenticate)]
+"""Any valid credential, whatever its scopes (signing out, who am I)."""
+
+
+async def record_denial(
+    request: Request,
+    resources: Resources,
+    reason: str,
+    kind: Credential,
+    *,
+    scope: str | None = None,
+    user_id: str | None = None,
+    key_id: str | None = None,
+    tenant_id: str = SYSTEM_TENANT,
+) -> None:
+    """Publish access.denied, unless this address has had its share of them this minute;
+    a refusal is never turned into a 503 because the log is down."""
+    address = client_address(request)
+    log.info("access denied", reason=reason, credential=kind, scope=scope, address=address)
+    limits = resources.limits
+    if await limits.hit(limits.denied_events, "denied", address or "-") is not None:
+        return
+    event = Event.new(
+        AccessDenied(
+            reason=reason,
+            credential=kind,
+            method=request.method,
+            path=request.url.path[:2_000],
+            scope=scope,
+            user_id=user_id,
+            key_id=key_id,
+            address=address,
+        ),
+        tenant_id=tenant_id,
+        actor=SYSTEM,
+    )
+    try:
+        await resources.producer.publish(event)
+    except BrokerUnavailable as exc:
+        log.warning("access.denied not recorded", reason=exc.message)
 
 
 WaitFor = Annotated[

@@ -122,7 +122,7 @@ class QualityGroup(_Body):
     beta: float
     mean: float
     interval: list[float] = Field(min_length=2, max_length=2)
-    evaluations: int = Field(description="Evaluations of the group the fit saw.")
+    evaluations: int = Field(description="The caller's tenant's evaluations of the group.")
     fit_id: str
     r_hat: float
     ess: float
@@ -146,8 +146,9 @@ class QualityFit(_Body):
 
 class QualityInsights(_Body):
     """The quality posteriors per role, tool and model, and the latest fit. Fits pool the
-    evaluations of every tenant: the figures describe roles, tools and models, not a
-    tenant's work."""
+    evaluations of every tenant (they describe roles, tools and models, not a tenant's
+    work), but a tenant sees only the groups its own evaluations touched, and every count
+    is of its own evaluations."""
 
     groups: list[QualityGroup]
     last_fit: QualityFit | None = Field(description="The latest fit, converged or not.")

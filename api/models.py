@@ -24,6 +24,9 @@ TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled
 # PARTITION:OFFSET, as events.Position writes it; the digit counts keep both numbers inside
 # the integer and bigint columns they are compared with.
 POSITION_PATTERN = r"^[0-9]{1,9}:[0-9]{1,18}$"
+# What a cursor this API issues looks like (unpadded base64url); one that matches may still
+# not be ours, and is refused with a 422 naming query.cursor.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,1024}$"
 
 
 class _Body(BaseModel):
@@ -390,3 +393,121 @@ class ErrorBody(_Body):
     """The body of every error answer."""
 
     error: ErrorDetail
+
+
+# -- identity ------------------------------------------------------------------------------
+
+
+class TokenPair(_Body):
+    """What /auth/token hands out: a short-lived access token and a refresh token."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int = Field(description="Seconds the access token is valid.")
+    refresh_token: str
+    refresh_expires_in: int = Field(description="Seconds the refresh token is valid.")
+
+
+class Me(_Body):
+    """The caller, as the API sees it."""
+
+    tenant_id: str
+    credential: Literal["jwt", "api_key"]
+    user_id: str | None
+    key_id: str | None
+    role: Literal["admin", "operator", "viewer"] | None
+    scopes: list[str]
+    expires_at: datetime | None
+
+
+class CreateTenant(_Body):
+    """A tenant to create: its name, and its id (made from the name when absent)."""
+
+    name: str = Field(min_length=1, max_length=200)
+    tenant_id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class IssueKey(_Body):
+    """A key to issue: a name, its scopes (the issuer's own when absent), an expiry."""
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[str] | None = Field(None, max_length=64)
+    expires_at: datetime | None = None
+
+
+class ApiKeyIssuedBody(_Body):
+    """A key, shown once: ``key`` is never shown again."""
+
+    key_id: str
+    key: str = Field(description="wr_<prefix>_<secret>: store it now, it is shown once.")
+    prefix: str
+    name: str
+    scopes: list[str]
+    tenant_id: str
+    user_id: str | None
+    expires_at: datetime | None
+
+
+class TenantCreatedBody(_Body):
+    """A new tenant and its first admin key, shown once."""
+
+    tenant_id: str
+    name: str
+    api_key: ApiKeyIssuedBody
+
+
+class ApiKeyInfo(_Body):
+    """A key as listed: never its secret."""
+
+    key_id: str
+    prefix: str
+    name: str
+    scopes: list[str]
+    user_id: str | None
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyList(_Body):
+    """The tenant's keys, newest first."""
+
+    keys: list[ApiKeyInfo]
+
+
+class CreateUser(_Body):
+    """A user to create."""
+
+    username: str = Field(pattern=r"^[A-Za-z0-9._@+-]{1,200}$")
+    password: str = Field(min_length=12, max_length=1_024)
+    role: Literal["admin", "operator", "viewer"]
+
+
+class ChangeRole(_Body):
+    """The user's new role."""
+
+    role: Literal["admin", "operator", "viewer"]
+
+
+class DisableUser(_Body):
+    """Why the user is disabled, if the caller says."""
+
+    reason: str | None = Field(None, max_length=MAX_REASON)
+
+
+class UserInfo(_Body):
+    """A user as listed: never the password hash."""
+
+    user_id: str
+    username: str
+    role: Literal["admin", "operator", "viewer"]
+    created_at: datetime
+    disabled_at: datetime | None
+
+
+class UserList(_Body):
+    """The tenant's users, newest first."""
+
+    users: list[UserInfo]

@@ -15,7 +15,7 @@ import structlog
 from fastapi import APIRouter, Path, Query
 
 from api._inspection import AlertCursor, fetch_alert, list_alerts
-from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
+from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
 from api.errors import AlertAlreadyAcknowledged, AlertNotFound, InvalidRequest
 from api.inspection_models import (
     MAX_ALERT_ID,
@@ -24,12 +24,15 @@ from api.inspection_models import (
     AlertPage,
     AlertStatus,
 )
-from api.models import ErrorBody
+from api.models import CURSOR_PATTERN, ErrorBody
 from events import AlertAcknowledged, AlertLevel, Event
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+Reader = Annotated[Principal, require("alerts:read")]
+Writer = Annotated[Principal, require("alerts:write", write=True)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (404, 409, 422, 503)
@@ -42,12 +45,12 @@ AlertId = Annotated[str, Path(min_length=1, max_length=MAX_ALERT_ID)]
 @router.get("/", response_model=AlertPage, include_in_schema=False)
 async def list_alerts_page(
     resources: ResourcesDep,
-    principal: PrincipalDep,
+    principal: Reader,
     level: AlertLevel | None = None,
     task_id: uuid.UUID | None = None,
     status: AlertStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1024)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, max_length=1024)] = None,
     wait_for: WaitFor = None,
 ) -> AlertPage:
     """The caller's alerts, newest first, a page at a time; filter by level, task and
@@ -59,7 +62,7 @@ async def list_alerts_page(
         except ValueError as exc:
             raise InvalidRequest("query.cursor", str(exc)) from exc
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         alerts, next_page = await list_alerts(
             conn,
             principal.tenant_id,
@@ -82,14 +85,14 @@ async def list_alerts_page(
 async def acknowledge_alert(
     alert_id: AlertId,
     resources: ResourcesDep,
-    principal: PrincipalDep,
+    principal: Writer,
     body: AcknowledgeAlert | None = None,
     wait_for: WaitFor = None,
 ) -> AlertAccepted:
     """Publish alert.acknowledged unless the alert is acknowledged already. A cleared alert
     can still be acknowledged: someone has looked at it."""
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         alert = await fetch_alert(conn, principal.tenant_id, alert_id)
     if alert is None:
         raise AlertNotFound(

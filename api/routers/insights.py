@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api._inspection import fetch_quality
-from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
+from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
 from api.inspection_models import QualityInsights
 from api.models import ErrorBody
 
@@ -21,7 +21,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 )
 async def get_quality(
     resources: ResourcesDep,
-    principal: PrincipalDep,
+    principal: Annotated[Principal, require("insights:read")],
     role: Annotated[str | None, Query(max_length=200)] = None,
     tool: Annotated[str | None, Query(max_length=200)] = None,
     wait_for: WaitFor = None,
@@ -29,11 +29,10 @@ async def get_quality(
     """The quality posterior of each (role, tool, model) group from the newest converged fit
     of the hierarchical model that had the group, and the latest fit with its convergence.
 
-    Fits pool every tenant's evaluations, so every caller reads the same figures; they
-    describe roles, tools and models, never a tenant's tasks. Empty until the first fit.
+    Fits pool every tenant's evaluations, but the caller sees only the groups its tenant's
+    own evaluations touched, with its own counts. Empty until the first fit.
     """
-    del principal  # authenticated like every route; nothing here is tenant data
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
-        groups, last_fit = await fetch_quality(conn, role=role, tool=tool)
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
+        groups, last_fit = await fetch_quality(conn, principal.tenant_id, role=role, tool=tool)
     return QualityInsights(groups=groups, last_fit=last_fit)

@@ -25,10 +25,11 @@ from api._readmodels import (
     fetch_thoughts,
     list_tasks,
 )
-from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
+from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
 from api.errors import InvalidRequest, TaskNotFound, TaskTerminal
 from api.inspection_models import TaskEvaluations
 from api.models import (
+    CURSOR_PATTERN,
     TERMINAL_STATUSES,
     Accepted,
     CancelTask,
@@ -46,6 +47,9 @@ from events import Event, TaskCancelled, TaskSubmitted
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+Reader = Annotated[Principal, require("tasks:read")]
+Writer = Annotated[Principal, require("tasks:write", write=True)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (404, 409, 422, 503)
@@ -65,7 +69,7 @@ def _not_found(task_id: uuid.UUID) -> TaskNotFound:
 )
 @router.post("/", status_code=202, response_model=Accepted, include_in_schema=False)
 async def submit_task(
-    body: SubmitTask, response: Response, resources: ResourcesDep, principal: PrincipalDep
+    body: SubmitTask, response: Response, resources: ResourcesDep, principal: Writer
 ) -> Accepted:
     """Publish task.submitted; the task exists once the projector applies it."""
     task_id = uuid.uuid4()
@@ -87,10 +91,10 @@ async def submit_task(
 @router.get("/", response_model=TaskPage, include_in_schema=False)
 async def list_tasks_page(
     resources: ResourcesDep,
-    principal: PrincipalDep,
+    principal: Reader,
     status: TaskStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, max_length=512)] = None,
 ) -> TaskPage:
     """The caller's tasks, newest first, a page at a time."""
     after = None
@@ -99,7 +103,7 @@ async def list_tasks_page(
             after = Cursor.decode(cursor)
         except ValueError as exc:
             raise InvalidRequest("query.cursor", str(exc)) from exc
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         tasks, next_page = await list_tasks(
             conn, principal.tenant_id, status=status, limit=limit, after=after
         )
@@ -108,16 +112,15 @@ async def list_tasks_page(
 
 @router.get("/{task_id}", response_model=TaskDetail, responses=_ERRORS, summary="Get a task")
 async def get_task(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
 ) -> TaskDetail:
     """The task's read model row, its roles with their tools, its plan (null until the task
     is planned), its steps in plan order, its progress (null until execution reports some)
     and its summary and output (null until it completes)."""
     await wait_for_position(resources, wait_for)
-    async with (
-        resources.database.connection() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
+    async with resources.tenant_database.tenant(
+        principal.tenant_id, isolation="repeatable_read"
+    ) as conn:
         # One snapshot: the roles and the plan are those of the same projector batch.
         task = await fetch_task_detail(conn, principal.tenant_id, task_id)
         if task is not None and task.status == "completed":
@@ -136,11 +139,11 @@ async def get_task(
     summary="Task reasoning",
 )
 async def get_task_thoughts(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
 ) -> TaskThoughts:
     """Every thought the reasoners recorded while working on the task, in log order."""
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         if await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
         thoughts = await fetch_thoughts(conn, task_id)
@@ -149,15 +152,14 @@ async def get_task_thoughts(
 
 @router.get("/{task_id}/steps", response_model=TaskSteps, responses=_ERRORS, summary="Task steps")
 async def get_task_steps(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
 ) -> TaskSteps:
     """Each stage of the plan as it executed, with its tool calls and recoveries in log
     order. Tool results are user content: read them in the task's history (``/events``)."""
     await wait_for_position(resources, wait_for)
-    async with (
-        resources.database.connection() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
+    async with resources.tenant_database.tenant(
+        principal.tenant_id, isolation="repeatable_read"
+    ) as conn:
         # One snapshot: a step, its calls and its recoveries are those of the same batch.
         if await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
@@ -172,15 +174,14 @@ async def get_task_steps(
     summary="Task evaluations",
 )
 async def get_task_evaluations(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
 ) -> TaskEvaluations:
     """Every evaluation of the task's outputs in log order: each attempt's checks, its
     quality score with the credible interval and confidence, and the decision taken."""
     await wait_for_position(resources, wait_for)
-    async with (
-        resources.database.connection() as conn,
-        conn.transaction(isolation="repeatable_read", readonly=True),
-    ):
+    async with resources.tenant_database.tenant(
+        principal.tenant_id, isolation="repeatable_read"
+    ) as conn:
         if await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
         evaluations = await fetch_evaluations(conn, principal.tenant_id, task_id)
@@ -191,12 +192,12 @@ async def get_task_evaluations(
     "/{task_id}/events", response_model=TaskHistory, responses=_ERRORS, summary="Task history"
 )
 async def get_task_events(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
 ) -> TaskHistory:
     """Every event of the task in log order, from the archive, decrypted and upcast."""
     await wait_for_position(resources, wait_for)
     topic = resources.settings.topic("events")
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         records = await fetch_history(conn, topic, principal.tenant_id, task_id)
         if not records and await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
@@ -213,13 +214,13 @@ async def get_task_events(
 async def cancel_task(
     task_id: uuid.UUID,
     resources: ResourcesDep,
-    principal: PrincipalDep,
+    principal: Writer,
     body: CancelTask | None = None,
     wait_for: WaitFor = None,
 ) -> Accepted:
     """Publish task.cancelled unless the task has already ended."""
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         task = await fetch_task(conn, principal.tenant_id, task_id)
     if task is None:
         raise _not_found(task_id)

@@ -3,12 +3,12 @@ each tool's health."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 
 from api._execution import fetch_tool_stats, no_calls
-from api.deps import PrincipalDep, ResourcesDep, WaitFor, wait_for_position
+from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
 from api.models import ErrorBody, ToolCostHints, ToolHealthReport, ToolInfo, ToolList
 
 router = APIRouter(prefix="/tools", tags=["tools"])
@@ -19,14 +19,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for sta
 @router.get("", response_model=ToolList, responses=_ERRORS, summary="List tools")
 @router.get("/", response_model=ToolList, include_in_schema=False)
 async def list_tools(
-    resources: ResourcesDep, principal: PrincipalDep, wait_for: WaitFor = None
+    resources: ResourcesDep,
+    principal: Annotated[Principal, require("tools:read")],
+    wait_for: WaitFor = None,
 ) -> ToolList:
     """Every tool of the agents' registry (the built-in tools and those of
     WRENCH_TOOL_MODULES; the newest version of each) by name: the descriptor, statistics of
     its calls in the caller's tenant, overall and per task type, and its health (probed at
     most every 30 s, each probe given 2 s; null for a descriptor with no implementation)."""
     await wait_for_position(resources, wait_for)
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         observed = await fetch_tool_stats(conn, principal.tenant_id)
     health = await resources.tools.current()
     tools = []

@@ -16,21 +16,73 @@ from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI
 
 from api import create_app
-from events import Codec, Event, Position, create_consumer
+from api.security import TokenService, api_key_pepper, hash_secret, new_api_key
+from events import Codec, Event, Position, create_consumer, role_scopes
 from projections import headers_to_json
 from wrenchai.settings import Settings
 
 START = Position(0, 0)
 
 
+ADMIN_SCOPES = sorted(role_scopes("admin"))
+TEST_KEY_ID = "test-admin-key"
+"""The key id of the test client's API key; events it causes have the actor
+``apikey:test-admin-key``."""
+
+
 @asynccontextmanager
-async def serve(settings: Settings, app: FastAPI | None = None) -> AsyncIterator[httpx.AsyncClient]:
-    """A client talking to the app in process, with the app's lifespan running around it."""
+async def serve(
+    settings: Settings, app: FastAPI | None = None, *, api_key: str | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client talking to the app in process, with the app's lifespan running around it,
+    sending ``api_key`` with every request when given."""
     app = app or create_app(settings)
+    headers = {"X-API-Key": api_key} if api_key else {}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api.test", headers=headers
+        ) as client:
             yield client
+
+
+async def seed_tenant(db: asyncpg.Connection, tenant_id: str = "default") -> None:
+    """A tenants row, as the projector writes it from tenant.created."""
+    await db.execute(
+        """INSERT INTO tenants (tenant_id, name, created_at, event_id) VALUES ($1, $1, now(), $2)
+           ON CONFLICT DO NOTHING""",
+        tenant_id,
+        uuid.uuid4(),
+    )
+
+
+async def seed_api_key(
+    db: asyncpg.Connection,
+    settings: Settings,
+    *,
+    tenant_id: str = "default",
+    scopes: list[str] | None = None,
+    user_id: str | None = None,
+    key_id: str | None = None,
+) -> str:
+    """An API key of ``tenant_id`` written straight into the read model, as the projector
+    writes it from apikey.issued; returns the token to send."""
+    await seed_tenant(db, tenant_id)
+    new = new_api_key()
+    pepper = api_key_pepper(settings, TokenService(settings))
+    await db.execute(
+        """INSERT INTO api_keys (key_id, tenant_id, prefix, secret_hash, name, scopes, user_id,
+               created_by, created_at, event_id)
+           VALUES ($1, $2, $3, $4, 'test key', $5, $6, 'system:tests', now(), $7)""",
+        key_id or uuid.uuid4().hex,
+        tenant_id,
+        new.prefix,
+        hash_secret(pepper, new.secret),
+        ADMIN_SCOPES if scopes is None else scopes,
+        user_id,
+        uuid.uuid4(),
+    )
+    return new.token
 
 
 async def insert_task(

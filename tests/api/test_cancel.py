@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from events import Codec, Position, TaskCancelled
-from tests.api._support import error_fields, insert_task, read_record
+from tests.api._support import TEST_KEY_ID, error_fields, insert_task, read_record
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics")
@@ -65,7 +65,7 @@ async def test_cancel_publishes_task_cancelled_with_the_tasks_tenant(
     assert event.type == "task.cancelled"
     assert event.task_id == task_id
     assert event.tenant_id == "default"
-    assert event.actor.id == "anonymous"
+    assert event.actor.id == f"apikey:{TEST_KEY_ID}"
     assert event.payload == TaskCancelled(reason="too slow")
 
 

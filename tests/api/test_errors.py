@@ -13,8 +13,9 @@ import structlog
 
 import api.errors
 from api import create_app
+from api.security import new_api_key
 from events import TaskSubmitted
-from tests.api._support import insert_task, serve
+from tests.api._support import insert_task, seed_api_key, serve
 from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 
@@ -140,7 +141,7 @@ async def test_publishing_with_the_broker_down_is_503_broker_unavailable_quickly
         update={"kafka_bootstrap": f"127.0.0.1:{port}", "kafka_request_timeout_ms": 1000}
     )
     task_id = await insert_task(db)
-    async with serve(down) as client:
+    async with serve(down, api_key=await seed_api_key(db, settings)) as client:
         async with asyncio.timeout(10):
             submit = await client.post("/tasks", json={"description": "d"})
             cancel = await client.post(f"/tasks/{task_id}/cancel")
@@ -159,13 +160,14 @@ async def test_publishing_with_the_broker_down_is_503_broker_unavailable_quickly
 async def test_reads_with_the_database_down_are_503_database_unavailable(
     settings: Settings,
 ) -> None:
-    """With nothing at the database address the app starts anyway; every read answers
-    DATABASE_UNAVAILABLE, while a submit, which only needs the log, still succeeds."""
+    """With nothing at the database address the app starts anyway; every request answers
+    DATABASE_UNAVAILABLE, a submit too: credentials are checked against Postgres, and a
+    request that cannot be authenticated is not accepted."""
     down = settings.model_copy(
         update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
     )
     task_id = uuid.uuid4()
-    async with serve(down) as client:
+    async with serve(down, api_key=new_api_key().token) as client:
         reads = [
             await client.get(f"/tasks/{task_id}"),
             await client.get("/tasks"),
@@ -175,10 +177,9 @@ async def test_reads_with_the_database_down_are_503_database_unavailable(
         ]
         submit = await client.post("/tasks", json={"description": "still accepted"})
 
-    for response in reads:
+    for response in [*reads, submit]:
         assert response.status_code == 503
         assert _error(response)["code"] == "DATABASE_UNAVAILABLE"
-    assert submit.status_code == 202
 
 
 async def test_losing_the_database_after_start_is_503_database_unavailable(

@@ -20,7 +20,7 @@ from events import (
     TaskSubmitted,
     generate_key,
 )
-from tests.api._support import archive, error_fields, insert_task
+from tests.api._support import TEST_KEY_ID, archive, error_fields, insert_task
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics")
@@ -55,7 +55,7 @@ async def test_history_lists_submitted_then_cancelled_in_log_order(
         "correlation_id", "causation_id", "payload", "position",
     }  # fmt: skip
     assert first["payload"] == {"description": "Plan a trip", "constraints": None, "timeout": 3600}
-    assert first["actor"] == {"kind": "user", "id": "anonymous"}
+    assert first["actor"] == {"kind": "user", "id": f"apikey:{TEST_KEY_ID}"}
     assert first["tenant_id"] == "default"
     assert first["schema_version"] == 1
     assert events[1]["payload"] == {"reason": "no time"}

@@ -24,7 +24,7 @@ from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics", "projector")
 
-TENANT = "default"  # the tenant of the API's anonymous principal
+TENANT = "default"  # the tenant of the test client's API key
 
 
 async def _publish(producer: EventProducer, events: list[Event]) -> str:
@@ -211,16 +211,37 @@ async def test_a_tasks_evaluations_in_log_order(
         assert missing.json()["error"]["code"] == "TASK_NOT_FOUND"
 
 
-async def test_quality_insights_show_the_posteriors_and_the_last_fit(
+async def test_quality_insights_show_the_tenants_own_groups_of_the_pooled_fit(
     client: httpx.AsyncClient, producer: EventProducer
 ) -> None:
-    """Before any fit: nothing. Then each group from the newest converged fit that had it,
-    and the last fit as it was, converged or not; role and tool filter the groups."""
+    """Before any fit: nothing. Then each group the tenant's own evaluations touched, from
+    the newest converged fit that had it, with the tenant's own counts; a group only another
+    tenant used stays hidden, and so does how many evaluations other tenants have; role and
+    tool filter the groups."""
     empty = await client.get("/insights/quality")
     assert empty.status_code == 200 and empty.json() == {"groups": [], "last_fit": None}
 
+    mine = submitted("judged", tenant_id=TENANT)
+    theirs = submitted("judged elsewhere", tenant_id="globex")
+    judged = [
+        mine,
+        evaluation(mine),
+        evaluation(mine, "draft", role="writer", tool="llm.generate", model="gpt-4o-mini"),
+        evaluation(mine, "draft", 2, role="writer", tool="llm.generate", model="gpt-4o-mini"),
+        theirs,
+        evaluation(theirs, role="analyst", tool="code.python"),
+        evaluation(theirs, "again"),
+    ]
+    await _publish(producer, judged)
     fits = [
-        fitted("fit-1", [group(alpha=4, beta=4), group("writer", "llm.generate", "gpt-4o-mini")]),
+        fitted(
+            "fit-1",
+            [
+                group(alpha=4, beta=4),
+                group("writer", "llm.generate", "gpt-4o-mini"),
+                group("analyst", "code.python"),
+            ],
+        ),
         fitted("fit-2", [group(alpha=9, beta=1)], minutes=10),
         fitted("fit-3", [group(alpha=1, beta=9)], minutes=20, converged=False),
     ]
@@ -232,10 +253,11 @@ async def test_quality_insights_show_the_posteriors_and_the_last_fit(
     assert (researcher["role"], researcher["model"], researcher["alpha"]) == ("researcher", None, 9)
     assert researcher["fit_id"] == "fit-2" and researcher["mean"] == 0.9
     assert len(researcher["interval"]) == 2 and researcher["r_hat"] == 1.004
-    assert (writer["model"], writer["fit_id"]) == ("gpt-4o-mini", "fit-1")
+    assert researcher["evaluations"] == 1, "the tenant's own count, not the fit's"
+    assert (writer["model"], writer["fit_id"], writer["evaluations"]) == ("gpt-4o-mini", "fit-1", 2)
     last = body["last_fit"]
     assert (last["fit_id"], last["converged"], last["r_hat_max"]) == ("fit-3", False, 1.31)
-    assert last["reason"] and last["groups"] == 1 and last["evaluations"] == 24
+    assert last["reason"] and last["groups"] == 2 and last["evaluations"] == 3
     only = (await client.get("/insights/quality", params={"tool": "llm.generate"})).json()
     assert [g["role"] for g in only["groups"]] == ["writer"]
 

@@ -14,7 +14,7 @@ from tests.projections.conftest import submitted
 
 pytestmark = pytest.mark.usefixtures("db", "topics", "projector")
 
-TENANT = "default"  # the tenant of the API's anonymous principal
+TENANT = "default"  # the tenant of the test client's API key
 
 
 async def _publish(producer: EventProducer, events: list[Event]) -> str:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from events import Position
-from tests.api._support import error_fields, insert_task, serve, set_projector_offset
+from tests.api._support import error_fields, insert_task, seed_api_key, serve, set_projector_offset
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics")
@@ -74,7 +74,7 @@ async def test_wait_for_is_not_satisfied_by_an_offset_at_the_position(
     task_id = await insert_task(db, position=Position(0, 4))
     await set_projector_offset(db, settings, 0, 4)
 
-    async with serve(short) as client:
+    async with serve(short, api_key=await seed_api_key(db, settings)) as client:
         started = time.monotonic()
         response = await client.get(f"/tasks/{task_id}", params={"wait_for": "0:4"})
         waited = time.monotonic() - started
@@ -89,7 +89,7 @@ async def test_wait_for_that_times_out_answers_404_when_still_absent(
     """A position the projector never reaches ends the wait at read_wait_timeout_s with the
     usual 404, not an error of its own."""
     short = settings.model_copy(update={"read_wait_timeout_s": 0.2})
-    async with serve(short) as client:
+    async with serve(short, api_key=await seed_api_key(db, settings)) as client:
         response = await client.get(f"/tasks/{uuid.uuid4()}", params={"wait_for": "2:99"})
 
     assert response.status_code == 404

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from api.models import MAX_DESCRIPTION, MAX_TIMEOUT_S
 from events import Codec, Position, TaskSubmitted
-from tests.api._support import error_fields, read_record
+from tests.api._support import TEST_KEY_ID, error_fields, read_record
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics")
@@ -44,7 +44,7 @@ async def test_submit_publishes_an_encrypted_task_submitted_event(
     assert event.type == "task.submitted"
     assert event.task_id == task_id
     assert event.tenant_id == settings.default_tenant
-    assert (event.actor.kind, event.actor.id) == ("user", "anonymous")
+    assert (event.actor.kind, event.actor.id) == ("user", f"apikey:{TEST_KEY_ID}")
     assert isinstance(event.payload, TaskSubmitted)
     assert event.payload.description == description
     assert event.payload.constraints == {"budget_usd": 2}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -13,12 +14,12 @@ from api._tool_health import ToolHealthBoard
 from events import EventProducer
 from processors.tools import ToolRegistry, ToolSpec, builtin_registry
 from processors.tools.builtin import Tool, ToolHealth
-from tests.api._support import serve
+from tests.api._support import seed_api_key, serve
 from tests.events.execution_samples import SEARCH_TIMEOUT, TASK_TYPE, Story
 from tests.projections.conftest import submitted
 from wrenchai.settings import Settings
 
-TENANT = "default"  # the tenant of the API's anonymous principal
+TENANT = "default"  # the tenant of the test client's API key
 
 
 def _descriptor(spec: ToolSpec) -> dict[str, Any]:
@@ -130,14 +131,14 @@ def register(registry: ToolRegistry, tools: dict[str, Tool], settings: Settings)
     registry.register(ECHO)
 
 
-@pytest.mark.usefixtures("db", "topics")
+@pytest.mark.usefixtures("topics")
 async def test_tools_of_a_tool_module_are_listed_and_without_an_implementation_no_health(
-    settings: Settings,
+    settings: Settings, db: asyncpg.Connection
 ) -> None:
     """/tools lists the registry the agents load, WRENCH_TOOL_MODULES included; a descriptor
     with no implementation has a null health."""
     with_module = settings.model_copy(update={"tool_modules": __name__})
-    async with serve(with_module) as client:
+    async with serve(with_module, api_key=await seed_api_key(db, settings)) as client:
         tools = {t["name"]: t for t in (await client.get("/tools")).json()["tools"]}
     assert set(tools) == {*builtin_registry().names(), "local.echo"}
     assert tools["local.echo"]["health"] is None
