@@ -25,15 +25,17 @@ from typing import Any, TypeVar
 
 import httpx
 import structlog
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
-from events import bootstrap_topics, generate_key
+from events import bootstrap_topics
 from projections._db import connect
 from projections._migrate import migrate
 from projections._restore import RestoreReport, restore_all
+from wrenchai._bootstrap import Bootstrap, bootstrap_admin
+from wrenchai._state import record_stack, secret_files, with_generated_secrets
 from wrenchai._supervisor import Child, stop_all
 from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, require_free_port
-from wrenchai.errors import ConfigurationError
+from wrenchai.errors import ConfigurationError, WrenchError
 from wrenchai.logging import configure_logging
 from wrenchai.settings import _SECRET_FIELDS, Settings
 
@@ -77,7 +79,6 @@ class Embedded:
 
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
-    key_file: Path | None = None
 
     def stop(self) -> None:
         """The broker, then Postgres (fast shutdown); each killed if it overruns its share."""
@@ -110,7 +111,7 @@ def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
     configure_logging(settings, process="dev")
     # The supervisor polls /health; one line per poll would drown the children's output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = _with_key(settings, state_dir, embedded)
+    settings = with_generated_secrets(settings, state_dir)
     # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C, so the
     # finally below stops whatever already started.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -131,28 +132,6 @@ def _dev_settings(settings: Settings, api_port: int) -> Settings:
     update = {k: v for k, v in DEV_DEFAULTS.items() if k not in settings.model_fields_set}
     update["api_port"] = api_port
     return settings.model_copy(update=update)
-
-
-def _with_key(settings: Settings, state_dir: Path, embedded: Embedded) -> Settings:
-    """Without a configured key, use one kept in the state directory, so content encrypted
-    in one run decrypts in the next."""
-    if settings.encryption_keys is not None:
-        return settings
-    embedded.key_file = _ensure_key_file(state_dir / "encryption.key")
-    key = SecretStr(embedded.key_file.read_text().strip())
-    return settings.model_copy(update={"encryption_keys": key})
-
-
-def _ensure_key_file(path: Path) -> Path:
-    """Create ``path`` with a fresh Fernet key (mode 0600) unless it already exists."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path
-    with os.fdopen(fd, "w") as out:
-        out.write(generate_key() + "\n")
-    log.info("encryption key created", path=str(path))
-    return path
 
 
 def _start_embedded(
@@ -177,14 +156,14 @@ def _start_embedded(
 
 
 def child_environment(
-    settings: Settings, inherited: Mapping[str, str], key_file: Path | None = None
+    settings: Settings, inherited: Mapping[str, str], secret_files: Mapping[str, Path] = {}
 ) -> dict[str, str]:
     """The environment of every child: ``inherited`` with each setting written as its
     ``WRENCH_*`` variable, so the children run with exactly the supervisor's configuration.
 
     This is the one place that reads ``os.environ`` besides Settings: children need PATH,
-    HOME and the rest of it. Secrets are not copied into variables: a generated key is passed
-    as ``WRENCH_ENCRYPTION_KEYS_FILE``; a key the user configured is inherited as it was.
+    HOME and the rest of it. Secrets are not copied into variables: each one in
+    ``secret_files`` is passed as ``WRENCH_<NAME>_FILE`` and its variable removed.
     """
     env = dict(inherited)
     env["PYTHONUNBUFFERED"] = "1"  # so each child's log file is current, line by line
@@ -194,9 +173,9 @@ def child_environment(
             env.pop(variable, None)
         else:
             env[variable] = value if isinstance(value, str) else json.dumps(value)
-    if key_file is not None:
-        env.pop("WRENCH_ENCRYPTION_KEYS", None)
-        env["WRENCH_ENCRYPTION_KEYS_FILE"] = str(key_file)
+    for name, path in secret_files.items():
+        env.pop(f"WRENCH_{name.upper()}", None)
+        env[f"WRENCH_{name.upper()}_FILE"] = str(path)
     return env
 
 
@@ -255,7 +234,9 @@ async def _supervise(
     for report in reports:
         if report.outcome == "restored":
             print(report, flush=True)
-    env = child_environment(settings, os.environ, embedded.key_file)
+    files = secret_files(settings, state_dir)
+    record_stack(settings, state_dir, f"http://127.0.0.1:{api_port}", files)
+    env = child_environment(settings, os.environ, files)
     projector, workers, api = build_children(env, state_dir / "logs", api_port)
     for child in (projector, *workers, api):
         child.start()
@@ -322,12 +303,16 @@ async def _watch_embedded(embedded: Embedded, stop: asyncio.Event) -> None:
 async def _announce(
     settings: Settings, state_dir: Path, api_port: int, embedded: Embedded, started: float
 ) -> None:
-    """Print where everything is once the API answers /health."""
+    """Once the API answers /health, make the bootstrap admin on a first start and print
+    where everything is, with a curl line that uses the admin key."""
     base = f"http://127.0.0.1:{api_port}"
     ready = await _wait_healthy(f"{base}/health", READY_TIMEOUT_S)
+    admin = await _bootstrap(settings, state_dir)
     elapsed = time.monotonic() - started
     status = f"ready in {elapsed:.1f}s" if ready else "started, but /health does not answer yet"
     postgres = embedded.postgres.url() if embedded.postgres else "(WRENCH_DATABASE_URL)"
+    key = admin.key_file if admin else state_dir / "admin-api-key"
+    created = " (created now)" if admin and admin.created else ""
     print(
         f"\nWrenchAI dev stack {status}\n"
         f"  API          {base}\n"
@@ -336,12 +321,25 @@ async def _announce(
         f"  Postgres     {postgres}\n"
         f"  state dir    {state_dir}\n"
         f"  logs         {state_dir / 'logs'}\n"
+        f"  admin key    {key}{created}\n"
+        f"  admin login  user 'admin', password in {state_dir / 'admin-password'}\n"
         f"Submit a task:\n"
-        f"  curl -s -X POST {base}/tasks -H 'content-type: application/json' "
+        f'  curl -s -X POST {base}/tasks -H "X-API-Key: $(cat {key})" '
+        f"-H 'content-type: application/json' "
         f'-d \'{{"description": "Summarise the open incidents"}}\'\n'
         f"Ctrl-C stops everything.\n",
         flush=True,
     )
+
+
+async def _bootstrap(settings: Settings, state_dir: Path) -> Bootstrap | None:
+    """The bootstrap admin, made on a first start; None (and an error logged) when it could
+    not be, so the stack still runs and says so."""
+    try:
+        return await bootstrap_admin(settings, state_dir)
+    except WrenchError as exc:
+        log.error("bootstrap admin not created", reason=exc.message)
+        return None
 
 
 async def _wait_healthy(url: str, timeout_s: float) -> bool:

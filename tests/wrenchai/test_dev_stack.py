@@ -63,17 +63,24 @@ class DevStack:
         self.client = httpx.Client(base_url=self.base, timeout=15.0)
 
     def wait_ready(self) -> float:
-        """Seconds until /health answers 200."""
+        """Seconds until /health answers 200 and the bootstrap admin's key works; the
+        client sends that key from then on, as the README's curl lines do."""
         deadline = self.started + READY_TIMEOUT_S
+        healthy: float | None = None
+        key_file = self.state_dir / "admin-api-key"
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, f"dev exited early:\n{self.output.read_text()}"
             try:
-                if self.client.get("/health").status_code == 200:
-                    return time.monotonic() - self.started
+                if healthy is None and self.client.get("/health").status_code == 200:
+                    healthy = time.monotonic() - self.started
+                if healthy is not None and key_file.exists():
+                    self.client.headers["X-API-Key"] = key_file.read_text().strip()
+                    if self.client.get("/auth/me").status_code == 200:
+                        return healthy
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"no healthy API in {READY_TIMEOUT_S}s:\n{self.output.read_text()}")
+        raise AssertionError(f"no ready API in {READY_TIMEOUT_S}s:\n{self.output.read_text()}")
 
     def children(self) -> dict[str, int]:
         """The pid of each component the supervisor runs, by role."""

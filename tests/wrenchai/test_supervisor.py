@@ -86,7 +86,7 @@ def test_children_get_every_setting_but_secrets_travel_as_a_file(tmp_path: Path)
     key_file = tmp_path / "encryption.key"
     inherited = {"PATH": "/bin", "WRENCH_ENCRYPTION_KEYS": "old", "WRENCH_API_PORT": "1"}
 
-    env = child_environment(settings, inherited, key_file)
+    env = child_environment(settings, inherited, {"encryption_keys": key_file})
 
     assert env["PATH"] == "/bin"
     assert env["WRENCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:1234"
