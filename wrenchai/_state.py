@@ -49,7 +49,7 @@ _LEGACY_FILES = {"encryption_keys": "encryption.key"}
 def write_private(path: Path, text: str, *, replace: bool = True) -> bool:
     """Write ``text`` to ``path`` readable by its owner only (0600 from the start, never
     wider for a moment). Returns False when ``path`` exists and ``replace`` is off."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     try:
         fd = os.open(path, flags, 0o600)

@@ -2,41 +2,38 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import click
 
+from wrenchai._cli_common import command_settings, run
+from wrenchai._cli_identity import keys, tenants, users
 from wrenchai.errors import WrenchError
-from wrenchai.logging import configure_logging
-from wrenchai.settings import Settings
 
 T = TypeVar("T")
 
 
-def _settings(process: str) -> Settings:
-    settings = Settings()
-    configure_logging(settings, process=process)
-    return settings
-
-
-def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; a WrenchError becomes its message on stderr and exit status 1."""
-    try:
-        return asyncio.run(main())
-    except WrenchError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
 @click.group()
-def main() -> None:
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".wrenchai"),
+    envvar="WRENCH_STATE_DIR",
+    show_default=True,
+    help="A `wrenchai dev` state directory: admin commands find its broker and database "
+    "there (WRENCH_* variables still win).",
+)
+def main(state_dir: Path) -> None:
     """WrenchAI: an event-sourced platform for teams of AI agents."""
+    del state_dir  # read by each command through click's context
+
+
+main.add_command(tenants)
+main.add_command(tenants, name="tenant")
+main.add_command(users)
+main.add_command(keys)
 
 
 @main.command()
@@ -76,7 +73,7 @@ def api(host: str | None, port: int | None) -> None:
 
     from api.app import create_app
 
-    settings = _settings("api")
+    settings = command_settings("api")
     uvicorn.run(
         create_app(settings),
         host=host or settings.api_host,
@@ -92,8 +89,8 @@ def projector() -> None:
     """Run the projector: wrench.events into the archive and the read models."""
     from projections import run_projector
 
-    settings = _settings("projector")
-    _run(lambda: run_projector(settings))
+    settings = command_settings("projector")
+    run(lambda: run_projector(settings))
 
 
 @main.command()
@@ -108,7 +105,7 @@ def worker(name: str) -> None:
     if name not in known:
         click.echo(f"error: no worker called {name!r}; workers: {', '.join(known)}", err=True)
         sys.exit(2)
-    settings = _settings(name)
+    settings = command_settings(name)
     module = importlib.import_module(dict(WORKERS)[name])
     try:
         runner = module.worker(settings)
@@ -123,8 +120,8 @@ def migrate() -> None:
     """Apply the database migrations this database lacks."""
     from projections import migrate_database
 
-    settings = _settings("migrate")
-    applied = _run(lambda: migrate_database(settings))
+    settings = command_settings("migrate")
+    applied = run(lambda: migrate_database(settings))
     click.echo(
         f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "")
     )
@@ -140,8 +137,8 @@ def topics_create() -> None:
     """Create wrench.events, wrench.admin and wrench.dlq (existing ones are checked)."""
     from events import bootstrap_topics
 
-    settings = _settings("topics")
-    counts = _run(lambda: bootstrap_topics(settings))
+    settings = command_settings("topics")
+    counts = run(lambda: bootstrap_topics(settings))
     for name, count in sorted(counts.items()):
         click.echo(f"{name}: {count} partitions")
 
@@ -181,8 +178,8 @@ def projections_rebuild() -> None:
     in atomically."""
     from projections import rebuild_all
 
-    settings = _settings("rebuild")
-    for report in _run(lambda: rebuild_all(settings)):
+    settings = command_settings("rebuild")
+    for report in run(lambda: rebuild_all(settings)):
         click.echo(str(report))
 
 
@@ -196,8 +193,8 @@ def audit_verify() -> None:
     """Recompute the archive's hash chain; exit 1 at the first broken link."""
     from projections import verify_chain
 
-    settings = _settings("audit")
-    report = _run(lambda: verify_chain(settings))
+    settings = command_settings("audit")
+    report = run(lambda: verify_chain(settings))
     click.echo(str(report))
     sys.exit(0 if report.ok else 1)
 
@@ -215,8 +212,8 @@ def restore() -> None:
     """Republish the archive into an empty broker, every record at its original offset."""
     from projections import restore_all
 
-    settings = _settings("restore")
-    for report in _run(lambda: restore_all(settings)):
+    settings = command_settings("restore")
+    for report in run(lambda: restore_all(settings)):
         click.echo(str(report))
 
 

@@ -1,0 +1,45 @@
+"""What every command of the CLI shares: its settings (the environment, then the stack
+recorded in ``--state-dir``) and running a coroutine with errors as messages."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from wrenchai._state import settings_for
+from wrenchai.errors import WrenchError
+from wrenchai.logging import configure_logging
+from wrenchai.settings import Settings
+
+T = TypeVar("T")
+
+
+def command_settings(process: str) -> Settings:
+    """The settings of the running command, with logging set up for ``process``."""
+    context = click.get_current_context(silent=True)
+    state_dir: Path | None = None
+    if context is not None:
+        state_dir = context.find_root().params.get("state_dir")
+    try:
+        settings = settings_for(state_dir)
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    configure_logging(settings, process=process)
+    return settings
+
+
+def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine; a WrenchError becomes its message on stderr and exit status 1."""
+    try:
+        return asyncio.run(main())
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
