@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+from pydantic import SecretStr
 
 from events import (
     Actor,
@@ -56,7 +57,7 @@ async def publish(settings: Settings, count: int) -> None:
 
 
 async def time_projector(settings: Settings, count: int) -> float:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_dsn())
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stop=stop))
     started: float | None = None
@@ -76,7 +77,7 @@ async def time_projector(settings: Settings, count: int) -> float:
 
 
 async def time_baseline(settings: Settings, count: int) -> float:
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(settings.database_dsn())
     await conn.execute(
         'CREATE TABLE baseline (partition int, "offset" bigint, key bytea, value bytea)'
     )
@@ -115,7 +116,7 @@ async def main(count: int, batch_size: int) -> None:
         try:
             settings = Settings(
                 kafka_bootstrap=broker.bootstrap,
-                database_url=postgres.url(),
+                database_url=SecretStr(postgres.url()),
                 partitions=6,
                 kafka_session_timeout_ms=6_000,
                 kafka_rebalance_timeout_ms=6_000,
@@ -126,7 +127,7 @@ async def main(count: int, batch_size: int) -> None:
             )
             configure_logging(settings)
             await bootstrap_topics(settings)
-            conn = await asyncpg.connect(settings.database_url)
+            conn = await asyncpg.connect(settings.database_dsn())
             await migrate(conn)
             await conn.close()
             t0 = time.perf_counter()

@@ -45,7 +45,7 @@ def _jsonb_decode(data: bytes) -> Any:
 async def connect(settings: Settings, **kwargs: Any) -> asyncpg.Connection:
     """One connection, JSON columns as Python values."""
     try:
-        conn = await asyncpg.connect(settings.database_url, **kwargs)
+        conn = await asyncpg.connect(settings.database_dsn(), **kwargs)
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseUnavailable(
             f"cannot connect to Postgres ({exc}); check WRENCH_DATABASE_URL",
@@ -58,7 +58,7 @@ async def create_pool(settings: Settings, **kwargs: Any) -> asyncpg.Pool:
     """A pool of ``database_pool_size`` connections, JSON columns as Python values."""
     try:
         pool = await asyncpg.create_pool(
-            settings.database_url,
+            settings.database_dsn(),
             min_size=1,
             max_size=settings.database_pool_size,
             init=_init_connection,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from events import Codec, EventProducer, FernetCipher, bootstrap_topics, generate_key
 from projections._db import connect
@@ -84,7 +85,7 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
         kafka_bootstrap=broker.bootstrap,
         namespace=f"t{uuid.uuid4().hex[:10]}.",
         partitions=3,
-        database_url=database_url,
+        database_url=SecretStr(database_url),
         kafka_session_timeout_ms=6_000,
         kafka_rebalance_timeout_ms=6_000,
         kafka_fetch_max_wait_ms=20,

@@ -1,7 +1,10 @@
 """The one settings object. Every knob is a ``WRENCH_`` environment variable.
 
-Secrets also accept a ``*_FILE`` variant (``WRENCH_ENCRYPTION_KEYS_FILE``) that names a file
-holding the value, so they can come from a mounted secret instead of the environment.
+Secrets (and the RS256 public key, a PEM file more often than not) also accept a ``*_FILE``
+variant (``WRENCH_ENCRYPTION_KEYS_FILE``) that names a file holding the value, so they can come
+from a mounted secret instead of the environment. The file is read once, when the settings load;
+the variable itself wins when both are set. Secrets are ``SecretStr``: their repr is masked, and
+code asks for the value only at the edge that needs it (``database_dsn()``, a signer, a client).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ _SECRET_FIELDS = (
     "api_key_pepper",
     "llm_api_key",
     "alert_webhook_secret",
+    # Its password, when it has one, is in the URL.
+    "database_url",
 )
+# Read from ``WRENCH_<NAME>_FILE`` too: every secret, and PEM keys that are not secret.
+_FILE_FIELDS = (*_SECRET_FIELDS, "jwt_public_key")
 
 
 class Settings(BaseSettings):
@@ -66,9 +73,10 @@ class Settings(BaseSettings):
     )
 
     # -- Postgres ----------------------------------------------------------------------
-    database_url: str = Field(
-        "postgresql://postgres@127.0.0.1:5432/wrenchai",
-        description="Postgres connection URL of the read models and the event archive.",
+    database_url: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/wrenchai"),
+        description="Postgres connection URL of the read models and the event archive "
+        "(a secret: it may carry the password).",
     )
     database_pool_size: int = Field(10, ge=1, description="Connections per process pool.")
 
@@ -373,10 +381,11 @@ class Settings(BaseSettings):
         """Fill ``X`` from the file named by ``WRENCH_X_FILE`` when ``X`` itself is unset."""
         if not isinstance(data, dict):
             return data
-        for name in _SECRET_FIELDS:
-            path = os.environ.get(f"WRENCH_{name.upper()}_FILE")
-            if path and not data.get(name) and not os.environ.get(f"WRENCH_{name.upper()}"):
-                data = {**data, name: Path(path).read_text().strip()}
+        for name in _FILE_FIELDS:
+            variable = f"WRENCH_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if path and not data.get(name) and not os.environ.get(variable):
+                data = {**data, name: _read_value_file(variable, Path(path))}
         return data
 
     @field_validator("log_level")
@@ -394,6 +403,10 @@ class Settings(BaseSettings):
     def group(self, name: str) -> str:
         """The full name of a consumer group (``projector`` → ``wrench-projector``)."""
         return f"{self.namespace}wrench-{name}"
+
+    def database_dsn(self) -> str:
+        """The Postgres URL in clear, for the driver and nothing else (never log it)."""
+        return self.database_url.get_secret_value()
 
     def fernet_keys(self) -> list[str]:
         """The configured encryption keys, newest first."""
@@ -423,14 +436,29 @@ class Settings(BaseSettings):
         return env
 
 
+def _read_value_file(variable: str, path: Path) -> str:
+    """The value a ``*_FILE`` variable points at, without the trailing newline editors add."""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(
+            f"{variable}_FILE names {path}, which cannot be read ({exc.strerror}); point it "
+            f"at a readable file that holds the value, or set {variable} instead"
+        ) from exc
+
+
 def settings_markdown() -> str:
     """Every setting as a markdown table: variable, default, meaning (docs/operations.md)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default
+        if isinstance(default, SecretStr):
+            default = default.get_secret_value()  # a default is public: it is in this file
         shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
         meaning = (info.description or "").replace("|", "\\|")
         if name in _SECRET_FIELDS:
-            meaning += f" Also `WRENCH_{name.upper()}_FILE`."
+            meaning += f" Secret: or `WRENCH_{name.upper()}_FILE`, a file that holds it."
+        elif name in _FILE_FIELDS:
+            meaning += f" Or `WRENCH_{name.upper()}_FILE`, a file that holds it."
         lines.append(f"| `WRENCH_{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import httpx
 import structlog
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from events import bootstrap_topics
 from projections._db import connect
@@ -151,19 +151,23 @@ def _start_embedded(
             state_dir / "postgres", free_port(), logs / "postgres.log"
         )
         embedded.postgres.start()
-        update["database_url"] = embedded.postgres.url()
+        update["database_url"] = SecretStr(embedded.postgres.url())
     return settings.model_copy(update=update)
 
 
 def child_environment(
-    settings: Settings, inherited: Mapping[str, str], secret_files: Mapping[str, Path] = {}
+    settings: Settings, inherited: Mapping[str, str], secret_files: Mapping[str, Path]
 ) -> dict[str, str]:
     """The environment of every child: ``inherited`` with each setting written as its
     ``WRENCH_*`` variable, so the children run with exactly the supervisor's configuration.
 
     This is the one place that reads ``os.environ`` besides Settings: children need PATH,
-    HOME and the rest of it. Secrets are not copied into variables: each one in
-    ``secret_files`` is passed as ``WRENCH_<NAME>_FILE`` and its variable removed.
+    HOME and the rest of it. Secrets never travel as variables, because a process's
+    environment is readable by whatever can read ``/proc/<pid>/environ`` (issue 9, "Running
+    code safely"): every secret that is set goes as ``WRENCH_<NAME>_FILE`` naming its file in
+    ``secret_files`` (``wrenchai._state.secret_files`` writes them, 0600, under the state
+    directory), and the variable the supervisor inherited, or a ``_FILE`` pointing elsewhere,
+    is removed.
     """
     env = dict(inherited)
     env["PYTHONUNBUFFERED"] = "1"  # so each child's log file is current, line by line
@@ -173,9 +177,20 @@ def child_environment(
             env.pop(variable, None)
         else:
             env[variable] = value if isinstance(value, str) else json.dumps(value)
-    for name, path in secret_files.items():
-        env.pop(f"WRENCH_{name.upper()}", None)
-        env[f"WRENCH_{name.upper()}_FILE"] = str(path)
+    for name in _SECRET_FIELDS:
+        variable = f"WRENCH_{name.upper()}"
+        env.pop(variable, None)
+        env.pop(f"{variable}_FILE", None)
+        if getattr(settings, name) is None:
+            continue
+        if name not in secret_files:
+            # A child without it would fall back to a default (another database) or run
+            # without a key; better to stop here than to start a stack that half works.
+            raise ConfigurationError(
+                f"the secret {name} has no file to hand the children; pass "
+                "wrenchai._state.secret_files(settings, state_dir) as secret_files"
+            )
+        env[f"{variable}_FILE"] = str(secret_files[name])
     return env
 
 

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 import structlog
+from pydantic import SecretStr
 
 import api.errors
 from api import create_app
@@ -164,7 +165,7 @@ async def test_reads_with_the_database_down_are_503_database_unavailable(
     DATABASE_UNAVAILABLE, a submit too: credentials are checked against Postgres, and a
     request that cannot be authenticated is not accepted."""
     down = settings.model_copy(
-        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
+        update={"database_url": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/none")}
     )
     task_id = uuid.uuid4()
     async with serve(down, api_key=new_api_key().token) as client:
@@ -189,7 +190,7 @@ async def test_losing_the_database_after_start_is_503_database_unavailable(
     DATABASE_UNAVAILABLE instead of an internal error."""
     task_id = await insert_task(db)
     assert (await client.get(f"/tasks/{task_id}")).status_code == 200
-    name = settings.database_url.rpartition("/")[2]
+    name = settings.database_dsn().rpartition("/")[2]
     admin = await asyncpg.connect(postgres_url)
     try:
         await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from api._resources import LogEnd
 from events import SYSTEM, Event, EventProducer, TaskSubmitted
@@ -66,7 +67,7 @@ async def test_health_is_503_when_the_database_is_down(settings: Settings) -> No
     """With nothing listening at the database address the app still starts, and health
     says unhealthy: database false, broker true."""
     down = settings.model_copy(
-        update={"database_url": f"postgresql://postgres@127.0.0.1:{free_port()}/none"}
+        update={"database_url": SecretStr(f"postgresql://postgres@127.0.0.1:{free_port()}/none")}
     )
     async with serve(down) as client:
         response = await client.get("/health")

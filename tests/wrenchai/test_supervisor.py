@@ -83,14 +83,15 @@ def test_children_get_every_setting_but_secrets_travel_as_a_file(tmp_path: Path)
         kafka_session_timeout_ms=6_000,
         encryption_keys=SecretStr("secret-key"),
     )
-    key_file = tmp_path / "encryption.key"
+    key_file, url_file = tmp_path / "encryption.key", tmp_path / "database_url"
     inherited = {"PATH": "/bin", "WRENCH_ENCRYPTION_KEYS": "old", "WRENCH_API_PORT": "1"}
+    files = {"encryption_keys": key_file, "database_url": url_file}
 
-    env = child_environment(settings, inherited, {"encryption_keys": key_file})
+    env = child_environment(settings, inherited, files)
 
     assert env["PATH"] == "/bin"
     assert env["WRENCH_KAFKA_BOOTSTRAP"] == "127.0.0.1:1234"
-    assert env["WRENCH_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5555/wrenchai"
+    assert env["WRENCH_DATABASE_URL_FILE"] == str(url_file)
     assert env["WRENCH_KAFKA_SESSION_TIMEOUT_MS"] == "6000"
     assert env["WRENCH_API_PORT"] == str(settings.api_port)
     assert env["WRENCH_ENCRYPTION_KEYS_FILE"] == str(key_file)
