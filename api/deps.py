@@ -94,6 +94,7 @@ async def authenticate(
     bearer token is an access JWT. No credential or a bad one is 401 and a missing scope 403,
     each recorded as access.denied.
     """
+    api_key = api_key or None  # an empty header is no header
     token = api_key or bearer
     kind: Credential = "none"
     try:
