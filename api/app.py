@@ -8,6 +8,7 @@ from importlib import metadata
 
 from fastapi import FastAPI
 
+from api._hardening import install_hardening
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
@@ -40,11 +41,14 @@ def create_app(settings: Settings) -> FastAPI:
         title="WrenchAI API",
         version=_version(),
         description="Submit tasks to WrenchAI's agents and follow them through the event log.",
-        docs_url="/docs",
-        redoc_url="/redoc",
+        # WRENCH_DOCS_ENABLED=false takes the schema and both docs pages off the network.
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_hardening(app, settings)
     app.add_middleware(RequestContextMiddleware)
     app.include_router(auth.router)
     app.include_router(admin.router)

@@ -17,6 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 from api.models import ErrorBody, ErrorDetail
 from events import BrokerUnavailable
@@ -130,6 +132,9 @@ _CODE_BY_STATUS = {
     503: "SERVICE_UNAVAILABLE",
 }
 
+# The methods a 405's Allow header can name (a mount answers any method, so none is asked).
+_PROBED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
 INTERNAL_MESSAGE = "the server hit an unexpected error; quote the request id when reporting it"
 
 
@@ -233,7 +238,31 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _CODE_BY_STATUS.get(exc.status_code, f"HTTP_{exc.status_code}")
     message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ").lower()
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405 and (methods := allowed_methods(request)):
+        headers = {**(headers or {}), "Allow": ", ".join(methods)}
+    return error_response(exc.status_code, code, message, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the app serves at the request's path. Starlette's router answers a 405
+    from the first route whose path matches, so its Allow names that route's methods only
+    (``POST`` on /tasks, which serves GET too); this asks every route, one method at a time,
+    as the router would (FastAPI nests included routers, so routes are not a flat list)."""
+    routes = [route for route in request.app.routes if not isinstance(route, Mount)]
+    allowed = []
+    for method in _PROBED_METHODS:
+        probe: Scope = {
+            "type": "http",
+            "method": method,
+            "path": request.scope["path"],
+            "root_path": request.scope.get("root_path", ""),
+            "headers": [],
+            "query_string": b"",
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return allowed
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -43,10 +43,18 @@ class SubmitTask(_Body):
         "thresholds: stall_after_s, overrun_factor, low_quality_score, repeated_failures.",
         examples=[{"max_roles": 2, "alerts": {"stall_after_s": 30, "overrun_factor": 2}}],
     )
-    # strict: true, "60" and 60.5 are mistakes worth a 422, not values to coerce.
+    # strict: true, "60" and 60.5 are mistakes worth a 422, not values to coerce. 60.0 is
+    # not: JSON Schema's integer admits it, and so must an API whose schema says integer.
     timeout: int = Field(
         DEFAULT_TIMEOUT_S, ge=1, le=MAX_TIMEOUT_S, strict=True, description="Seconds."
     )
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _integral_float(cls, value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
     @field_validator("constraints")
     @classmethod
