@@ -75,8 +75,8 @@ class Settings(BaseSettings):
     # -- Postgres ----------------------------------------------------------------------
     database_url: SecretStr = Field(
         SecretStr("postgresql://postgres@127.0.0.1:5432/wrenchai"),
-        description="Postgres connection URL of the read models and the event archive "
-        "(a secret: it may carry the password).",
+        description="Postgres connection URL of the read models and the event archive; it "
+        "may carry the password.",
     )
     database_pool_size: int = Field(10, ge=1, description="Connections per process pool.")
 
@@ -424,7 +424,10 @@ class Settings(BaseSettings):
         return models
 
     def to_env(self) -> dict[str, str]:
-        """These settings as ``WRENCH_*`` variables, for a child process to read back."""
+        """These settings as ``WRENCH_*`` variables, for a child process to read back.
+
+        Secrets go in clear, so this is for tests and benchmarks; the dev stack hands its
+        children their secrets as files instead (``wrenchai.stack.child_environment``)."""
         env: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
@@ -457,8 +460,8 @@ def settings_markdown() -> str:
         shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
         meaning = (info.description or "").replace("|", "\\|")
         if name in _SECRET_FIELDS:
-            meaning += f" Secret: or `WRENCH_{name.upper()}_FILE`, a file that holds it."
+            meaning += f" A secret: `WRENCH_{name.upper()}_FILE` may name a file holding it."
         elif name in _FILE_FIELDS:
-            meaning += f" Or `WRENCH_{name.upper()}_FILE`, a file that holds it."
+            meaning += f" `WRENCH_{name.upper()}_FILE` may name a file holding it."
         lines.append(f"| `WRENCH_{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(lines) + "\n"
