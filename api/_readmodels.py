@@ -317,15 +317,20 @@ async def projector_passed(
 
 
 async def wait_for_projector(
-    database: Database, settings: Settings, position: Position, stream: Stream = EVENTS
+    database: Database,
+    settings: Settings,
+    position: Position,
+    stream: Stream = EVENTS,
+    timeout_s: float | None = None,
 ) -> bool:
-    """Wait up to ``read_wait_timeout_s`` for the projector to pass ``position``.
+    """Wait up to ``timeout_s`` (``read_wait_timeout_s`` by default) for the projector to
+    pass ``position``.
 
     Returns whether it did; on a timeout the caller answers from what the read models hold.
     A connection is taken per look rather than held, so waiting readers do not drain the pool.
     """
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + settings.read_wait_timeout_s
+    deadline = loop.time() + (settings.read_wait_timeout_s if timeout_s is None else timeout_s)
     while True:
         async with database.connection() as conn:
             if await projector_passed(conn, settings, position, stream):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -12,6 +13,7 @@ from api._hardening import install_hardening
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
+from api.models import ErrorBody
 from api.routers import admin, alerts, auth, health, insights, tasks, tools
 from wrenchai.settings import Settings
 
@@ -50,11 +52,13 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     install_hardening(app, settings)
     app.add_middleware(RequestContextMiddleware)
+    # Every authenticated route may answer 401 (no valid credential), 403 (a scope it does
+    # not hold) and 429 (a rate limit); the schema says so once for all of them.
+    guarded: dict[int | str, dict[str, Any]] = {
+        status: {"model": ErrorBody} for status in (401, 403, 429)
+    }
     app.include_router(auth.router)
-    app.include_router(admin.router)
-    app.include_router(tasks.router)
-    app.include_router(tools.router)
-    app.include_router(alerts.router)
-    app.include_router(insights.router)
+    for router in (admin.router, tasks.router, tools.router, alerts.router, insights.router):
+        app.include_router(router, responses=guarded)
     app.include_router(health.router)
     return app

@@ -42,6 +42,10 @@ from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+COMMAND_WAIT_S = 10.0
+"""Longest an identity command waits for the projector to apply its event: commands are
+rare and their caller needs the outcome, unlike a read's ``?wait_for=``."""
+
 
 class TenantExists(ApiError):
     """A tenant with this id exists already."""
@@ -317,7 +321,10 @@ class Identity:
 
     async def _publish(self, event: Event) -> Position:
         position = await self.producer.publish(event)
-        if not await wait_for_projector(self.database, self.settings, position, ADMIN):
+        applied = await wait_for_projector(
+            self.database, self.settings, position, ADMIN, COMMAND_WAIT_S
+        )
+        if not applied:
             raise IdentityPending(
                 f"{event.type} is on the log at {ADMIN.name}:{position} but not applied yet; "
                 "is the projector running?",

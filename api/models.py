@@ -6,9 +6,17 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from events import Actor, ErrorCategory, Operation, PlanEstimate, RecoveryAction, StageFallback
+from events import (
+    SCOPES,
+    Actor,
+    ErrorCategory,
+    Operation,
+    PlanEstimate,
+    RecoveryAction,
+    StageFallback,
+)
 from processors.monitoring import parse_overrides
 
 # The same bounds as events.TaskSubmitted, so a request the API accepts always makes a valid
@@ -435,12 +443,23 @@ class CreateTenant(_Body):
     tenant_id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
+_SCOPE_ITEMS: dict[str, JsonValue] = {"items": {"enum": list(sorted(SCOPES))}}
+
+
 class IssueKey(_Body):
     """A key to issue: a name, its scopes (the issuer's own when absent), an expiry."""
 
     name: str = Field(min_length=1, max_length=200)
-    scopes: list[str] | None = Field(None, max_length=64)
+    scopes: list[str] | None = Field(None, max_length=64, json_schema_extra=_SCOPE_ITEMS)
     expires_at: datetime | None = None
+
+    @field_validator("scopes")
+    @classmethod
+    def _known(cls, value: list[str] | None) -> list[str] | None:
+        unknown = sorted(set(value or ()) - SCOPES)
+        if unknown:
+            raise ValueError(f"unknown scope(s) {unknown}; known: {sorted(SCOPES)}")
+        return value
 
 
 class ApiKeyIssuedBody(_Body):

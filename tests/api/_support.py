@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +21,7 @@ from api import create_app
 from api.security import TokenService, api_key_pepper, hash_secret, new_api_key
 from events import Codec, Event, Position, create_consumer, role_scopes
 from projections import headers_to_json
+from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 
 START = Position(0, 0)
@@ -188,3 +191,55 @@ async def archive(
         headers_to_json(record.headers),
         b"\x00" * 32,
     )
+
+
+async def _wrenchai(settings: Settings, *args: str) -> asyncio.subprocess.Process:
+    """``wrenchai ARGS`` as a child process on ``settings``."""
+    env = {**os.environ, **settings.to_env(), "WRENCH_LOG_LEVEL": "warning"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "wrenchai",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+
+
+@asynccontextmanager
+async def projector_process(settings: Settings) -> AsyncIterator[None]:
+    """The projector as its own process, for tests whose own code blocks the event loop."""
+    proc = await _wrenchai(settings, "projector")
+    try:
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 30)
+
+
+@asynccontextmanager
+async def api_process(settings: Settings) -> AsyncIterator[str]:
+    """A real API process (``wrenchai api``) on ``settings``, as a deployment runs several;
+    yields its base URL once it answers /health."""
+    port = free_port()
+    proc = await _wrenchai(settings, "api", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+            deadline = asyncio.get_running_loop().time() + 60
+            while True:
+                try:
+                    if (await client.get("/health")).status_code in (200, 503):
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert proc.returncode is None, "the API process exited"
+                assert asyncio.get_running_loop().time() < deadline, "no API after 60 s"
+                await asyncio.sleep(0.2)
+        yield base
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await asyncio.wait_for(proc.wait(), 15)

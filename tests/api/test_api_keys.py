@@ -4,9 +4,6 @@ refused by a second API process within two seconds), expired, and tracked when u
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -15,9 +12,8 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.api._support import seed_api_key, serve
+from tests.api._support import api_process, seed_api_key, serve
 from tests.projections.conftest import eventually
-from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("topics", "projector")
@@ -75,36 +71,18 @@ async def test_a_key_cannot_hold_more_than_its_issuer(
         default = await _issue(client)
     assert beyond.status_code == 403
     assert beyond.json()["error"]["details"]["beyond"] == ["users:admin"]
-    assert unknown.status_code == 400
+    assert unknown.status_code == 422
     assert default["scopes"] == ["keys:admin", "tasks:read"]
 
 
 @pytest.fixture
 async def second_api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """Another API process on the same broker and database, as a load balancer would have."""
-    port = free_port()
-    env = {**os.environ, **settings.to_env(), "WRENCH_LOG_LEVEL": "warning"}
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited on
-        [sys.executable, "-m", "wrenchai", "api", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if (await client.get("/health")).status_code in (200, 503):
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "the second API did not start"
-                await asyncio.sleep(0.2)
-            yield client
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    async with (
+        api_process(settings) as base,
+        httpx.AsyncClient(base_url=base, timeout=10) as client,
+    ):
+        yield client
 
 
 async def test_a_revoked_key_is_refused_by_another_api_process_within_two_seconds(
