@@ -107,11 +107,11 @@ def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
     state_dir = state_dir.resolve()
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     embedded = Embedded()
-    settings = _dev_settings(settings, api_port)
+    settings = with_generated_secrets(_dev_settings(settings, api_port), state_dir)
+    # After the secrets are known, so the log redactor knows them too.
     configure_logging(settings, process="dev")
     # The supervisor polls /health; one line per poll would drown the children's output.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = with_generated_secrets(settings, state_dir)
     # Until the event loop takes over the signals, SIGTERM unwinds like Ctrl-C, so the
     # finally below stops whatever already started.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
