@@ -18,6 +18,7 @@ from api import create_app
 from api.deps import authenticate, authenticate_write
 from events import ROLES, role_scopes
 from tests.api._support import seed_api_key, serve
+from tests.projections.conftest import eventually
 from wrenchai.settings import Settings
 
 OPEN = {("POST", "/auth/token"), ("GET", "/health")}
@@ -138,7 +139,7 @@ async def keys_by_role(db: asyncpg.Connection, settings: Settings) -> dict[str, 
 
 @pytest.mark.usefixtures("topics", "projector")
 async def test_every_route_times_every_role_is_allowed_exactly_by_its_scopes(
-    settings: Settings, keys_by_role: dict[str, str]
+    settings: Settings, keys_by_role: dict[str, str], db: asyncpg.Connection
 ) -> None:
     """Each role calls every route: 403 FORBIDDEN when its role lacks the route's scope,
     anything but 401 and 403 when it holds it; without a credential every route is 401."""
@@ -167,6 +168,12 @@ async def test_every_route_times_every_role_is_allowed_exactly_by_its_scopes(
                     refused.append(f"{role} {method} {path}")
     assert "viewer POST /tasks" in refused and "operator POST /users" in refused
     assert "admin POST /tenants" in refused, "only the platform's bootstrap admin creates tenants"
+
+    async def denials_recorded() -> bool:
+        reasons = await db.fetch("SELECT raw_value FROM event_log WHERE type = 'access.denied'")
+        return any(b'"missing_scope"' in r["raw_value"] for r in reasons)
+
+    await eventually(denials_recorded)
 
 
 async def _call(
