@@ -97,7 +97,9 @@ from events._task import (
     TaskFailed,
     TaskFailedV1,
     TaskSubmitted,
+    TaskSubmittedV1,
     upcast_task_failed_v1_to_v2,
+    upcast_task_submitted_v1_to_v2,
 )
 
 __all__ = [
@@ -175,6 +177,7 @@ __all__ = [
     "TaskFailed",
     "TaskFailedV1",
     "TaskSubmitted",
+    "TaskSubmittedV1",
     "TenantCreated",
     "TenantShredded",
     "ThompsonDraw",
@@ -197,6 +200,7 @@ __all__ = [
     "role_scopes",
     "sensitive",
     "upcast_task_failed_v1_to_v2",
+    "upcast_task_submitted_v1_to_v2",
 ]
 
 

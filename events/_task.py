@@ -4,22 +4,62 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from events._catalog import catalog, event
 from events._envelope import EventPayload, sensitive
+from events._identity import EXECUTION_SCOPES
 
 MAX_DESCRIPTION = 10_000
 MAX_TIMEOUT_S = 86_400
 
 
 @event("task.submitted", version=1)
-class TaskSubmitted(EventPayload):
-    """A user asked for work to be done."""
+class TaskSubmittedV1(EventPayload):
+    """The first shape of task.submitted, from before identity: no grants. Read as v2 by
+    upcasting."""
 
     description: str = sensitive(min_length=1, max_length=MAX_DESCRIPTION)
     constraints: dict[str, Any] | None = sensitive(None)
     timeout: int = Field(3600, ge=1, le=MAX_TIMEOUT_S, description="Seconds the task may run.")
+
+
+@event("task.submitted", version=2)
+class TaskSubmitted(EventPayload):
+    """A user asked for work to be done.
+
+    ``grants`` is what the submitter allowed the task to run: the execution scopes
+    (``tools:code``, ``playbooks:inline``) they held when they submitted it. The agents
+    decide from it alone, so a plan the submitter could not foresee (a shipped playbook
+    with a code.python step, a role given code.python) never runs more than they may.
+    """
+
+    description: str = sensitive(min_length=1, max_length=MAX_DESCRIPTION)
+    constraints: dict[str, Any] | None = sensitive(None)
+    timeout: int = Field(3600, ge=1, le=MAX_TIMEOUT_S, description="Seconds the task may run.")
+    grants: list[str] = Field(
+        default_factory=list,
+        description="The execution scopes the submitter held: what the task may run.",
+    )
+
+    @field_validator("grants")
+    @classmethod
+    def _execution_scopes(cls, grants: list[str]) -> list[str]:
+        unknown = sorted(set(grants) - EXECUTION_SCOPES)
+        if unknown:
+            raise ValueError(
+                f"grants {unknown} are not execution scopes; a task may carry only "
+                f"{sorted(EXECUTION_SCOPES)}"
+            )
+        return sorted(set(grants))
+
+
+@catalog.upcaster("task.submitted", 1)
+def upcast_task_submitted_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 was written before identity, when every request acted as the anonymous admin of
+    the default tenant: that admin held every execution scope, so an old task keeps running
+    as it did."""
+    return {**payload, "grants": sorted(EXECUTION_SCOPES)}
 
 
 @event("task.cancelled", version=1)

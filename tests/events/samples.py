@@ -28,6 +28,7 @@ PAYLOADS: dict[str, EventPayload] = {
         description="Summarise the Q3 board minutes",
         constraints={"password": "hunter2", "max_words": 200},
         timeout=600,
+        grants=["playbooks:inline"],
     ),
     "task.cancelled": TaskCancelled(reason="the user changed their mind"),
     "task.completed": TaskCompleted(

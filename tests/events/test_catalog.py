@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from events import (
+    EXECUTION_SCOPES,
     Catalog,
     CatalogError,
     Codec,
@@ -18,9 +19,11 @@ from events import (
     TaskFailed,
     TaskFailedV1,
     TaskSubmitted,
+    TaskSubmittedV1,
     catalog,
     event,
     upcast_task_failed_v1_to_v2,
+    upcast_task_submitted_v1_to_v2,
 )
 from events.schema import render_markdown
 from tests.events.samples import TENANT, USER
@@ -111,7 +114,7 @@ def test_the_event_decorator_refuses_a_taken_name_in_the_shared_catalog() -> Non
         class AnotherSubmitted(EventPayload):
             description: str
 
-    assert catalog.model("task.submitted", 1) is TaskSubmitted
+    assert catalog.model("task.submitted", 1) is TaskSubmittedV1
 
 
 def test_a_second_upcaster_for_the_same_step_fails() -> None:
@@ -124,6 +127,32 @@ def test_task_failed_v1_reads_as_v2() -> None:
     payload = catalog.load("task.failed", 1, {"reason": "the disk was full"})
     assert payload == TaskFailed(reason="UNSPECIFIED", message="the disk was full", errors=[])
     assert upcast_task_failed_v1_to_v2({"reason": "x"})["message"] == "x"
+
+
+def test_task_submitted_v1_reads_as_v2_granted_every_execution_scope() -> None:
+    """A task submitted before identity came from the anonymous admin of the default tenant,
+    who held every execution scope: it reads with grants for code and inline playbooks, so
+    it runs as it did."""
+    stored = {"description": "d", "constraints": {"playbook": "code_task"}, "timeout": 60}
+    payload = catalog.load("task.submitted", 1, stored)
+    assert payload == TaskSubmitted(
+        description="d",
+        constraints={"playbook": "code_task"},
+        timeout=60,
+        grants=["playbooks:inline", "tools:code"],
+    )
+    assert upcast_task_submitted_v1_to_v2(stored)["grants"] == sorted(EXECUTION_SCOPES)
+    assert TaskSubmittedV1.schema_version == 1 and TaskSubmitted.schema_version == 2
+
+
+def test_task_submitted_grants_are_execution_scopes_only_sorted_and_unique() -> None:
+    """A new task carries no grants unless given; a scope that is not an execution scope
+    (one that would let a task do more than run) is refused."""
+    assert TaskSubmitted(description="d").grants == []
+    granted = TaskSubmitted(description="d", grants=["tools:code", "playbooks:inline"] * 2)
+    assert granted.grants == ["playbooks:inline", "tools:code"]
+    with pytest.raises(ValidationError, match="not execution scopes"):
+        TaskSubmitted(description="d", grants=["users:admin"])
 
 
 def test_upcasters_chain_from_v1_through_v2_to_v3() -> None:

@@ -27,12 +27,12 @@ AGENT = Actor(kind="agent", id="super-agent")
 
 def test_new_takes_type_and_version_from_the_payload() -> None:
     event = sample_event("task.submitted")
-    assert (event.type, event.schema_version) == ("task.submitted", 1)
+    assert (event.type, event.schema_version) == ("task.submitted", 2)
 
 
 @pytest.mark.parametrize(
     ("event_type", "schema_version"),
-    [("task.cancelled", 1), ("task.submitted", 2), ("task.failed", 1)],
+    [("task.cancelled", 2), ("task.submitted", 1), ("task.failed", 2)],
 )
 def test_envelope_type_and_version_must_match_the_payload(
     event_type: str, schema_version: int

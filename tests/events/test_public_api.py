@@ -89,6 +89,7 @@ EXPECTED = {
     "TaskFailed",
     "TaskFailedV1",
     "TaskSubmitted",
+    "TaskSubmittedV1",
     "TopicConfigError",
     "bootstrap_topics",
     "canonical_json",
@@ -101,6 +102,7 @@ EXPECTED = {
     "log_end_offsets",
     "sensitive",
     "upcast_task_failed_v1_to_v2",
+    "upcast_task_submitted_v1_to_v2",
 }
 
 

@@ -144,7 +144,7 @@ def test_an_event_does_not_match_another_types_schema(
     exported: dict[str, dict[str, Any]],
 ) -> None:
     cancelled = encoded(sample_event("task.cancelled"), False)
-    assert schema_check.errors(cancelled, exported["task.submitted.v1.json"]) != []
+    assert schema_check.errors(cancelled, exported["task.submitted.v2.json"]) != []
 
 
 def tampered(change: str) -> dict[str, Any]:
@@ -187,7 +187,7 @@ def tampered(change: str) -> dict[str, Any]:
 def test_the_schema_refuses_a_tampered_record(
     exported: dict[str, dict[str, Any]], change: str, complaint: str
 ) -> None:
-    problems = schema_check.errors(tampered(change), exported["task.submitted.v1.json"])
+    problems = schema_check.errors(tampered(change), exported["task.submitted.v2.json"])
     assert [p for p in problems if p.startswith(complaint)], problems
 
 
@@ -198,7 +198,7 @@ async def test_a_record_read_from_the_broker_matches_its_schema(
     (record,) = await read_topic(settings, settings.topic("events"), 1)
     envelope = orjson.loads(record.value)
     assert "encrypted_fields" in envelope
-    assert schema_check.errors(envelope, exported["task.submitted.v1.json"]) == []
+    assert schema_check.errors(envelope, exported["task.submitted.v2.json"]) == []
 
 
 def test_event_schema_is_a_pure_function_of_the_model() -> None:
