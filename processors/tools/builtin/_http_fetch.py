@@ -4,9 +4,12 @@ The guard is against server-side request forgery: a URL chosen by a model (or by
 wrote the page it read) must not reach the worker's own network. Before every request —
 the first and each redirect hop, followed by hand, at most five — the host is resolved and
 every address it resolves to is checked; loopback, private, link-local, multicast,
-reserved, unspecified, shared (CGNAT) and otherwise non-global addresses are refused, and
-so are the cloud metadata endpoints, unless the host or the address is in
-``WRENCH_FETCH_ALLOW_HOSTS`` (host names or CIDR ranges).
+reserved, unspecified, shared (CGNAT), IETF protocol (192.0.0.0/24) and otherwise
+non-global addresses are refused, and so are the cloud metadata endpoints, unless the host
+or the address is in ``WRENCH_FETCH_ALLOW_HOSTS`` (host names or CIDR ranges). An IPv6
+address that carries an IPv4 one (IPv4-mapped, IPv4-compatible, 6to4, Teredo, NAT64) is
+judged by the IPv4 address it carries too: ``2002:7f00:1::`` reaches 127.0.0.1 through any
+6to4 relay on the path, and Python's ``ipaddress`` calls it global.
 
 The connection then goes to the very address that was checked: the URL is rewritten to
 that IP, the original ``Host`` header is sent, and for HTTPS the original name is used for
@@ -47,12 +50,44 @@ METADATA_ADDRESSES = frozenset(
 _USER_AGENT = "WrenchAI-http.fetch/1.0"
 
 
+# 192.0.0.0/24 is IETF protocol assignments; ``ipaddress`` calls two of its addresses
+# (192.0.0.9 and .10, anycast) global, but nothing a fetch wants lives there.
+_IETF_PROTOCOL = ipaddress.ip_network("192.0.0.0/24")
+# NAT64 (RFC 6052's well-known prefix, RFC 8215's local-use one): a translator turns the
+# last 32 bits into the IPv4 address it connects to.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> tuple[str, list[ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address carries and the scheme that carries them, or
+    ``("", [])``. A Teredo address names two (its server's and its client's)."""
+    if address.ipv4_mapped is not None:
+        return "IPv4-mapped", [address.ipv4_mapped]
+    if address.sixtofour is not None:
+        return "6to4", [address.sixtofour]
+    if address.teredo is not None:
+        return "Teredo", list(address.teredo)
+    if any(address in prefix for prefix in _NAT64):
+        return "NAT64", [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if int(address) >> 32 == 0 and int(address) > 1:  # ::a.b.c.d, deprecated IPv4-compatible
+        return "IPv4-compatible", [ipaddress.IPv4Address(int(address))]
+    return "", []
+
+
 def refusal(address: IPAddress) -> str | None:
     """Why the guard refuses ``address``, or None when it is a public unicast address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return refusal(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        scheme, carried = embedded_ipv4(address)
+        if scheme == "IPv4-mapped":
+            return refusal(carried[0])
+        for ipv4 in carried:
+            reason = refusal(ipv4)
+            if reason is not None:
+                article = "an" if scheme[0] in "AEIOU" else "a"
+                return f"{article} {scheme} address carrying {ipv4}, which is {reason}"
     checks = (
         (address in METADATA_ADDRESSES, "a cloud metadata endpoint"),
+        (address in _IETF_PROTOCOL, "an IETF protocol assignment (192.0.0.0/24)"),
         (address.is_unspecified, "unspecified"),
         (address.is_loopback, "loopback"),
         (address.is_link_local, "link-local"),

@@ -304,3 +304,50 @@ async def test_https_connects_to_the_checked_address_with_the_names_sni(
         by_address = HttpFetch(Settings(fetch_allow_hosts="127.0.0.1"), verify=client_context)
         with pytest.raises(FetchFailed, match=r"CERTIFICATE_VERIFY_FAILED|IP address mismatch"):
             await by_address.call({"url": f"https://127.0.0.1:{server.port}/text"})
+
+
+@pytest.mark.parametrize(
+    ("address", "carried"),
+    [
+        ("2002:7f00:1::", "127.0.0.1"),  # 6to4 of loopback
+        ("2002:a9fe:a9fe::", "169.254.169.254"),  # 6to4 of the metadata endpoint
+        ("2002:a00:1::1", "10.0.0.1"),  # 6to4 of a private address
+        ("2002:c0a8:101::", "192.168.1.1"),
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),  # Teredo, private client
+        ("64:ff9b::7f00:1", "127.0.0.1"),  # NAT64 well-known prefix
+        ("64:ff9b:1::a9fe:a9fe", "169.254.169.254"),  # NAT64 local-use prefix
+        ("::127.0.0.1", "127.0.0.1"),  # IPv4-compatible
+    ],
+)
+def test_ipv6_addresses_carrying_an_internal_ipv4_are_refused_naming_it(
+    address: str, carried: str
+) -> None:
+    """Python calls 2002::/16 global, so before this guard looked inside them a 6to4
+    address of 127.0.0.1 or of the metadata endpoint passed."""
+    reason = refusal(ipaddress.ip_address(address))
+    assert reason is not None and f"carrying {carried}" in reason
+
+
+def test_a_6to4_address_of_a_public_ipv4_still_passes() -> None:
+    assert refusal(ipaddress.ip_address("2002:808:808::1")) is None
+
+
+@pytest.mark.parametrize("address", ["192.0.0.1", "192.0.0.9", "192.0.0.10", "192.0.0.170"])
+def test_the_ietf_protocol_block_is_refused_even_where_python_calls_it_global(
+    address: str,
+) -> None:
+    assert refusal(ipaddress.ip_address(address)) == "an IETF protocol assignment (192.0.0.0/24)"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[2002:7f00:1::]:{port}/text", "http://[2002:a9fe:a9fe::]/", "http://192.0.0.9/"]
+)
+async def test_fetching_a_6to4_or_ietf_protocol_address_is_refused_before_any_request(
+    url: str, server: LocalServer
+) -> None:
+    fetch = HttpFetch(Settings())
+    before = len(server.seen)
+    with pytest.raises(FetchRefused) as caught:
+        await fetch.call({"url": url.format(port=server.port)})
+    assert "WRENCH_FETCH_ALLOW_HOSTS" in caught.value.message
+    assert len(server.seen) == before
