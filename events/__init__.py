@@ -3,8 +3,15 @@
 import structlog
 
 from events._catalog import Catalog, catalog, event
-from events._codec import Codec, Record, canonical_json
-from events._crypto import Cipher, DecryptionError, FernetCipher, generate_key
+from events._codec import Codec, Record, canonical_json, shredded_fields
+from events._crypto import (
+    SHREDDED,
+    Cipher,
+    DecryptionError,
+    FernetCipher,
+    TenantKeysDestroyed,
+    generate_key,
+)
 from events._envelope import SYSTEM, Actor, Event, EventPayload, Position, derive_id, sensitive
 from events._errors import (
     BrokerUnavailable,
@@ -74,6 +81,21 @@ from events._kafka import (
     create_consumer,
     log_end_offsets,
 )
+from events._keyring import (
+    KeyringCipher,
+    KeysNotPrepared,
+    KeyStore,
+    KeyStoreUnavailable,
+    MasterKeyError,
+    MasterKeys,
+    Rotation,
+    Shredding,
+    StoredKeys,
+    WrappedKey,
+    fingerprint,
+    rotate,
+)
+from events._keystore import PostgresKeyStore, keyring_from_settings, master_keys
 from events._planning import (
     AllocatedTool,
     AssignedRole,
@@ -101,6 +123,7 @@ from events._task import (
     upcast_task_failed_v1_to_v2,
     upcast_task_submitted_v1_to_v2,
 )
+from wrenchai.settings import Settings
 
 __all__ = [
     "EXECUTION_SCOPES",
@@ -204,15 +227,42 @@ __all__ = [
 ]
 
 
-def codec_from_settings(keys: list[str]) -> Codec:
-    """The codec for a list of Fernet keys: encrypting when there is one, clear otherwise."""
+def codec_from_settings(settings: Settings) -> Codec:
+    """The codec of this deployment. Master keys set: every tenant's fields are encrypted
+    with its own data keys (``WRENCH_ENCRYPTION_KEYS`` then only decrypts older fields).
+    Only encryption keys: one key ring for every tenant. Neither: fields in clear, warned."""
+    if isinstance(settings, list):  # transitional: callers still passing fernet_keys()
+        settings = Settings(encryption_keys=",".join(settings) or None, master_keys=None)  # type: ignore[arg-type]
+    if settings.master_keys is not None and settings.master_keys.get_secret_value().strip():
+        return Codec(keyring_from_settings(settings))
+    keys = settings.fernet_keys()
     if not keys:
         structlog.get_logger(__name__).warning(
             "no encryption key configured: sensitive payload fields are written in clear; "
-            "set WRENCH_ENCRYPTION_KEYS or WRENCH_ENCRYPTION_KEYS_FILE"
+            "set WRENCH_MASTER_KEYS (per-tenant keys) or WRENCH_ENCRYPTION_KEYS, or their _FILE"
         )
         return Codec(None)
     return Codec(FernetCipher(keys))
 
 
-__all__ += ["codec_from_settings"]
+__all__ += [
+    "SHREDDED",
+    "KeyStore",
+    "KeyStoreUnavailable",
+    "KeyringCipher",
+    "KeysNotPrepared",
+    "MasterKeyError",
+    "MasterKeys",
+    "PostgresKeyStore",
+    "Rotation",
+    "Shredding",
+    "StoredKeys",
+    "TenantKeysDestroyed",
+    "WrappedKey",
+    "codec_from_settings",
+    "fingerprint",
+    "keyring_from_settings",
+    "master_keys",
+    "rotate",
+    "shredded_fields",
+]

@@ -50,6 +50,18 @@ class Catalog:
 
         return decorate
 
+    def upcaster_from(self, event_type: str, from_version: int) -> Upcaster:
+        """The function that reads ``event_type`` v``from_version`` as the next version."""
+        try:
+            return self._upcasters[(event_type, from_version)]
+        except KeyError:
+            raise CatalogError(
+                f"{event_type} has no upcaster from v{from_version} to v{from_version + 1}; "
+                f"register one with @catalog.upcaster({event_type!r}, {from_version})",
+                event_type=event_type,
+                schema_version=from_version,
+            ) from None
+
     def latest(self, event_type: str) -> int:
         """The newest schema version of ``event_type``."""
         versions = [v for (t, v) in self._models if t == event_type]

@@ -146,6 +146,7 @@ class EventProducer:
         """
         batch = list(events)
         name = topic or self.topic_of(batch)
+        await self.codec.prepare_events(batch)
         return await self.send_records(name, [self.codec.encode(e) for e in batch])
 
     def topic_of(self, events: Sequence[Event]) -> str:

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from pydantic import SecretStr
 
-from events import Codec, EventProducer, FernetCipher, bootstrap_topics, generate_key
+from events import Codec, EventProducer, bootstrap_topics, codec_from_settings, generate_key
 from projections._db import connect
 from projections._migrate import migrate
 from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port
@@ -97,7 +97,9 @@ def settings(broker: EmbeddedBroker, database_url: str) -> Settings:
 
 @pytest.fixture
 def codec(settings: Settings) -> Codec:
-    return Codec(FernetCipher(settings.fernet_keys()))
+    """The codec the settings make: one Fernet key ring unless a test module's settings add
+    master keys, which make it the per-tenant keyring (prepare before encode and decode)."""
+    return codec_from_settings(settings)
 
 
 @pytest.fixture

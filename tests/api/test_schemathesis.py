@@ -94,7 +94,7 @@ async def live_api(broker: EmbeddedBroker, postgres_url: str) -> AsyncIterator[L
 async def _projector_joined(config: Settings) -> None:
     """Wait until the projector applies identity events, so commands do not time out on
     its first group join ."""
-    producer = EventProducer(config, codec_from_settings(config.fernet_keys()))
+    producer = EventProducer(config, codec_from_settings(config))
     try:
         await producer.publish(
             Event.new(TenantCreated(name="warm"), tenant_id="warm", actor=SYSTEM)
