@@ -7,6 +7,7 @@ every keyword a schema uses, and the tests assert they are all in :data:`SUPPORT
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -16,7 +17,7 @@ ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default"}
 CHECKED = {
     "$ref", "type", "const", "enum", "anyOf", "allOf", "if", "then", "properties", "required",
     "additionalProperties", "items", "contains", "minItems", "uniqueItems", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "maxItems", "format",
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "maxItems", "format", "pattern",
 }  # fmt: skip
 SUPPORTED = ANNOTATIONS | CHECKED
 
@@ -77,6 +78,10 @@ def errors(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = 
             problems.append(f"{path}: shorter than {schema['minLength']}")
         if "maxLength" in schema and len(instance) > schema["maxLength"]:
             problems.append(f"{path}: longer than {schema['maxLength']}")
+        # JSON Schema patterns are unanchored ECMA-262 regexes; Python's cover what the
+        # catalog uses.
+        if "pattern" in schema and re.search(schema["pattern"], instance) is None:
+            problems.append(f"{path}: does not match {schema['pattern']!r}")
         problems += _format_errors(instance, schema.get("format"), path)
     if isinstance(instance, int | float) and not isinstance(instance, bool):
         if "minimum" in schema and instance < schema["minimum"]:
