@@ -280,16 +280,19 @@ async def fetch_output(
     )
     if row is None:
         return None
+    await codec.prepare_records([row["raw_value"]])
     event = codec.decode(row["raw_value"], headers_from_json(list(row["raw_headers"])))
     return getattr(event.payload, "output", None)
 
 
-def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> list[HistoryEvent]:
-    """Each record's event, decrypted and upcast by the codec from the bytes that were logged.
+async def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> list[HistoryEvent]:
+    """Each record's event, decrypted and upcast by the codec from the bytes that were logged
+    (a shredded tenant's with ``[shredded]`` in place of its content).
 
     The archive's ``payload`` column is not used: it holds sensitive fields as ciphertext and
     the event as first written, not as the catalog reads it today.
     """
+    await codec.prepare_records(record.value for record in records)
     events = []
     for record in records:
         event = codec.decode(record.value, headers_from_json(list(record.headers)))

@@ -26,6 +26,7 @@ from events import (
     codec_from_settings,
     log_end_offsets,
 )
+from processors.playbook import Playbook, load_playbooks
 from processors.toolbox import toolbox
 from processors.tools import ToolRegistry
 from wrenchai.settings import Settings
@@ -113,12 +114,13 @@ class Resources:
     tokens: TokenService
     authenticator: Authenticator
     limits: RateLimits
+    playbooks: dict[str, Playbook]
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
     def build(cls, settings: Settings) -> Resources:
         """Resources for ``settings``; nothing is connected yet."""
-        producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+        producer = EventProducer(settings, codec_from_settings(settings))
         # The registry and tools the agents load, WRENCH_TOOL_MODULES included, so /tools lists
         # what plans can name. Building them connects nothing; probes run on GET /tools.
         registry, tools = toolbox(settings)
@@ -136,6 +138,7 @@ class Resources:
             tokens=tokens,
             authenticator=Authenticator(settings, database, tokens),
             limits=RateLimits(settings),
+            playbooks=load_playbooks(settings.playbooks_dir),
         )
 
     @property

@@ -75,12 +75,16 @@ def start_worker(settings: Settings, name: str, logs: Path) -> subprocess.Popen[
 
 
 async def submit(settings: Settings, count: int, label: str = "benchmark") -> float:
-    producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+    producer = EventProducer(settings, codec_from_settings(settings))
     actor = Actor(kind="user", id="bench")
     started = time.monotonic()
     await producer.publish_many(
         Event.new(
-            TaskSubmitted(description=f"{label} {i}", constraints={"playbook": playbook()}),
+            TaskSubmitted(
+                description=f"{label} {i}",
+                constraints={"playbook": playbook()},
+                grants=["playbooks:inline"],  # an inline playbook of bench.noop: no code
+            ),
             tenant_id="bench",
             actor=actor,
             task_id=uuid.uuid4(),
@@ -93,7 +97,7 @@ async def submit(settings: Settings, count: int, label: str = "benchmark") -> fl
 
 async def collect(settings: Settings, count: int, timeout_s: float) -> list[Event]:
     """Every event of the run, once ``count`` tasks are completed or failed."""
-    codec = codec_from_settings(settings.fernet_keys())
+    codec = codec_from_settings(settings)
     consumer = create_consumer(settings, settings.topic("events"))
     await consumer.start()
     events: list[Event] = []
@@ -105,6 +109,7 @@ async def collect(settings: Settings, count: int, timeout_s: float) -> list[Even
                 raise SystemExit(f"only {done} of {count} tasks finished in {timeout_s:.0f}s")
             batch = await consumer.getmany(timeout_ms=500)
             for messages in batch.values():
+                await codec.prepare_records(m.value for m in messages)
                 for message in messages:
                     event = codec.decode(message.value, tuple(message.headers))
                     events.append(event)

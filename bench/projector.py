@@ -39,7 +39,7 @@ from wrenchai.settings import Settings
 
 
 async def publish(settings: Settings, count: int) -> None:
-    producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+    producer = EventProducer(settings, codec_from_settings(settings))
     actor = Actor(kind="user", id="bench")
     try:
         for start in range(0, count, 5_000):

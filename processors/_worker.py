@@ -47,9 +47,11 @@ from events import (
     Event,
     EventDecodeError,
     EventProducer,
+    KeyStoreUnavailable,
     Record,
     codec_from_settings,
     create_consumer,
+    shredded_fields,
 )
 from wrenchai.settings import Settings
 
@@ -115,7 +117,7 @@ class Worker(Generic[S, J]):
         self.observe, self.deadline, self.clock = observe, deadline, clock
         self.background = background
         self._background: asyncio.Task[None] | None = None
-        self.codec: Codec = codec_from_settings(settings.fernet_keys())
+        self.codec: Codec = codec_from_settings(settings)
         self.producer = EventProducer(settings, self.codec)
         self.partitions: dict[int, _Partition[S]] = {}
         self.running: dict[tuple[uuid.UUID, str], asyncio.Task[None]] = {}
@@ -203,7 +205,13 @@ class Worker(Generic[S, J]):
 
     async def _decode_or_dlq(self, record: Record, partition: int, offset: int) -> Event | None:
         try:
-            return self.decode(record, partition, offset)
+            await self.codec.prepare_records([record.value])
+            event = self.decode(record, partition, offset)
+            if event is not None and shredded_fields(event.payload):
+                # The tenant was shredded: its work stops, and nothing acts on "[shredded]".
+                log.info("event of a shredded tenant not folded", type=event.type)
+                return None
+            return event
         except EventDecodeError as exc:
             headers = [
                 *record.headers,
@@ -297,7 +305,7 @@ class Worker(Generic[S, J]):
             try:
                 end = await self._fold_history(part, tp)
                 break
-            except (KafkaError, BrokerUnavailable) as exc:
+            except (KafkaError, BrokerUnavailable, KeyStoreUnavailable) as exc:
                 log.warning("replay failed; retrying", partition=part.number, error=str(exc))
                 part.tasks.clear()
                 await asyncio.sleep(delay)

@@ -405,6 +405,7 @@ class InspectorAgent:
             event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"wrench:quality.fitted:{fitted.fit_id}"),
             occurred_at=self.clock(),
         )
+        await worker.codec.prepare_events([event])
         record = worker.codec.encode(event)
         count = await worker.producer.partitions(worker.topic)
         # One copy per partition, same id: every worker sees it on a partition it owns, and

@@ -46,7 +46,7 @@ async def bootstrap_admin(settings: Settings, state_dir: Path) -> Bootstrap:
     """Create the default tenant, its admin and an admin key unless the tenant exists."""
     key_file, password_file = state_dir / ADMIN_KEY_FILE, state_dir / ADMIN_PASSWORD_FILE
     database = Database(settings)
-    producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+    producer = EventProducer(settings, codec_from_settings(settings))
     try:
         tenant_id = settings.default_tenant
         async with database.connection() as conn:

@@ -40,7 +40,7 @@ async def _identity(settings: Settings) -> AsyncIterator[Identity]:
     from api.security import TokenService, api_key_pepper
 
     database = Database(settings)
-    producer = EventProducer(settings, codec_from_settings(settings.fernet_keys()))
+    producer = EventProducer(settings, codec_from_settings(settings))
     try:
         yield Identity(
             settings, producer, database, api_key_pepper(settings, TokenService(settings))

@@ -11,7 +11,7 @@ import uuid
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api._execution import fetch_step_details
 from api._inspection import fetch_evaluations
@@ -25,8 +25,15 @@ from api._readmodels import (
     fetch_thoughts,
     list_tasks,
 )
-from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
-from api.errors import InvalidRequest, TaskNotFound, TaskTerminal
+from api.deps import (
+    Principal,
+    ResourcesDep,
+    WaitFor,
+    record_denial,
+    require,
+    wait_for_position,
+)
+from api.errors import Forbidden, InvalidRequest, TaskNotFound, TaskTerminal
 from api.inspection_models import TaskEvaluations
 from api.models import (
     CURSOR_PATTERN,
@@ -42,7 +49,8 @@ from api.models import (
     TaskSteps,
     TaskThoughts,
 )
-from events import Event, TaskCancelled, TaskSubmitted
+from events import EXECUTION_SCOPES, Event, TaskCancelled, TaskSubmitted
+from processors.playbook import required_scopes
 
 log = structlog.get_logger(__name__)
 
@@ -69,13 +77,42 @@ def _not_found(task_id: uuid.UUID) -> TaskNotFound:
 )
 @router.post("/", status_code=202, response_model=Accepted, include_in_schema=False)
 async def submit_task(
-    body: SubmitTask, response: Response, resources: ResourcesDep, principal: Writer
+    body: SubmitTask,
+    request: Request,
+    response: Response,
+    resources: ResourcesDep,
+    principal: Writer,
 ) -> Accepted:
-    """Publish task.submitted; the task exists once the projector applies it."""
+    """Publish task.submitted; the task exists once the projector applies it.
+
+    The task carries as its grants the execution scopes its submitter holds (tools:code,
+    playbooks:inline): the agents refuse a plan that needs one it lacks. What the request
+    itself shows it needs (an inline playbook, a playbook that runs code) is refused here,
+    before anything is published."""
+    missing = sorted(required_scopes(body.constraints, resources.playbooks) - principal.scopes)
+    if missing:
+        await record_denial(
+            request,
+            resources,
+            "missing_scope",
+            principal.credential,
+            scope=missing[0],
+            user_id=principal.user_id,
+            key_id=principal.key_id,
+            tenant_id=principal.tenant_id,
+        )
+        raise Forbidden(
+            f"this task needs the scope(s) {missing} that the credential lacks "
+            "(an inline playbook needs playbooks:inline, code.python needs tools:code)",
+            required=missing,
+        )
     task_id = uuid.uuid4()
     event = Event.new(
         TaskSubmitted(
-            description=body.description, constraints=body.constraints, timeout=body.timeout
+            description=body.description,
+            constraints=body.constraints,
+            timeout=body.timeout,
+            grants=sorted(principal.scopes & EXECUTION_SCOPES),
         ),
         tenant_id=principal.tenant_id,
         actor=principal.actor,
@@ -201,7 +238,7 @@ async def get_task_events(
         records = await fetch_history(conn, topic, principal.tenant_id, task_id)
         if not records and await fetch_task(conn, principal.tenant_id, task_id) is None:
             raise _not_found(task_id)
-    return TaskHistory(task_id=task_id, events=decode_history(resources.codec, records))
+    return TaskHistory(task_id=task_id, events=await decode_history(resources.codec, records))
 
 
 @router.post(
