@@ -231,8 +231,6 @@ def codec_from_settings(settings: Settings) -> Codec:
     """The codec of this deployment. Master keys set: every tenant's fields are encrypted
     with its own data keys (``WRENCH_ENCRYPTION_KEYS`` then only decrypts older fields).
     Only encryption keys: one key ring for every tenant. Neither: fields in clear, warned."""
-    if isinstance(settings, list):  # transitional: callers still passing fernet_keys()
-        settings = Settings(encryption_keys=",".join(settings) or None, master_keys=None)  # type: ignore[arg-type]
     if settings.master_keys is not None and settings.master_keys.get_secret_value().strip():
         return Codec(keyring_from_settings(settings))
     keys = settings.fernet_keys()

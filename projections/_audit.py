@@ -59,7 +59,7 @@ async def verify_chain(settings: Settings) -> VerifyReport:
     """Verify every partition of the archive; stops at the first broken link."""
     conn = await connect(settings)
     try:
-        return await verify_archive(conn, codec_from_settings(settings.fernet_keys()))
+        return await verify_archive(conn, codec_from_settings(settings))
     finally:
         await conn.close()
 

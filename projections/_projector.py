@@ -106,6 +106,7 @@ class Projector:
             if not fresh:
                 return outcome
             prev_hashes = await self._prev_hashes(conn, fresh)
+            await self.codec.prepare_records(r.value for rs in fresh.values() for r in rs)
             decoded = {p: [self._decode(r) for r in records] for p, records in fresh.items()}
             ids = [d[1].id for ds in decoded.values() for d in ds if isinstance(d, tuple)]
             found = await conn.fetch("SELECT id FROM event_log WHERE id = ANY($1::uuid[])", ids)

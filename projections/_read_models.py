@@ -286,7 +286,8 @@ class PlansModel:
                         event.tenant_id,
                     ),
                 )
-                for i, s in enumerate(p.stages)
+                # A shredded tenant's stages are one "[shredded]" string: no stage rows.
+                for i, s in enumerate(p.stages if isinstance(p.stages, list) else [])
             ],
         ]
 

@@ -83,6 +83,7 @@ class _Replay:
                     targets=targets,
                 )
             batch: list[Applied] = []
+            await self.codec.prepare_records(r.value for rs in fetched.values() for r in rs)
             for tp, records in fetched.items():
                 for record in records:
                     if record.offset >= targets[tp.partition]:
@@ -133,7 +134,7 @@ async def rebuild(settings: Settings, stream: Stream = EVENTS) -> RebuildReport:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        codec = codec_from_settings(settings.fernet_keys())
+        codec = codec_from_settings(settings)
         replay = _Replay(consumer, codec, topic, stream.models)
         await _create_fresh_tables(conn, tables)
         await replay.until(conn, await _stored_offsets(conn, group, topic, partitions))

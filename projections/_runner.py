@@ -42,7 +42,7 @@ class ProjectorRunner:
 
     def __init__(self, settings: Settings, stream: Stream = EVENTS) -> None:
         self.settings = settings
-        self.codec = codec_from_settings(settings.fernet_keys())
+        self.codec = codec_from_settings(settings)
         self.dlq = EventProducer(settings, self.codec)
         self.projector = Projector(settings, self.codec, self.dlq, stream)
         self.consumer: AIOKafkaConsumer | None = None
