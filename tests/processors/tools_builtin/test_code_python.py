@@ -1,7 +1,9 @@
 """code.python: results, limits, and what the sandbox fences off on this machine.
 
-Every run is real: a subprocess of this interpreter. The fork-bomb and escape tests need
-a process limit the kernel enforces (a pids cgroup, or RLIMIT_NPROC for a non-root user);
+Every run is real: a subprocess of this interpreter, isolated where this machine can make
+the sandbox (bubblewrap), weak elsewhere (these tests allow it; what isolation hides is
+tested in test_code_python_isolation.py). The fork-bomb and escape tests need a process
+limit the kernel enforces (a pids cgroup, or RLIMIT_NPROC for a user that is not root);
 where neither exists they are skipped rather than let loose on the machine.
 """
 
@@ -9,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -16,11 +21,17 @@ from pathlib import Path
 import psutil
 import pytest
 
-from processors.tools.builtin import CodePython, ToolTimeout, _code_python, _sandbox
+from processors.tools.builtin import CodePython, ToolTimeout, _cgroups, _code_python, _sandbox
 from tests.processors.tools_builtin.local_http import LocalServer
 from wrenchai.settings import Settings
 
-SETTINGS = Settings(sandbox_timeout_s=10, sandbox_memory_mb=256, sandbox_output_bytes=10_000)
+SETTINGS = Settings(
+    sandbox_timeout_s=10,
+    sandbox_memory_mb=256,
+    sandbox_output_bytes=10_000,
+    sandbox_allow_weak=True,
+)
+CGROUP_LIMITS = _cgroups.CgroupLimits(processes=64, memory_bytes=256 << 20, cpus=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +57,11 @@ def _exists(path: str) -> bool:
     return Path(path).exists()
 
 
+def _run_directories() -> set[Path]:
+    """The runs' directories in this machine's temporary folder now."""
+    return set(Path(tempfile.gettempdir()).glob("wrench-code-*"))
+
+
 def _sleeper(marker: str) -> str:
     """Python source that starts a detached 60-second sleeper carrying ``marker``."""
     return (
@@ -55,7 +71,12 @@ def _sleeper(marker: str) -> str:
 
 
 def _processes_are_limited() -> bool:
-    return _sandbox.pids_cgroup_available() or _sandbox.nproc_applies()
+    isolated = _sandbox.probe_isolation(_sandbox.find_tool("bwrap"), sys.executable).available
+    return (
+        "pids" in _cgroups.available(CGROUP_LIMITS)
+        or isolated  # the code runs as user 65534, to which RLIMIT_NPROC applies
+        or _sandbox.nproc_applies(os.getuid())
+    )
 
 
 needs_process_limit = pytest.mark.skipif(
@@ -91,12 +112,13 @@ async def test_parent_secrets_are_not_in_the_environment(
     monkeypatch.setenv("WRENCH_ENCRYPTION_KEYS", "top-secret-key")
     monkeypatch.setenv("WRENCH_LLM_API_KEY", "sk-secret")
     code = "import json, os\nprint(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd()}))"
+    before = _run_directories()
     result = await tool.call({"code": code})
     seen = json.loads(result["stdout"])
     assert "top-secret" not in result["stdout"] and "sk-secret" not in result["stdout"]
-    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE"}
+    assert set(seen["env"]) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_CTYPE", "PWD"}
     assert seen["env"]["HOME"] == seen["env"]["TMPDIR"] == seen["cwd"]
-    assert not _exists(seen["cwd"]), "the run's directory is deleted afterwards"
+    assert _run_directories() <= before, "the run's directory is deleted afterwards"
 
 
 async def test_isolated_mode_ignores_python_variables(
@@ -195,7 +217,8 @@ async def test_a_classic_fork_bomb_ends_cleanly(tool: CodePython) -> None:
 async def test_a_child_that_leaves_the_process_group_is_still_killed_with_a_cgroup(
     tool: CodePython,
 ) -> None:
-    if not _sandbox.pids_cgroup_available():
+    """Killed by the cgroup cleanup, and in isolated mode by the end of its pid namespace."""
+    if "pids" not in _cgroups.available(CGROUP_LIMITS):
         pytest.skip("no pids cgroup here: a setsid child escapes the process-group kill")
     marker = f"wrench-test-{uuid.uuid4().hex}"
     code = (
@@ -209,8 +232,8 @@ async def test_a_child_that_leaves_the_process_group_is_still_killed_with_a_cgro
 
 
 async def test_the_network_is_unreachable_when_isolation_is_available(tool: CodePython) -> None:
-    if not await tool.network_isolation():
-        pytest.skip("unshare(CLONE_NEWNET) is not permitted here")
+    if (await tool.sandbox()).mode != "isolated" and not await tool.network_isolation():
+        pytest.skip("no bubblewrap, and unshare(CLONE_NEWNET) is not permitted here")
 
     async def hello(request: object) -> object:
         from aiohttp import web
@@ -230,18 +253,21 @@ async def test_the_network_is_unreachable_when_isolation_is_available(tool: Code
     assert server.seen == []
 
 
-async def test_health_runs_the_interpreter_and_names_the_fences(tool: CodePython) -> None:
+async def test_health_runs_the_interpreter_and_names_the_mode_and_the_fences(
+    tool: CodePython,
+) -> None:
     health = await tool.health()
     assert health.ok
-    assert "network_isolated:" in health.detail and "processes:" in health.detail
-    isolated = await tool.network_isolation()
-    assert ("network_isolated: true" in health.detail) is isolated
+    assert health.detail.startswith(f"mode: {(await tool.sandbox()).mode} (")
+    assert "python runs" in health.detail
+    for fence in ("processes:", "memory:", "CPU:", "wall 10s", "output 10000 bytes"):
+        assert fence in health.detail
 
 
 async def test_without_a_cgroup_the_process_group_kill_still_cleans_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_sandbox, "create_pids_cgroup", lambda max_pids: None)
+    monkeypatch.setattr(_cgroups, "create", lambda limits: None)
     tool = CodePython(SETTINGS)
     marker = f"wrench-test-{uuid.uuid4().hex}"
     result = await tool.call({"code": _sleeper(marker) + "print('done')"})
@@ -253,13 +279,17 @@ async def test_without_a_cgroup_the_process_group_kill_still_cleans_up(
 
 
 async def test_runs_leave_no_cgroup_and_no_directory_behind(tool: CodePython) -> None:
-    def leftovers() -> set[str]:
-        hierarchy = _sandbox._pids_hierarchy()
-        return {p.name for p in hierarchy.glob("wrench-sandbox-*")} if hierarchy else set()
+    def leftovers() -> set[Path]:
+        return {
+            path
+            for hierarchy in _cgroups.hierarchies().values()
+            for path in hierarchy.glob("wrench-sandbox-*")
+        }
 
-    before = leftovers()
+    before, directories = leftovers(), _run_directories()
     result = await tool.call({"code": "import os; print(os.getcwd())"})
-    assert not _exists(result["stdout"].strip())
+    assert result["exit_code"] == 0
+    assert _run_directories() <= directories
     assert leftovers() <= before
 
 
@@ -284,11 +314,14 @@ async def test_a_file_past_the_size_limit_cannot_be_written(tool: CodePython) ->
     assert result["stdout"] == "EFBIG\n"
 
 
-async def test_without_network_isolation_runs_go_on_and_health_says_so(
-    monkeypatch: pytest.MonkeyPatch,
+async def test_weak_runs_without_a_network_namespace_go_on_only_when_allowed_and_say_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The one case where a run has the host's network: no bubblewrap, no unshare, and
+    WRENCH_SANDBOX_ALLOW_WEAK set; health spells it out."""
     monkeypatch.setattr(_code_python, "_try_network_isolation", lambda: False)
-    tool = CodePython(SETTINGS)
+    tool = CodePython(SETTINGS, bwrap=str(tmp_path / "no-bwrap"))
     assert (await tool.call({"code": "print('ran')"}))["stdout"] == "ran\n"
     health = await tool.health()
-    assert health.ok and "network_isolated: false" in health.detail
+    assert health.ok and health.detail.startswith("mode: weak (")
+    assert "HOST'S NETWORK" in health.detail
