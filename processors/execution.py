@@ -13,7 +13,10 @@ at a moment in time:
 - :class:`Progress` when more stages have settled than the last progress.updated said;
 - :class:`Complete` once every stage is complete or skipped;
 - :class:`TimeOut` once the task's timeout has passed; it is then the only job, so the
-  worker cancels every running step.
+  worker cancels every running step;
+- :class:`Refuse` for a plan that names a tool the task may not use (code.python without
+  ``tools:code`` in task.submitted ``grants``): the SuperAgent never makes such a plan, so
+  one on the log is refused whole, before any of its stages starts.
 
 A closed task (completed, failed or cancelled) calls for nothing, so its running steps are
 cancelled and none start.
@@ -43,6 +46,7 @@ from events import (
     ToolReturned,
     UsageRecorded,
 )
+from processors.tools.allocation import TOOL_SCOPES, forbidden_tools
 
 StageStatus = Literal["pending", "running", "completed", "failed", "recovering", "skipped"]
 SETTLED = frozenset({"completed", "skipped"})
@@ -125,6 +129,14 @@ class Journey:
         payload = self.submitted.payload
         assert isinstance(payload, TaskSubmitted)
         return self.submitted.occurred_at + timedelta(seconds=payload.timeout)
+
+    @property
+    def forbidden(self) -> frozenset[str]:
+        """The tools this task may not use: those whose scope its submitter did not grant
+        (every such tool while the submission is unknown)."""
+        payload = self.submitted.payload if self.submitted is not None else None
+        grants = payload.grants if isinstance(payload, TaskSubmitted) else ()
+        return forbidden_tools(grants)
 
     @property
     def settled(self) -> int:
@@ -355,6 +367,34 @@ class Complete:
 
 
 @dataclass(frozen=True)
+class Refuse:
+    """The plan names tools the task may not use: fail it with FORBIDDEN_TOOL.
+    ``tools`` maps each such tool to the stages that name it (to call, or as a fallback)."""
+
+    journey: Journey
+    tools: dict[str, list[str]]
+
+    @property
+    def key(self) -> str:
+        return "refuse"
+
+    def scopes(self) -> dict[str, str]:
+        """The scope each refused tool needs."""
+        return {tool: TOOL_SCOPES[tool] for tool in self.tools if tool in TOOL_SCOPES}
+
+
+def forbidden_in_plan(journey: Journey) -> dict[str, list[str]]:
+    """Each tool of the plan the task may not use, with the stages that name it."""
+    forbidden = journey.forbidden
+    found: dict[str, list[str]] = {}
+    for run in journey.stages.values():
+        named = {*run.stage.tools, *(f.tool for f in run.stage.fallbacks if f.tool)}
+        for tool in sorted(named & forbidden):
+            found.setdefault(tool, []).append(run.stage.id)
+    return found
+
+
+@dataclass(frozen=True)
 class TimeOut:
     """The task's timeout has passed: fail it with TIMEOUT."""
 
@@ -365,7 +405,7 @@ class TimeOut:
         return "timeout"
 
 
-Job = RunStage | Recover | Skip | Escalate | Progress | Complete | TimeOut
+Job = RunStage | Recover | Skip | Escalate | Progress | Complete | TimeOut | Refuse
 
 
 def decide(
@@ -381,6 +421,9 @@ def decide(
         return [TimeOut(journey)]
     if journey.plan is None:
         return []
+    refused = forbidden_in_plan(journey)
+    if refused:
+        return [Refuse(journey, refused)]
     runs = list(journey.stages.values())
     for run in runs:
         if run.status == "recovering" and run.recovery and run.recovery.action == "escalate":

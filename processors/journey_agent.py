@@ -11,6 +11,11 @@ tool.called, the call (or an earlier identical call's result, for an idempotent 
 tool.returned, usage.recorded for an LLM call, and step.completed or step.failed. A failed
 attempt gets recovery.planned (from the stage's fallbacks, the error's category and the
 reasoner's analysis) and then recovery.executed when it is carried out.
+
+It never calls a tool the task's submitter did not allow (task.submitted ``grants``), even
+when a plan names one: such a plan fails the task with FORBIDDEN_TOOL before any stage
+starts, and a call that reaches a forbidden tool all the same fails as FORBIDDEN_TOOL,
+fatal, without running it.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from processors.execution import (
     Journey,
     Progress,
     Recover,
+    Refuse,
     RunStage,
     Skip,
     TimeOut,
@@ -78,6 +84,7 @@ from processors.reasoning import (
 from processors.recovery import classify, handle_error
 from processors.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
+from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError
 
 if TYPE_CHECKING:
@@ -89,7 +96,7 @@ log = structlog.get_logger(__name__)
 NAME = "journey-agent"
 ACTOR = Actor(kind="agent", id=NAME)
 CLOSING_TYPES = frozenset({"task.completed", "task.failed", "progress.updated"})
-NOT_CALLED = frozenset({"CIRCUIT_OPEN", "UNKNOWN_TOOL"})
+NOT_CALLED = frozenset({"CIRCUIT_OPEN", "UNKNOWN_TOOL", "FORBIDDEN_TOOL"})
 """Error codes of a call that never reached the tool (so it costs nothing)."""
 
 Emit = Callable[[Event], Awaitable[None]]
@@ -183,6 +190,8 @@ class JourneyAgent:
             await derive(self._completed(job.journey), "task.completed")
         elif isinstance(job, TimeOut):
             await derive(self._timed_out(job.journey), "task.failed/timeout")
+        elif isinstance(job, Refuse):
+            await derive(_refused(job), "task.failed/forbidden")
 
     # -- a stage's attempt ---------------------------------------------------------------
     def _spec(self, stage_tools: list[str], version: str, tool: str) -> ToolSpec:
@@ -303,6 +312,17 @@ class JourneyAgent:
         # remembered result is the one that was not good enough.
         if spec.idempotent and remembered is not None and job.attempt == 1:
             return remembered, None, True, 0.0
+        if spec.name in job.journey.forbidden:
+            # Unreachable through a plan the SuperAgent made, and execution.decide refuses
+            # any other plan naming the tool; this is the last fence before the call.
+            message = forbidden_message(spec.name, f"stage {job.stage_id}")
+            error = StepError(
+                code="FORBIDDEN_TOOL",
+                message=message,
+                category="fatal",
+                details={"tool": spec.name, "scope": TOOL_SCOPES[spec.name]},
+            )
+            return None, error, False, 0.0
         tool = self.tools.get(spec.name)
         if tool is None:
             message = f"no implementation of {spec.ref} is loaded; add it with WRENCH_TOOL_MODULES"
@@ -520,6 +540,27 @@ class JourneyAgent:
             message=message,
             errors=[TaskError(code="TIMEOUT", message=message, details={"running": running})],
         )
+
+
+def _stages(stages: list[str]) -> str:
+    return f"stage{'s' if len(stages) > 1 else ''} {', '.join(stages)}"
+
+
+def _refused(job: Refuse) -> TaskFailed:
+    """task.failed for a plan naming tools the task may not use: nothing of it runs."""
+    errors = [
+        TaskError(
+            code="FORBIDDEN_TOOL",
+            message=forbidden_message(tool, f"{_stages(stages)} of the plan"),
+            details={"tool": tool, "scope": job.scopes().get(tool), "stages": stages},
+        )
+        for tool, stages in job.tools.items()
+    ]
+    return TaskFailed(
+        reason="FORBIDDEN_TOOL",
+        message=f"the plan was refused and none of its stages ran: {errors[0].message}"[:10_000],
+        errors=errors,
+    )
 
 
 def worker(settings: Settings) -> Worker[Journey, Job]:

@@ -16,14 +16,15 @@ Estimates per stage:
 - cost: prompt and completion tokens at the model's price per 1k, plus the tool's price
   per call (see :mod:`processors.pricing`).
 
-Fallbacks per stage come from :mod:`processors.fallbacks`.
+Fallbacks per stage come from :mod:`processors.fallbacks`, less the tools the task may not
+use (``forbidden``): a plan never offers the JourneyAgent a tool the submitter did not allow.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -41,7 +42,13 @@ from processors.playbook import (
 )
 from processors.pricing import DEFAULT_PRICES, PriceTable, count_tokens
 from processors.roles import RoleSpec
-from processors.tools.allocation import Allocation, Reliability
+from processors.tools.allocation import (
+    TOOL_SCOPES,
+    Allocation,
+    ForbiddenToolError,
+    Reliability,
+    forbidden_message,
+)
 from processors.tools.registry import PlanningError, ToolRegistry, ToolSpec, parse_requirement
 
 MIN_STAGE_TIMEOUT_S = 30
@@ -292,19 +299,31 @@ def create_execution_plan(
     model: str | None = None,
     fallback_models: Sequence[str] = (),
     reliability: Reliability | None = None,
+    forbidden: Collection[str] = frozenset(),
 ) -> Plan:
     """The plan of ``playbook`` for the task, with its roles' allocated tools.
 
     ``model`` is the LLM that llm.complete stages use when their input names none (the
     price table's default model otherwise); ``fallback_models`` become alternate-model
-    fallbacks; ``reliability`` ranks alternate tools. Raises PlaybookError or PlanError.
+    fallbacks; ``reliability`` ranks alternate tools; ``forbidden`` holds the tools the
+    task may not use (none of them is an alternate; a step calling one is a
+    ForbiddenToolError). Raises PlaybookError or PlanError too.
     """
     prices = prices or DEFAULT_PRICES
     validate_playbook(playbook, registry)
     role_names = [role.name for role in roles]
     stages: list[Stage] = []
     for step in topological_steps(playbook):
-        role = _stage_role(step, parse_requirement(step.tool)[0], role_names, allocation)
+        name = parse_requirement(step.tool)[0]
+        if name in forbidden:
+            raise ForbiddenToolError(
+                forbidden_message(name, f"step {step.id} of playbook {playbook.name}"),
+                playbook=playbook.name,
+                step=step.id,
+                tool=name,
+                scope=TOOL_SCOPES.get(name),
+            )
+        role = _stage_role(step, name, role_names, allocation)
         spec, role_tools = _stage_tool(step, role, allocation, registry)
         tool_input = substitute(step.input, playbook.inputs, task_description)
         _check_stage_input(step, spec, tool_input)
@@ -316,9 +335,13 @@ def create_execution_plan(
         timeout = step.timeout or max(
             MIN_STAGE_TIMEOUT_S, math.ceil(TIMEOUT_FACTOR * spec.cost.seconds)
         )
-        alternates = alternate_tools(
-            spec, tool_input, role_tools, registry, allocation, reliability
-        )
+        alternates = [
+            alt
+            for alt in alternate_tools(
+                spec, tool_input, role_tools, registry, allocation, reliability
+            )
+            if alt.name not in forbidden
+        ]
         stages.append(
             Stage(
                 id=step.id,

@@ -18,6 +18,12 @@ wants a string, becomes text (JSON for anything that is not a string). When a st
 input is checked against its tool's schema, a value that is a reference is accepted
 wherever it stands. Double braces around anything that does not start with ``steps``,
 ``inputs`` or ``task`` are plain text (Python's ``f"{{x}}"`` in inline code stays as it is).
+
+What a task may run is decided by who submitted it: an inline playbook needs the scope
+``playbooks:inline`` and a step of a tool in :data:`~processors.tools.allocation.TOOL_SCOPES`
+(code.python) that tool's scope, both read from task.submitted ``grants``.
+:func:`required_scopes` tells the API at submission; :func:`authorize_constraints` and
+:func:`authorize_playbook` hold the SuperAgent to it, whichever playbook it ends up with.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import heapq
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +39,26 @@ import yaml
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from processors.tools.registry import PlanningError, ToolRegistry
+from processors.tools.allocation import (
+    TOOL_SCOPES,
+    ForbiddenToolError,
+    forbidden_message,
+    forbidden_tools,
+)
+from processors.tools.registry import PlanningError, ToolRegistry, parse_requirement
 
 PLAYBOOKS_DIR = Path(__file__).with_name("playbooks")
 REFERENCE = re.compile(r"\{\{\s*((?:steps|inputs|task)(?:\.[\w-]+)*)\s*\}\}")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+INLINE_SCOPE = "playbooks:inline"
+"""The scope a task needs to bring its own playbook in ``constraints.playbook``."""
 
 
 class PlaybookError(PlanningError):
     """A playbook that cannot run. ``code`` (also ``reason``) says why, stably:
     PLAYBOOK_NOT_FOUND, INVALID_PLAYBOOK, DUPLICATE_STEP, UNKNOWN_TOOL, INVALID_INPUT,
-    UNKNOWN_DEPENDENCY, BAD_REFERENCE or PLAYBOOK_CYCLE."""
+    UNKNOWN_DEPENDENCY, BAD_REFERENCE, PLAYBOOK_CYCLE or FORBIDDEN_PLAYBOOK (an inline
+    playbook from a submitter without ``playbooks:inline``)."""
 
     code = "INVALID_PLAYBOOK"
 
@@ -455,3 +470,95 @@ def playbook_tools(playbook: Playbook) -> dict[str, list[str]]:
         if step.role and step.tool not in pinned.setdefault(step.role, []):
             pinned[step.role].append(step.tool)
     return pinned
+
+
+# -- what a task may run ---------------------------------------------------------------------
+def _tool_name(requirement: str) -> str:
+    try:
+        return parse_requirement(requirement)[0]
+    except PlanningError:
+        return requirement.strip()  # not a tool anyone registers; validation says so later
+
+
+def _raw_steps(playbook: Any) -> list[tuple[str, str]]:
+    """(step id, tool name) of each step of a playbook that may not be valid yet."""
+    steps = playbook.get("steps") if isinstance(playbook, Mapping) else None
+    if not isinstance(steps, list):
+        return []
+    found = []
+    for position, step in enumerate(steps, start=1):
+        if isinstance(step, Mapping) and isinstance(step.get("tool"), str):
+            step_id = str(step.get("id") or f"#{position}")[:64]
+            found.append((step_id, _tool_name(step["tool"])))
+    return found
+
+
+def required_scopes(
+    constraints: Mapping[str, Any] | None, playbooks: Mapping[str, Playbook] | None = None
+) -> frozenset[str]:
+    """The execution scopes a task with ``constraints`` needs, known at submission:
+    ``playbooks:inline`` when ``constraints.playbook`` is a playbook object, and the scope
+    of each tool its steps call (``tools:code`` for code.python). With ``playbooks`` (the
+    deployment's, :func:`load_playbooks`), a playbook named in the constraints counts too.
+
+    Pure and lenient: it never raises, whatever the constraints hold, so the API can call
+    it before anything validates them. A playbook the reasoner chooses later is not known
+    here; the SuperAgent checks that one against the task's grants.
+    """
+    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
+    needed: set[str] = set()
+    if isinstance(chosen, Mapping):
+        needed.add(INLINE_SCOPE)
+        tools = [tool for _, tool in _raw_steps(chosen)]
+    elif isinstance(chosen, str) and playbooks is not None and chosen in playbooks:
+        tools = [_tool_name(step.tool) for step in playbooks[chosen].steps]
+    else:
+        tools = []
+    needed.update(TOOL_SCOPES[tool] for tool in tools if tool in TOOL_SCOPES)
+    return frozenset(needed)
+
+
+def authorize_constraints(constraints: Mapping[str, Any] | None, grants: Iterable[str]) -> None:
+    """Refuse, before any planning, a task that brings what its submitter may not run: an
+    inline playbook without ``playbooks:inline`` (PlaybookError FORBIDDEN_PLAYBOOK), or an
+    inline step calling a tool whose scope is not granted (ForbiddenToolError)."""
+    held = frozenset(grants)
+    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
+    if not isinstance(chosen, Mapping):
+        return
+    if INLINE_SCOPE not in held:
+        raise PlaybookError(
+            "FORBIDDEN_PLAYBOOK",
+            "the task brings its own playbook in constraints.playbook, which needs the scope "
+            f"{INLINE_SCOPE}, and its submitter did not hold it; submit it as a user or with "
+            f"an API key that holds {INLINE_SCOPE}, or name a shipped playbook instead",
+            scope=INLINE_SCOPE,
+        )
+    forbidden = forbidden_tools(held)
+    for step_id, tool in _raw_steps(chosen):
+        if tool in forbidden:
+            raise ForbiddenToolError(
+                forbidden_message(tool, f"step {step_id} of the inline playbook"),
+                step=step_id,
+                tool=tool,
+                scope=TOOL_SCOPES[tool],
+            )
+
+
+def authorize_playbook(playbook: Playbook, grants: Iterable[str]) -> Playbook:
+    """``playbook`` if the task's grants allow every tool its steps call; a
+    ForbiddenToolError naming the first step that calls a tool whose scope is not granted
+    otherwise. The plan's stages are the playbook's steps, so a plan that passes this
+    never asks the JourneyAgent for a forbidden tool."""
+    forbidden = forbidden_tools(grants)
+    for step in playbook.steps:
+        tool = _tool_name(step.tool)
+        if tool in forbidden:
+            raise ForbiddenToolError(
+                forbidden_message(tool, f"step {step.id} of playbook {playbook.name}"),
+                playbook=playbook.name,
+                step=step.id,
+                tool=tool,
+                scope=TOOL_SCOPES[tool],
+            )
+    return playbook

@@ -12,6 +12,13 @@ The core is pure and runs without Kafka:
   usage.recorded as it reasons, then roles.assigned, tools.allocated and plan.created, or
   task.failed with a stable reason when the task cannot be planned.
 
+A task runs no more than its submitter allowed (task.submitted ``grants``): an inline
+playbook without ``playbooks:inline`` fails with FORBIDDEN_PLAYBOOK before any reasoning,
+and a playbook with a step calling a tool whose scope is not granted (code.python without
+``tools:code``), whether the task named it or the reasoner chose it, fails with
+FORBIDDEN_TOOL before any plan exists. Allocation never gives such a tool to a role, and
+no stage offers it as an alternate.
+
 Every event it emits takes its id from the task.submitted id and a step name, so planning
 the same task again (after a crash, or when task.submitted is delivered twice) yields the
 same ids. A planned task is never planned again: the state is folded from the log, where
@@ -53,6 +60,8 @@ from events import (
 from processors.planning import Plan, create_execution_plan
 from processors.playbook import (
     Playbook,
+    authorize_constraints,
+    authorize_playbook,
     load_playbooks,
     playbook_roles,
     playbook_tools,
@@ -82,6 +91,7 @@ from processors.roles import (
 from processors.tool_usage import CircuitBreaker
 from processors.tools import Allocation, PlanningError, ToolRegistry, allocate_tools
 from processors.tools import builtin_registry as _builtin_registry
+from processors.tools.allocation import forbidden_tools
 
 if TYPE_CHECKING:
     from processors._worker import Worker
@@ -327,7 +337,7 @@ class SuperAgent:
             constraints=submitted.constraints or {},
         )
         try:
-            outcome = await self._plan(job, brief, recorder)
+            outcome = await self._plan(job, brief, recorder, frozenset(submitted.grants))
         except ReasoningError as exc:
             # The tokens of a failed call were spent all the same.
             await recorder.usage(recorder.operation, exc.details.get("usage", []))
@@ -345,7 +355,12 @@ class SuperAgent:
             await recorder.derive(allocated, "tools.allocated")
         await recorder.derive(PlanCreated.model_validate(outcome.plan.model_dump()), "plan.created")
 
-    async def _plan(self, job: PlanTask, brief: TaskBrief, recorder: _Recorder) -> _Outcome:
+    async def _plan(
+        self, job: PlanTask, brief: TaskBrief, recorder: _Recorder, grants: frozenset[str]
+    ) -> _Outcome:
+        # Refused before the reasoner is asked: a forbidden task spends no tokens.
+        authorize_constraints(brief.constraints, grants)
+        forbidden = forbidden_tools(grants)
         reasons: dict[str, tuple[str, float]] = {}
         proposal: RoleProposal | None = None
         if job.roles is None:
@@ -370,8 +385,9 @@ class SuperAgent:
             on_thought=recorder.thoughts("plan"),
         )
         await recorder.usage("plan", planned.usage)
-        playbook = validate_playbook(
-            proposed_playbook(planned.result, self.playbooks), self.registry
+        playbook = authorize_playbook(
+            validate_playbook(proposed_playbook(planned.result, self.playbooks), self.registry),
+            grants,
         )
         roles = candidates
         if proposal is not None:
@@ -400,6 +416,7 @@ class SuperAgent:
                 reliability=reliability,
                 offline_only=self.offline_only,
                 pinned=playbook_tools(playbook),
+                forbidden=forbidden,
             )
         else:
             allocation = Allocation.model_validate(job.allocation.payload.model_dump())
@@ -413,6 +430,7 @@ class SuperAgent:
             model=self.model,
             fallback_models=self.fallback_models,
             reliability=reliability,
+            forbidden=forbidden,
         )
         proposed = frozenset(proposal.names() if proposal is not None else ())
         return _Outcome(roles, reasons, allocation, plan, proposed, sampling)

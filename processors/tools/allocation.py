@@ -14,11 +14,18 @@ so a cent per call, a minute of wall time or ten thousand tokens each halve the 
 otherwise equal tool. Unknown tools get the neutral prior Beta(1, 1) (p = 0.5); the
 InspectorAgent later feeds posteriors in. Ties go to the higher p, then to offline tools,
 then to the name.
+
+Some tools are given only to tasks whose submitter allowed them (:data:`TOOL_SCOPES`; the
+task carries the scopes as task.submitted ``grants``). A tool the task may not have is
+never a candidate: a capability it would have served goes to another tool, and a role's
+own required or optional tool is left out (no stage can call it: the playbook's steps are
+refused first). Only a requirement nothing else can meet fails, with FORBIDDEN_TOOL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +44,34 @@ SECONDS_UNIT = 60.0
 TOKENS_UNIT = 10_000.0
 
 Reliability = Mapping[str, tuple[float, float]]
+
+TOOL_SCOPES: Mapping[str, str] = MappingProxyType({"code.python": "tools:code"})
+"""Tools a task may use only when its submitter held a scope, by tool name. code.python
+runs the task's code on the JourneyAgent's machine, so it needs ``tools:code`` whoever
+chose it: the user, a shipped playbook or the allocation."""
+
+
+class ForbiddenToolError(PlanningError):
+    """The task's submitter did not hold the scope a tool its plan needs; ``details`` name
+    the tool, the scope and the step, role or capability that needs it."""
+
+    code = "FORBIDDEN_TOOL"
+
+
+def forbidden_tools(grants: Iterable[str]) -> frozenset[str]:
+    """The tools a task whose task.submitted carries ``grants`` may not use."""
+    held = frozenset(grants)
+    return frozenset(tool for tool, scope in TOOL_SCOPES.items() if scope not in held)
+
+
+def forbidden_message(tool: str, needed_by: str) -> str:
+    """Why ``tool`` is refused, and how to get it allowed."""
+    scope = TOOL_SCOPES.get(tool, "?")
+    return (
+        f"{needed_by} needs {tool}, which a task may use only when its submitter holds the "
+        f"scope {scope}, and this task's submitter did not; submit it as a user or with an "
+        f"API key that holds {scope}, or use a playbook without {tool}"
+    )
 
 
 class ToolChoice(BaseModel):
@@ -171,6 +206,7 @@ def _allocate_role(
     reliability: Reliability | None,
     offline_only: bool,
     pinned: Sequence[str],
+    forbidden: Collection[str],
 ) -> RoleAllocation:
     held: list[ToolSpec] = []
     choices: list[ToolChoice] = []
@@ -184,15 +220,34 @@ def _allocate_role(
             choices.append(choice)
 
     for requirement in [*role.required_tools, *pinned]:
+        name = registry.get(requirement).name
+        if name in forbidden and requirement in pinned:
+            raise ForbiddenToolError(
+                forbidden_message(name, f"a playbook step of role {role.name}"),
+                role=role.name,
+                tool=name,
+                scope=TOOL_SCOPES[name],
+            )
+        if name in forbidden:
+            continue  # the role's own: it goes without, and no step of this task calls it
         spec = _required(role, requirement, registry, held, offline_only)
         take(spec, _choice(spec, "required_tool", reliability))
 
     for capability in role.required_capabilities:
         if any(capability in have.capabilities for have in held):
             continue
-        ranked = rank_candidates(
-            registry.by_capability(capability, offline_only=offline_only), reliability
-        )
+        offered = registry.by_capability(capability, offline_only=offline_only)
+        allowed = [spec for spec in offered if spec.name not in forbidden]
+        if not allowed:
+            tools = sorted(spec.name for spec in offered)
+            raise ForbiddenToolError(
+                forbidden_message(tools[0], f"capability {capability!r} of role {role.name}"),
+                role=role.name,
+                capability=capability,
+                tool=tools[0],
+                scope=TOOL_SCOPES[tools[0]],
+            )
+        ranked = rank_candidates(allowed, reliability)
         usable = [spec for spec in ranked if fits(spec)]
         if not usable:
             raise ToolConflictError(
@@ -209,7 +264,7 @@ def _allocate_role(
             spec = registry.get(requirement)
         except PlanningError:
             continue  # optional: a tool that is not registered is simply not given
-        if (spec.offline or not offline_only) and fits(spec):
+        if (spec.offline or not offline_only) and spec.name not in forbidden and fits(spec):
             take(spec, _choice(spec, "optional_tool", reliability))
 
     return RoleAllocation(role=role.name, tools=choices)
@@ -221,6 +276,7 @@ def allocate_tools(
     reliability: Reliability | None = None,
     offline_only: bool = False,
     pinned: Mapping[str, Sequence[str]] | None = None,
+    forbidden: Collection[str] = frozenset(),
 ) -> Allocation:
     """The tools of each role, in the order of ``roles``.
 
@@ -228,14 +284,21 @@ def allocate_tools(
     (no LLM configured, no network) restricts every choice to offline tools, so
     llm.complete is never allocated then. ``pinned`` maps a role to tool requirements it
     must hold on top of its own required tools: the tools a playbook's steps call for
-    that role (:func:`processors.playbook.playbook_tools`). Raises MissingCapabilityError,
-    ToolConflictError, ToolUnavailableError, UnknownToolError or ToolVersionError,
-    naming the role and the tools involved.
+    that role (:func:`processors.playbook.playbook_tools`). ``forbidden`` holds the tools
+    the task may not use (:func:`forbidden_tools` of its grants): they are never given, and
+    a pinned one, or a capability only they offer, is a ForbiddenToolError. Raises
+    MissingCapabilityError, ToolConflictError, ToolUnavailableError, UnknownToolError or
+    ToolVersionError too, naming the role and the tools involved.
     """
     return Allocation(
         roles=[
             _allocate_role(
-                role, registry, reliability, offline_only, (pinned or {}).get(role.name, ())
+                role,
+                registry,
+                reliability,
+                offline_only,
+                (pinned or {}).get(role.name, ()),
+                forbidden,
             )
             for role in roles
         ],

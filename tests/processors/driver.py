@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -127,9 +127,19 @@ class Driver:
         self._wake.set()
         return event
 
-    def submit(self, description: str, constraints: Any = None, **more: Any) -> Event:
-        """task.submitted for a new task (``timeout`` may be given in ``more``)."""
-        payload = TaskSubmitted(description=description, constraints=constraints, **more)
+    def submit(
+        self,
+        description: str,
+        constraints: Any = None,
+        *,
+        grants: Sequence[str] = (),
+        **more: Any,
+    ) -> Event:
+        """task.submitted for a new task (``timeout`` may be given in ``more``). ``grants``
+        is what its submitter allowed it to run: none unless given, as for a viewer's key."""
+        payload = TaskSubmitted(
+            description=description, constraints=constraints, grants=list(grants), **more
+        )
         return self.append(payload, uuid.uuid4())
 
     def cancel(self, task_id: uuid.UUID | None, reason: str = "no longer needed") -> Event:

@@ -40,7 +40,7 @@ from events import (
     UsageRecorded,
     derive_id,
 )
-from processors.execution import Journey, RunStage, StageRun, TimeOut, decide, evolve
+from processors.execution import Journey, Refuse, RunStage, StageRun, TimeOut, decide, evolve
 from processors.journey_agent import JourneyAgent
 from processors.playbook import (
     Playbook,
@@ -71,6 +71,7 @@ from processors.tools.builtin import (
     ToolTimeout,
     build_tools,
 )
+from processors.tools.descriptors import CODE_PYTHON
 from tests.processors.driver import START, Clock, Driver, executor, planner
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.settings import Settings
@@ -125,6 +126,12 @@ class _Recorded(BuiltinTool):
 
     async def _probe(self) -> tuple[bool, str]:
         return True, "a test tool"
+
+
+class NeverRun(_Recorded):
+    """Stands in for code.python to show whether it was ever called."""
+
+    spec = CODE_PYTHON
 
 
 class Flaky(_Recorded):
@@ -225,9 +232,17 @@ def step(sid: str, tool: str, role: str, text: str = "x", **fields: Any) -> dict
     return {"id": sid, "tool": tool, "role": role, "input": {"text": text}, **fields}
 
 
-async def run_task(driver: Driver, constraints: dict[str, Any] | None = None) -> list[Event]:
-    """Submit a task, run until nothing is due, and return the task's whole log."""
-    submitted = driver.submit(RESEARCH, constraints)
+INLINE = ["playbooks:inline"]
+"""An operator's grants: inline playbooks, no code."""
+EVERYTHING = ["playbooks:inline", "tools:code"]
+"""An admin's grants: inline playbooks and code.python."""
+
+
+async def run_task(
+    driver: Driver, constraints: dict[str, Any] | None = None, grants: Sequence[str] = INLINE
+) -> list[Event]:
+    """Submit a task with ``grants``, run until nothing is due, and return its whole log."""
+    submitted = driver.submit(RESEARCH, constraints, grants=grants)
     await driver.settle()
     return [event for event in driver.log if event.task_id == submitted.task_id]
 
@@ -365,7 +380,7 @@ async def test_a_playbook_of_search_and_python_completes_with_what_the_code_prin
         inputs={"code": "print(sum(range(10)))"},
     )
     driver, _ = system()
-    events = await run_task(driver, {"playbook": book})
+    events = await run_task(driver, {"playbook": book}, grants=EVERYTHING)
 
     assert events[-1].type == "task.completed"
     output = one(events, TaskCompleted).output
@@ -376,6 +391,137 @@ async def test_a_playbook_of_search_and_python_completes_with_what_the_code_prin
     started = {p.stage_id: p for p in only(events, StepStarted)}
     assert started["compute"].input == {"code": "print(sum(range(10)))"}
     assert index(events, "step.completed", "compute") < index(events, "step.started", "report")
+
+
+# -- 2b. what the submitter allowed ----------------------------------------------------------
+SEARCH_AND_CODE = playbook(
+    {"id": "search", "tool": "web.search", "role": "researcher", "input": {"query": "retry"}},
+    {"id": "compute", "tool": "code.python", "role": "coder", "input": {"code": "print(1)"}},
+)
+
+
+async def test_a_task_without_tools_code_naming_code_task_fails_before_any_step_starts() -> None:
+    """An operator's task (inline playbooks, no code) that names the shipped code_task:
+    task.failed FORBIDDEN_TOOL from the SuperAgent, naming the scope and the step, and no
+    plan, no step.started, no tool call."""
+    driver, _ = system()
+    events = await run_task(driver, {"playbook": "code_task"}, grants=INLINE)
+
+    failed = one(events, TaskFailed)
+    assert events[-1].type == "task.failed" and failed.reason == "FORBIDDEN_TOOL"
+    assert failed.errors[0].details == {
+        "playbook": "code_task",
+        "step": "run",
+        "tool": "code.python",
+        "scope": "tools:code",
+    }
+    assert "tools:code" in failed.message
+    assert not {"plan.created", "step.started", "tool.called"} & set(types(events))
+
+
+async def test_a_task_the_reasoner_gives_code_task_fails_without_tools_code() -> None:
+    """Nobody named a playbook: the reasoner chose code_task for a task about Python code,
+    which the API could not foresee; without tools:code it fails all the same."""
+    driver, _ = system()
+    driver.submit("Write python code to compute statistics of the data", grants=INLINE)
+    events = await driver.settle()
+
+    assert one(events, TaskFailed).reason == "FORBIDDEN_TOOL"
+    assert "step.started" not in types(events)
+
+
+async def test_an_inline_playbook_without_playbooks_inline_fails_before_any_reasoning() -> None:
+    """A viewer's grants (none): the inline playbook is refused with FORBIDDEN_PLAYBOOK,
+    the only event after the submission."""
+    driver, _ = system()
+    events = await run_task(driver, {"playbook": SEARCH_AND_CODE}, grants=[])
+
+    assert types(events) == ["task.submitted", "task.failed"]
+    failed = one(events, TaskFailed)
+    assert failed.reason == "FORBIDDEN_PLAYBOOK"
+    assert failed.errors[0].details["scope"] == "playbooks:inline"
+
+
+async def test_an_inline_code_step_without_tools_code_fails_and_with_it_runs() -> None:
+    """The same inline playbook: FORBIDDEN_TOOL naming step compute for an operator; an
+    admin's task runs both stages and completes."""
+    driver, _ = system()
+    refused = await run_task(driver, {"playbook": SEARCH_AND_CODE}, grants=INLINE)
+    assert types(refused) == ["task.submitted", "task.failed"]
+    assert one(refused, TaskFailed).errors[0].details["step"] == "compute"
+
+    allowed = await run_task(driver, {"playbook": SEARCH_AND_CODE}, grants=EVERYTHING)
+    assert allowed[-1].type == "task.completed"
+    assert one(allowed, TaskCompleted).output["stages"]["compute"]["stdout"] == "1\n"
+
+
+async def _code_task_plan(grants: Sequence[str]) -> tuple[Event, Event]:
+    """A code_task plan made for an admin, and the same task's submission with ``grants``:
+    what a log holds if a plan naming code.python ever met a task that may not run it."""
+    driver = Driver(planner(SuperAgent.offline(clock=Clock())))
+    granted = driver.submit(RESEARCH, {"playbook": "code_task"}, grants=EVERYTHING)
+    plan = next(e for e in await driver.settle() if e.type == "plan.created")
+    payload = TaskSubmitted(
+        description=RESEARCH, constraints={"playbook": "code_task"}, grants=list(grants)
+    )
+    submitted = granted.model_copy(update={"payload": payload})
+    return submitted, plan
+
+
+async def test_the_journey_agent_refuses_a_plan_naming_code_python_without_the_grant() -> None:
+    """Defence in depth: decide gives only Refuse for such a plan, and the JourneyAgent
+    fails the task with FORBIDDEN_TOOL naming the tool, the scope and the stage; no stage
+    starts and code.python is never called."""
+    submitted, plan = await _code_task_plan(grants=[])
+    journey = fold([submitted, plan])
+    assert decide(journey, START) == [Refuse(journey, {"code.python": ["run"]})]
+
+    watched = NeverRun()
+    agent = JourneyAgent(RuleReasoner(), builtin_registry(), {"code.python": watched})
+    driver = Driver(executor(agent), history=[submitted, plan])
+    events = await driver.settle()
+
+    assert types(events) == ["task.failed"]
+    failed = one(events, TaskFailed)
+    assert failed.reason == "FORBIDDEN_TOOL"
+    assert failed.errors[0].details == {
+        "tool": "code.python",
+        "scope": "tools:code",
+        "stages": ["run"],
+    }
+    assert "none of its stages ran" in failed.message
+    assert watched.keys == []
+
+
+async def test_with_the_grant_the_same_plan_runs_its_code_stage() -> None:
+    """The same plan for a task granted tools:code: the first job is the code stage."""
+    submitted, plan = await _code_task_plan(grants=["tools:code"])
+    journey = fold([submitted, plan])
+    assert [type(job) for job in decide(journey, START)] == [RunStage]
+
+
+async def test_a_call_that_reaches_code_python_without_the_grant_fails_fatally_uncalled() -> None:
+    """The last fence: even a RunStage made by hand fails its step with FORBIDDEN_TOOL,
+    fatal and free, without calling the tool; recovery then escalates (the task fails)."""
+    submitted, plan = await _code_task_plan(grants=["playbooks:inline"])
+    journey = fold([submitted, plan])
+    watched = NeverRun()
+    agent = JourneyAgent(RuleReasoner(), builtin_registry(), {"code.python": watched})
+    emitted: list[Event] = []
+
+    async def emit(event: Event) -> None:
+        emitted.append(event)
+
+    await agent.run(RunStage(journey, "run", 1, "code.python", None), emit)
+
+    assert types(emitted) == ["step.started", "tool.called", "tool.returned", "step.failed"]
+    error = one(emitted, StepFailed).error
+    assert (error.code, error.category, error.transient) == ("FORBIDDEN_TOOL", "fatal", False)
+    assert "tools:code" in error.message
+    assert one(emitted, ToolReturned).cost_usd == 0.0
+    assert watched.keys == []
+    failed = fold(emitted, journey).stages["run"]
+    assert handle_error(failed, error).action == "escalate"
 
 
 # -- 3. a flaky tool -------------------------------------------------------------------------
@@ -596,7 +742,7 @@ async def test_past_the_timeout_only_timeout_is_decided_and_the_task_fails() -> 
     book = playbook(
         step("wait", "test.slow", "coder"), step("after", "test.slow", "coder", depends_on=["wait"])
     )
-    submitted = driver.submit(RESEARCH, {"playbook": book}, timeout=60)
+    submitted = driver.submit(RESEARCH, {"playbook": book}, grants=INLINE, timeout=60)
     settling = asyncio.create_task(driver.settle())
     await asyncio.wait_for(slow.entered.wait(), 5)
     journey = driver.state(1, submitted.task_id)
@@ -623,7 +769,8 @@ async def test_a_cancelled_task_decides_nothing_and_its_running_step_is_stopped(
     no event follows the cancellation."""
     slow = Slow()
     driver, _ = system(slow)
-    submitted = driver.submit(RESEARCH, {"playbook": playbook(step("wait", "test.slow", "coder"))})
+    book = {"playbook": playbook(step("wait", "test.slow", "coder"))}
+    submitted = driver.submit(RESEARCH, book, grants=INLINE)
     settling = asyncio.create_task(driver.settle())
     await asyncio.wait_for(slow.entered.wait(), 5)
 

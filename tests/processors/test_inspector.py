@@ -87,7 +87,8 @@ def system(*extra: Tool) -> tuple[Driver, InspectorAgent]:
 
 
 async def run_task(driver: Driver, constraints: dict[str, Any] | None = None) -> list[Event]:
-    submitted = driver.submit(RESEARCH, constraints)
+    """Submit a task as an operator would (who may bring inline playbooks) and run it."""
+    submitted = driver.submit(RESEARCH, constraints, grants=["playbooks:inline"])
     await driver.settle()
     return [event for event in driver.log if event.task_id == submitted.task_id]
 

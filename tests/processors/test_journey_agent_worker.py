@@ -37,10 +37,21 @@ USER = Actor(kind="user", id="ada")
 DONE_WAIT_S = 60.0
 
 
-def submitted(description: str, steps: list[dict[str, Any]] | None = None, **fields: Any) -> Event:
+OPERATOR = ["playbooks:inline"]
+"""Inline playbooks, no code: what the tasks of the test tools need."""
+ADMIN = ["playbooks:inline", "tools:code"]
+"""Inline playbooks and code.python."""
+
+
+def submitted(
+    description: str,
+    steps: list[dict[str, Any]] | None = None,
+    grants: list[str] = OPERATOR,
+    **fields: Any,
+) -> Event:
     constraints = {"playbook": {"name": "test", "steps": steps}} if steps else None
     return Event.new(
-        TaskSubmitted(description=description, constraints=constraints, **fields),
+        TaskSubmitted(description=description, constraints=constraints, grants=grants, **fields),
         tenant_id="acme",
         actor=USER,
         task_id=uuid.uuid4(),
@@ -157,6 +168,7 @@ async def test_a_multi_stage_task_completes_offline(tools: tuple[EventProducer, 
                 },
             },
         ],
+        grants=ADMIN,
     )
     await producer.publish(task)
     events = await finished(log, task.task_id)
@@ -169,6 +181,36 @@ async def test_a_multi_stage_task_completes_offline(tools: tuple[EventProducer, 
     assert output["final"]["markdown"].startswith("# Retries")
     assert any(s.startswith("file://") for s in output["final"]["sources"])
     assert [p.stages_done for p in of(events, "progress.updated")] == [1, 2, 3]
+
+
+async def test_code_task_without_tools_code_fails_with_the_reason_before_any_step(
+    tools: tuple[EventProducer, Log],
+) -> None:
+    """An operator's task naming the shipped code_task: task.failed FORBIDDEN_TOOL with
+    the scope, and neither a plan nor a step.started; with tools:code it completes."""
+    producer, log = tools
+    refused, allowed = (
+        Event.new(
+            TaskSubmitted(
+                description="print the platform",
+                constraints={"playbook": "code_task"},
+                grants=grants,
+            ),
+            tenant_id="acme",
+            actor=USER,
+            task_id=uuid.uuid4(),
+        )
+        for grants in (OPERATOR, ADMIN)
+    )
+    await producer.publish_many([refused, allowed])
+
+    events = await finished(log, refused.task_id)
+    failed = of(events, "task.failed")[0]
+    assert failed.reason == "FORBIDDEN_TOOL" and failed.errors[0].details["scope"] == "tools:code"
+    assert not {"plan.created", "step.started"} & {e.type for e in events}
+    events = await finished(log, allowed.task_id)
+    assert of(events, "task.completed")
+    assert "Python" in of(events, "step.completed")[0].output["stdout"]
 
 
 async def test_a_flaky_tool_is_retried_and_the_task_completes(

@@ -42,7 +42,8 @@ from processors.tools import (
     allocate_tools,
     builtin_registry,
 )
-from processors.tools.descriptors import BUILTIN_TOOLS, WEB_SEARCH
+from processors.tools.allocation import ForbiddenToolError
+from processors.tools.descriptors import BUILTIN_TOOLS, CODE_PYTHON, WEB_SEARCH
 
 TASK = "Research how WrenchAI recovers from errors and write a short report"
 CATALOG = load_role_catalog()
@@ -228,6 +229,44 @@ def test_alternates_respect_offline_only_conflicts_and_the_input_schema() -> Non
     strict = {"type": "object", "required": ["q"], "properties": {"q": {"type": "string"}}}
     other = ToolRegistry([*BUILTIN_TOOLS, _searx(input_schema=strict)])
     assert _plan(load_playbook("research_report"), other).stages[0].tools == ["web.search"]
+
+
+def _sandboxed_step() -> Playbook:
+    """A coder step calling code.sandbox, a second tool that runs code like code.python."""
+    return load_playbook(
+        {
+            "name": "x",
+            "steps": [{"id": "s", "tool": "code.sandbox", "role": "coder", "input": {"code": "1"}}],
+        }
+    )
+
+
+def test_a_tool_the_task_may_not_use_is_never_an_alternate() -> None:
+    """code.python may stand in for another code tool, unless the task may not use it:
+    then it is neither among the stage's tools nor an alternate_tool fallback."""
+    registry = ToolRegistry(
+        [*BUILTIN_TOOLS, CODE_PYTHON.model_copy(update={"name": "code.sandbox"})]
+    )
+    allowed = _plan(_sandboxed_step(), registry).stages[0]
+    assert allowed.tools == ["code.sandbox", "code.python"]
+
+    stage = _plan(_sandboxed_step(), registry, forbidden={"code.python"}).stages[0]
+    assert stage.tools == ["code.sandbox"]
+    assert all(f.tool != "code.python" for f in stage.fallbacks)
+
+
+def test_a_step_calling_a_tool_the_task_may_not_use_is_forbidden_tool() -> None:
+    """Even with an allocation that holds it, the plan refuses a code.python step for a
+    task without tools:code, naming the step and the scope."""
+    with pytest.raises(ForbiddenToolError) as info:
+        _plan(load_playbook("code_task"), forbidden={"code.python"})
+    assert info.value.code == "FORBIDDEN_TOOL"
+    assert info.value.details == {
+        "playbook": "code_task",
+        "step": "run",
+        "tool": "code.python",
+        "scope": "tools:code",
+    }
 
 
 def test_the_same_input_gives_the_same_plan_byte_for_byte() -> None:

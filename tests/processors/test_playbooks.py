@@ -10,17 +10,22 @@ import jsonschema
 import pytest
 import yaml
 
+from events import EXECUTION_SCOPES
 from processors.playbook import (
     PLAYBOOKS_DIR,
     Playbook,
     PlaybookError,
+    authorize_constraints,
+    authorize_playbook,
     is_reference,
     list_playbooks,
     load_playbook,
+    load_playbooks,
     playbook_json_schema,
     playbook_roles,
     playbook_tools,
     references,
+    required_scopes,
     step_inputs,
     substitute,
     topological_steps,
@@ -29,6 +34,7 @@ from processors.playbook import (
 )
 from processors.roles import load_role_catalog
 from processors.tools import PlanningError, ToolRegistry, builtin_registry
+from processors.tools.allocation import ForbiddenToolError
 
 REGISTRY = builtin_registry()
 
@@ -272,3 +278,85 @@ def test_a_playbook_constraint_that_is_neither_a_name_nor_an_object_is_invalid()
     with pytest.raises(PlaybookError, match="not list") as info:
         load_playbook(["search"])  # type: ignore[arg-type]
     assert info.value.reason == "INVALID_PLAYBOOK"
+
+
+# -- what a task may run ---------------------------------------------------------------------
+CODE = {"id": "run", "tool": "code.python>=1,<2", "input": {"code": "print(1)"}}
+
+
+@pytest.mark.parametrize(
+    ("constraints", "scopes"),
+    [
+        (None, set()),
+        ({}, set()),
+        ({"max_roles": 2}, set()),
+        ({"playbook": "research_report"}, set()),
+        ({"playbook": "code_task"}, set()),  # a name: the SuperAgent checks it
+        ({"playbook": _inline(SEARCH)}, {"playbooks:inline"}),
+        ({"playbook": _inline(SEARCH, CODE)}, {"playbooks:inline", "tools:code"}),
+        ({"playbook": _inline({"tool": " code.python "})}, {"playbooks:inline", "tools:code"}),
+        ({"playbook": {"steps": "not a list"}}, {"playbooks:inline"}),
+        (
+            {"playbook": {"steps": [5, {"tool": 7}, {"tool": "code.python<<"}]}},
+            {"playbooks:inline"},
+        ),
+        ({"playbook": 5}, set()),
+    ],
+)
+def test_required_scopes_are_known_from_the_constraints_alone(
+    constraints: dict[str, Any] | None, scopes: set[str]
+) -> None:
+    """An inline playbook needs playbooks:inline, and tools:code when a step calls
+    code.python (with or without a version constraint); whatever else the constraints hold,
+    required_scopes answers without raising, so the API can ask before validating."""
+    assert required_scopes(constraints) == scopes
+
+
+def test_required_scopes_count_a_named_playbooks_steps_when_given_the_playbooks() -> None:
+    """With the deployment's playbooks, naming code_task needs tools:code and naming
+    research_report needs nothing; an unknown name needs nothing (it fails later)."""
+    shipped = load_playbooks()
+    assert required_scopes({"playbook": "code_task"}, shipped) == {"tools:code"}
+    assert required_scopes({"playbook": "research_and_analyse"}, shipped) == {"tools:code"}
+    assert required_scopes({"playbook": "research_report"}, shipped) == set()
+    assert required_scopes({"playbook": "nope"}, shipped) == set()
+    assert required_scopes({}, shipped) == set()
+
+
+def test_the_scopes_a_task_may_need_are_execution_scopes() -> None:
+    """What a playbook may require is exactly what a task can be granted."""
+    assert required_scopes({"playbook": _inline(CODE)}) == EXECUTION_SCOPES
+
+
+def test_an_inline_playbook_without_playbooks_inline_is_forbidden_playbook() -> None:
+    """No grant for inline playbooks: FORBIDDEN_PLAYBOOK naming the scope, whatever the
+    steps; a named playbook or none is not an inline one and passes."""
+    with pytest.raises(PlaybookError) as info:
+        authorize_constraints({"playbook": _inline(SEARCH)}, ["tools:code"])
+    assert info.value.code == "FORBIDDEN_PLAYBOOK"
+    assert info.value.details["scope"] == "playbooks:inline"
+    assert "playbooks:inline" in info.value.message
+    authorize_constraints({"playbook": "code_task"}, [])
+    authorize_constraints(None, [])
+    authorize_constraints({"playbook": _inline(SEARCH)}, ["playbooks:inline"])
+
+
+def test_an_inline_code_step_without_tools_code_is_forbidden_tool_naming_the_step() -> None:
+    with pytest.raises(ForbiddenToolError) as info:
+        authorize_constraints({"playbook": _inline(SEARCH, CODE)}, ["playbooks:inline"])
+    assert info.value.code == "FORBIDDEN_TOOL"
+    assert info.value.details == {"step": "run", "tool": "code.python", "scope": "tools:code"}
+    authorize_constraints({"playbook": _inline(SEARCH, CODE)}, sorted(EXECUTION_SCOPES))
+
+
+def test_a_shipped_playbook_with_a_code_step_needs_tools_code() -> None:
+    """code_task's run step calls code.python: refused without tools:code, returned as it
+    is with it; research_report needs no grant at all."""
+    code_task = load_playbook("code_task")
+    with pytest.raises(ForbiddenToolError) as info:
+        authorize_playbook(code_task, ["playbooks:inline"])
+    assert info.value.details["playbook"] == "code_task"
+    assert info.value.details["step"] == "run"
+    assert authorize_playbook(code_task, ["tools:code"]) is code_task
+    research = load_playbook("research_report")
+    assert authorize_playbook(research, []) is research

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import pytest
 
 from events import (
+    EXECUTION_SCOPES,
     TERMINAL_TYPES,
     Actor,
     Codec,
@@ -75,13 +76,18 @@ def clock() -> datetime:
     return NOW
 
 
+ADMIN_GRANTS = sorted(EXECUTION_SCOPES)
+"""What an admin's task may run: everything. The tests of refusals pass fewer grants."""
+
+
 def submitted(
     description: str = RESEARCH,
     constraints: dict[str, Any] | None = None,
     task_id: uuid.UUID | None = None,
+    grants: Sequence[str] = ADMIN_GRANTS,
 ) -> Event:
     return Event.new(
-        TaskSubmitted(description=description, constraints=constraints),
+        TaskSubmitted(description=description, constraints=constraints, grants=list(grants)),
         tenant_id=TENANT,
         actor=USER,
         task_id=task_id or uuid.uuid4(),
@@ -602,6 +608,115 @@ async def test_failure_details_name_what_is_wrong(agent: SuperAgent) -> None:
     }
     steps = await run(agent, PlanTask(submitted(constraints=cycle)))
     assert one(steps, TaskFailed).errors[0].details["steps"] == ["a", "b"]
+
+
+# -- what the submitter allowed ---------------------------------------------------------------
+CODE_STEP = {"id": "run", "tool": "code.python", "role": "coder", "input": {"code": "print(1)"}}
+OPERATOR = ["playbooks:inline"]
+FORBIDDEN: list[tuple[str, dict[str, Any], list[str], str]] = [
+    ("inline-for-a-viewer", {"playbook": inline(search_step())}, [], "FORBIDDEN_PLAYBOOK"),
+    ("inline-code-only", {"playbook": inline(search_step())}, ["tools:code"], "FORBIDDEN_PLAYBOOK"),
+    ("inline-code-step", {"playbook": inline(CODE_STEP)}, OPERATOR, "FORBIDDEN_TOOL"),
+    ("code-task-named", {"playbook": "code_task"}, OPERATOR, "FORBIDDEN_TOOL"),
+    ("analyse-named", {"playbook": "research_and_analyse"}, [], "FORBIDDEN_TOOL"),
+]
+
+
+@pytest.mark.parametrize(
+    ("constraints", "grants", "code"),
+    [case[1:] for case in FORBIDDEN],
+    ids=[case[0] for case in FORBIDDEN],
+)
+async def test_a_task_that_needs_more_than_its_grants_fails_before_any_plan(
+    agent: SuperAgent, constraints: dict[str, Any], grants: list[str], code: str
+) -> None:
+    """An inline playbook without playbooks:inline, or a code.python step (inline or in a
+    named playbook) without tools:code: task.failed with the stable reason, naming the
+    scope, and no roles, tools or plan."""
+    events = await run(agent, PlanTask(submitted(constraints=constraints, grants=grants)))
+
+    assert events[-1].type == "task.failed"
+    assert set(types(events[:-1])) <= {"thought.recorded"}
+    failed = one(events, TaskFailed)
+    assert failed.reason == code and failed.errors[0].code == code
+    scope = "playbooks:inline" if code == "FORBIDDEN_PLAYBOOK" else "tools:code"
+    assert failed.errors[0].details["scope"] == scope and scope in failed.message
+
+
+async def test_an_inline_playbook_is_refused_before_the_reasoner_spends_a_token(
+    llm_agent: SuperAgent, server: OpenAIServer
+) -> None:
+    """Without playbooks:inline the LLM reasoner is never asked: task.failed is the only
+    event and the model server saw no request."""
+    constraints = {"playbook": inline(search_step())}
+    events = await run(llm_agent, PlanTask(submitted(constraints=constraints, grants=[])))
+
+    assert types(events) == ["task.failed"]
+    assert one(events, TaskFailed).reason == "FORBIDDEN_PLAYBOOK"
+    assert server.requests == []
+
+
+async def test_when_the_reasoner_chooses_code_task_a_task_without_tools_code_fails(
+    agent: SuperAgent,
+) -> None:
+    """Nothing in the constraints asks for code, but the reasoner picks code_task for a
+    task about Python: without tools:code it fails with FORBIDDEN_TOOL naming step run,
+    after the reasoning and before any roles.assigned; with it, code_task is planned."""
+    description = "Write python code to compute statistics of the data"
+    refused = await run(agent, PlanTask(submitted(description, grants=["playbooks:inline"])))
+
+    failed = one(refused, TaskFailed)
+    assert failed.reason == "FORBIDDEN_TOOL"
+    assert failed.errors[0].details == {
+        "playbook": "code_task",
+        "step": "run",
+        "tool": "code.python",
+        "scope": "tools:code",
+    }
+    assert "code.python" in failed.message and "tools:code" in failed.message
+    assert not set(PLAN_EVENTS) & set(types(refused))
+
+    allowed = await run(agent, PlanTask(submitted(description, grants=["tools:code"])))
+    assert one(allowed, PlanCreated).playbook == "code_task"
+
+
+async def test_without_tools_code_no_role_is_allocated_code_python_and_the_plan_stands(
+    agent: SuperAgent,
+) -> None:
+    """A research task for a submitter without tools:code: the analyst's optional
+    code.python is left out, the plan is the same research_report plan, and no stage
+    offers code.python even as a fallback. An admin's analyst holds code.python."""
+    cause = submitted(grants=[])
+    events = await run(agent, PlanTask(cause))
+    admin = await run(agent, PlanTask(submitted(task_id=cause.task_id)))
+
+    held = {e.role: [t.tool for t in e.tools] for e in one(events, ToolsAllocated).roles}
+    assert all("code.python" not in tools for tools in held.values())
+    assert "code.python" in {
+        t.tool for e in one(admin, ToolsAllocated).roles if e.role == "analyst" for t in e.tools
+    }
+    plan = one(events, PlanCreated)
+    assert plan.stages == one(admin, PlanCreated).stages
+    assert all("code.python" not in [*s.tools, *(f.tool for f in s.fallbacks)] for s in plan.stages)
+
+
+async def test_a_coder_for_a_task_without_tools_code_goes_without_code_python(
+    agent: SuperAgent,
+) -> None:
+    """The reasoner proposes the coder (whose required tool is code.python) for a task
+    that names research_report: the coder is assigned without code.python, and the task
+    is planned, since none of its stages runs code."""
+    cause = submitted(
+        "Write python code to compute statistics of the data",
+        constraints={"playbook": "research_report"},
+        grants=["playbooks:inline"],
+    )
+    events = await run(agent, PlanTask(cause))
+
+    assert "coder" in [role.name for role in one(events, RolesAssigned).roles]
+    held = {e.role: [t.tool for t in e.tools] for e in one(events, ToolsAllocated).roles}
+    assert "code.python" not in held["coder"]
+    assert one(events, PlanCreated).playbook == "research_report"
 
 
 # -- the role catalog at start-up ------------------------------------------------------------

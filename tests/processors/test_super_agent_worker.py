@@ -238,22 +238,27 @@ async def test_a_task_that_cannot_be_planned_fails_with_the_reason_and_the_worke
     producer: EventProducer, log: Log, worker: Any
 ) -> None:
     """An inline playbook with an unknown tool ends its task with task.failed UNKNOWN_TOOL;
-    the next task is planned as usual (a bad task is never a crash loop)."""
-    bad = submitted(
-        constraints={
-            "playbook": {
-                "name": "mine",
-                "steps": [{"id": "a", "tool": "web.crawl", "input": {"url": "x"}}],
-            }
+    an inline playbook from a submitter without playbooks:inline ends with
+    FORBIDDEN_PLAYBOOK; the next task is planned as usual (a bad task is never a crash
+    loop)."""
+    own = {
+        "playbook": {
+            "name": "mine",
+            "steps": [{"id": "a", "tool": "web.crawl", "input": {"url": "x"}}],
         }
-    )
+    }
+    bad = submitted(constraints=own, grants=["playbooks:inline"])
+    forbidden = submitted(constraints=own, grants=[])
     good = submitted()
     worker()
-    await producer.publish_many([bad, good])
+    await producer.publish_many([bad, forbidden, good])
     failed = await log.wait_for(bad.task_id, "task.failed")  # type: ignore[arg-type]
     assert failed[-1].payload.reason == "UNKNOWN_TOOL"  # type: ignore[attr-defined]
     assert "web.crawl" in failed[-1].payload.message  # type: ignore[attr-defined]
     assert "plan.created" not in [e.type for e in failed]
+    refused = await log.wait_for(forbidden.task_id, "task.failed")  # type: ignore[arg-type]
+    assert [e.type for e in refused] == ["task.submitted", "task.failed"]
+    assert refused[-1].payload.reason == "FORBIDDEN_PLAYBOOK"  # type: ignore[attr-defined]
     await log.wait_for(good.task_id, "plan.created")  # type: ignore[arg-type]
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import processors.tools as tools_package
+from events import EXECUTION_SCOPES
 from processors.roles import RoleSpec, load_role_catalog, validate_role_assignment
 from processors.tools import (
     BUILTIN_TOOLS,
@@ -28,6 +29,7 @@ from processors.tools import (
     parse_requirement,
     tool_score,
 )
+from processors.tools.allocation import TOOL_SCOPES, ForbiddenToolError, forbidden_tools
 from wrenchai.errors import WrenchError
 
 _ANY: dict[str, Any] = {"type": "object"}
@@ -301,3 +303,70 @@ def test_an_offline_tool_wins_a_tie() -> None:
     registry = ToolRegistry([_tool("a.online", offline=False), _tool("b.offline")])
     role = _role(required_capabilities=["thing"])
     assert allocate_tools([role], registry).tools_for("worker") == ["b.offline"]
+
+
+# -- tools a task may not use ---------------------------------------------------------------
+def _coders() -> ToolRegistry:
+    """code.python and a slower second tool for the same capability."""
+    return ToolRegistry(
+        [
+            _tool("code.python", capabilities=["code_execution"]),
+            _tool("code.other", capabilities=["code_execution"], cost=ToolCost(seconds=30.0)),
+        ]
+    )
+
+
+def test_forbidden_tools_are_those_whose_scope_the_grants_lack() -> None:
+    """code.python needs tools:code; with it granted nothing is forbidden."""
+    assert TOOL_SCOPES["code.python"] == "tools:code"
+    assert set(TOOL_SCOPES.values()) <= EXECUTION_SCOPES
+    assert forbidden_tools([]) == {"code.python"}
+    assert forbidden_tools(["playbooks:inline"]) == {"code.python"}
+    assert forbidden_tools(["tools:code"]) == frozenset()
+
+
+def test_without_the_grant_code_python_is_no_candidate_another_tool_serves_instead() -> None:
+    """Where code.python is one candidate among several, allocation drops it: the other
+    tool is chosen and code.python is not even listed as an alternative."""
+    role = _role(required_capabilities=["code_execution"])
+    granted = allocate_tools([role], _coders()).for_role("worker")
+    assert granted is not None
+    assert (granted.tools[0].tool, granted.tools[0].alternatives) == ("code.python", ["code.other"])
+
+    refused = allocate_tools([role], _coders(), forbidden={"code.python"}).for_role("worker")
+    assert refused is not None
+    assert [(t.tool, t.alternatives) for t in refused.tools] == [("code.other", [])]
+
+
+def test_a_capability_only_a_forbidden_tool_offers_fails_with_forbidden_tool() -> None:
+    """Nothing else can do the work: FORBIDDEN_TOOL naming the tool, the scope and the
+    capability, and saying how to get it allowed."""
+    registry = ToolRegistry([_tool("code.python", capabilities=["code_execution"])])
+    role = _role(required_capabilities=["code_execution"])
+    with pytest.raises(ForbiddenToolError) as info:
+        allocate_tools([role], registry, forbidden={"code.python"})
+    assert info.value.code == "FORBIDDEN_TOOL"
+    assert info.value.details == {
+        "role": "worker",
+        "capability": "code_execution",
+        "tool": "code.python",
+        "scope": "tools:code",
+    }
+    assert "tools:code" in info.value.message and "holds" in info.value.message
+
+
+def test_a_forbidden_tool_a_playbook_pins_fails_but_a_roles_own_is_left_out() -> None:
+    """A step that calls code.python needs it: FORBIDDEN_TOOL. The coder's own required
+    code.python and the reviewer's optional one are simply not given without the grant."""
+    roles = validate_role_assignment(["coder", "reviewer"], load_role_catalog())
+    with pytest.raises(ForbiddenToolError) as info:
+        allocate_tools(
+            roles, builtin_registry(), pinned={"coder": ["code.python"]}, forbidden={"code.python"}
+        )
+    assert info.value.details["role"] == "coder" and info.value.details["tool"] == "code.python"
+
+    allocation = allocate_tools(roles, builtin_registry(), forbidden={"code.python"})
+    assert all("code.python" not in entry.names() for entry in allocation.roles)
+    allowed = allocate_tools(roles, builtin_registry())
+    assert "code.python" in allowed.tools_for("coder")
+    assert "code.python" in allowed.tools_for("reviewer")
