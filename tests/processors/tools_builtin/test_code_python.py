@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from aiohttp import web
 
 from processors.tools.builtin import CodePython, ToolTimeout, _cgroups, _code_python, _sandbox
 from tests.processors.tools_builtin.local_http import LocalServer
@@ -235,9 +236,7 @@ async def test_the_network_is_unreachable_when_isolation_is_available(tool: Code
     if (await tool.sandbox()).mode != "isolated" and not await tool.network_isolation():
         pytest.skip("no bubblewrap, and unshare(CLONE_NEWNET) is not permitted here")
 
-    async def hello(request: object) -> object:
-        from aiohttp import web
-
+    async def hello(request: web.Request) -> web.StreamResponse:
         return web.Response(text="reached")
 
     async with LocalServer({"/": hello}) as server:
