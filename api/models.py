@@ -26,6 +26,9 @@ MAX_TIMEOUT_S = 86_400
 DEFAULT_TIMEOUT_S = 3_600
 MAX_REASON = 2_000
 
+Shredded = Literal["[shredded]"]
+"""What a field of user content reads once its tenant was shredded (``events.SHREDDED``)."""
+
 TaskStatus = Literal["submitted", "running", "completed", "failed", "cancelled"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 
@@ -93,7 +96,7 @@ class Task(_Body):
     task_id: uuid.UUID
     tenant_id: str
     description: str
-    constraints: dict[str, Any] | None
+    constraints: dict[str, Any] | Shredded | None
     timeout: int
     status: TaskStatus
     created_at: datetime
@@ -138,7 +141,7 @@ class PlanStage(_Body):
     model: str | None
     depends_on: list[str]
     inputs: list[str] = Field(description="Stages whose outputs this stage reads.")
-    tool_input: dict[str, Any]
+    tool_input: dict[str, Any] | Shredded
     success_criteria: list[str]
     optional: bool
     timeout: int
@@ -390,11 +393,22 @@ class HealthChecks(_Body):
     projector_lag: int | None
 
 
+class SandboxHealth(_Body):
+    """How code.python runs on this API's machine: ``isolated`` (bubblewrap namespaces,
+    user 65534), ``weak`` (no namespaces; only with WRENCH_SANDBOX_ALLOW_WEAK) or
+    ``refused`` (it will not run); ``detail`` says why."""
+
+    mode: Literal["isolated", "weak", "refused"]
+    detail: str
+
+
 class Health(_Body):
-    """``healthy`` when the database and the broker both answer."""
+    """``healthy`` when the database and the broker both answer; ``sandbox`` is
+    informational."""
 
     status: Literal["healthy", "unhealthy"]
     checks: HealthChecks
+    sandbox: SandboxHealth
 
 
 class ErrorDetail(_Body):
