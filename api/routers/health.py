@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 from api._readmodels import projector_lag
 from api._resources import Resources
 from api.deps import ResourcesDep
-from api.models import Health, HealthChecks
+from api.models import Health, HealthChecks, SandboxHealth
+from processors.tools.builtin import CodePython
+from processors.tools.descriptors import CODE_PYTHON
 from wrenchai.errors import WrenchError
 
 router = APIRouter(tags=["health"])
@@ -43,6 +45,15 @@ async def lag_or_none(resources: Resources) -> int | None:
         return None
 
 
+async def sandbox_health(resources: Resources) -> SandboxHealth:
+    """How code.python runs on this machine; the tool probes once, then remembers."""
+    tool = resources.tools.tools.get(CODE_PYTHON.name)
+    if not isinstance(tool, CodePython):
+        return SandboxHealth(mode="refused", detail="code.python is not loaded here")
+    status = await tool.sandbox()
+    return SandboxHealth(mode=status.mode, detail=status.detail)
+
+
 @router.get(
     "/health",
     response_model=Health,
@@ -53,14 +64,18 @@ async def health(resources: ResourcesDep) -> JSONResponse:
     """``healthy`` (200) when both the database and the broker answer, else 503.
 
     The projector's lag is informational: a lagging projector makes reads stale, not wrong.
+    So is ``sandbox``: the mode code.python runs in on this machine (docs/tools.md).
     """
-    database, broker = await asyncio.gather(
-        database_ok(resources), resources.broker.reachable(BROKER_TIMEOUT_S)
+    database, broker, sandbox = await asyncio.gather(
+        database_ok(resources),
+        resources.broker.reachable(BROKER_TIMEOUT_S),
+        sandbox_health(resources),
     )
     lag = await lag_or_none(resources) if database and broker else None
     healthy = database and broker
     body = Health(
         status="healthy" if healthy else "unhealthy",
         checks=HealthChecks(database=database, broker=broker, projector_lag=lag),
+        sandbox=sandbox,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 import httpx
@@ -11,11 +12,22 @@ from pydantic import SecretStr
 
 from api._resources import LogEnd
 from events import SYSTEM, Event, EventProducer, TaskSubmitted
+from processors.tools.builtin import CodePython
 from tests.api._support import serve, set_projector_offset
 from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("db", "topics")
+
+SANDBOX_MODES = {"isolated", "weak", "refused"}
+
+
+def _checks(body: dict[str, Any]) -> dict[str, Any]:
+    """The body without its informational ``sandbox`` part, which must be well formed."""
+    rest = dict(body)
+    sandbox = rest.pop("sandbox")
+    assert sandbox["mode"] in SANDBOX_MODES and sandbox["detail"]
+    return rest
 
 
 async def test_health_is_200_with_the_projector_lag_when_all_is_up(
@@ -28,7 +40,7 @@ async def test_health_is_200_with_the_projector_lag_when_all_is_up(
     response = await client.get("/health")
 
     assert response.status_code == 200
-    assert response.json() == {
+    assert _checks(response.json()) == {
         "status": "healthy",
         "checks": {"database": True, "broker": True, "projector_lag": 3},
     }
@@ -57,7 +69,7 @@ async def test_health_is_503_when_the_broker_is_down(settings: Settings) -> None
         response = await client.get("/health")
 
     assert response.status_code == 503
-    assert response.json() == {
+    assert _checks(response.json()) == {
         "status": "unhealthy",
         "checks": {"database": True, "broker": False, "projector_lag": None},
     }
@@ -73,7 +85,7 @@ async def test_health_is_503_when_the_database_is_down(settings: Settings) -> No
         response = await client.get("/health")
 
     assert response.status_code == 503
-    assert response.json() == {
+    assert _checks(response.json()) == {
         "status": "unhealthy",
         "checks": {"database": False, "broker": True, "projector_lag": None},
     }
@@ -92,3 +104,15 @@ async def test_log_end_is_read_at_most_once_per_ttl(
     assert await log_end.offsets(5) is first
     log_end.ttl_s = 0
     assert sum((await log_end.offsets(5)).values()) == sum(first.values()) + 1
+
+
+async def test_health_says_which_sandbox_mode_code_python_runs_in(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The mode and its reason, as the code.python tool of this machine reports them; on a
+    machine with working bubblewrap that is ``isolated``."""
+    expected = await CodePython(settings).sandbox()
+
+    sandbox = (await client.get("/health")).json()["sandbox"]
+
+    assert sandbox == {"mode": expected.mode, "detail": expected.detail}
