@@ -17,10 +17,23 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-dev: $(VENV)/.installed
+# code.python isolates runs with bubblewrap (Debian's package). Best effort: installed with
+# apt-get when missing and we are root; otherwise one line says what that means.
+.PHONY: bubblewrap
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; }; \
+	  fi; \
+	  command -v bwrap >/dev/null 2>&1 || echo "bubblewrap (bwrap) is not installed and could not be: code.python will refuse to run (or run without isolation if WRENCH_SANDBOX_ALLOW_WEAK=true); install Debian's bubblewrap package."; \
+	}
+
+dev: $(VENV)/.installed bubblewrap
 	$(BIN)/wrenchai dev $(ARGS)
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test bubblewrap
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
