@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def _clean_env() -> dict[str, str]:
 class DevStack:
     """One `wrenchai dev` process, its output in a file (a full pipe would block it)."""
 
-    def __init__(self, state_dir: Path, output: Path) -> None:
+    def __init__(self, state_dir: Path, output: Path, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.api_port = free_port()
         self.broker_port = free_port()
@@ -57,7 +58,7 @@ class DevStack:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(state_dir),
                  "--api-port", str(self.api_port), "--broker-port", str(self.broker_port)],
-                stdout=out, stderr=subprocess.STDOUT, env=_clean_env(),
+                stdout=out, stderr=subprocess.STDOUT, env={**_clean_env(), **(env or {})},
             )  # fmt: skip
         self.started = time.monotonic()
         self.client = httpx.Client(base_url=self.base, timeout=15.0)
@@ -150,8 +151,8 @@ def start_dev(tmp_path: Path) -> Iterator[Any]:
     """Starts `wrenchai dev` on a state dir; everything started is gone after the test."""
     stacks: list[DevStack] = []
 
-    def start(state_dir: Path) -> DevStack:
-        stack = DevStack(state_dir, tmp_path / f"dev-{len(stacks)}.out")
+    def start(state_dir: Path, env: dict[str, str] | None = None) -> DevStack:
+        stack = DevStack(state_dir, tmp_path / f"dev-{len(stacks)}.out", env)
         stacks.append(stack)
         return stack
 
@@ -400,3 +401,59 @@ def test_killing_dev_leaves_no_orphans(state_dir: Path, start_dev: Any) -> None:
     stack.stop(signal.SIGKILL)
 
     assert _wait_gone(list(pids.values()), timeout_s=15) == []
+
+
+SNOOP = """
+import glob, os, socket
+for path in glob.glob("/proc/*/environ"):
+    try:
+        print(path, open(path, "rb").read().decode(errors="replace"))
+    except OSError as exc:
+        print(path, "refused", exc)
+for name in ("/root", os.environ.get("STATE_DIR", ""), "/work", "/tmp"):
+    try:
+        print(name, os.listdir(name))
+    except OSError as exc:
+        print(name, "refused", exc)
+print("uid", os.getuid())
+"""
+
+
+def _stage_stdout(stack: DevStack, task_id: str, stage_id: str) -> str:
+    """What the stage's code printed, from its step.completed in the task's history."""
+    deadline = time.monotonic() + PLAN_WAIT_S
+    while time.monotonic() < deadline:
+        events = stack.client.get(f"/tasks/{task_id}/events").json().get("events", [])
+        for event in events:
+            payload = event["payload"]
+            if event["type"] == "step.completed" and payload.get("stage_id") == stage_id:
+                return str(payload["output"]["stdout"])
+        time.sleep(0.3)
+    raise AssertionError(f"stage {stage_id} of {task_id} did not complete")
+
+
+def test_code_run_by_a_task_sees_no_secret_of_the_stack(state_dir: Path, start_dev: Any) -> None:
+    """The attack that opened this hole, repeated: the stack started with a canary LLM key,
+    and a task whose code.python step reads every process's environment and lists the state
+    directory. The step runs (an admin may run code) but sees no other process, no WRENCH_
+    setting, no canary and no state directory, and runs as an unprivileged user."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    stack: DevStack = start_dev(state_dir, {"WRENCH_LLM_API_KEY": canary})
+    stack.wait_ready()
+    snoop = SNOOP.replace('os.environ.get("STATE_DIR", "")', repr(str(state_dir)))
+    response = stack.client.post(
+        "/tasks",
+        json={
+            "description": "Look around",
+            "constraints": {"playbook": "code_task", "playbook_inputs": {"code": snoop}},
+        },
+    )
+    assert response.status_code == 202, response.text
+    task_id = response.json()["task_id"]
+    stdout = _stage_stdout(stack, task_id, "run")
+    assert "uid 65534" in stdout
+    assert canary not in stdout and "WRENCH_" not in stdout
+    assert str(state_dir) in stdout and "refused" in stdout
+    history = stack.client.get(f"/tasks/{task_id}/events").text
+    assert canary not in history
+    _stop_cleanly(stack)
