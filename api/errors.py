@@ -21,7 +21,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Scope
 
 from api.models import ErrorBody, ErrorDetail
-from events import BrokerUnavailable
+from events import BrokerUnavailable, KeyStoreUnavailable, TenantKeysDestroyed
 from projections import DatabaseUnavailable
 from wrenchai.errors import WrenchError
 
@@ -115,6 +115,9 @@ class InvalidRequest(ApiError):
 _STATUS_BY_ERROR: tuple[tuple[type[WrenchError], int], ...] = (
     (BrokerUnavailable, 503),
     (DatabaseUnavailable, 503),
+    (KeyStoreUnavailable, 503),
+    # A tenant shredded between its credential check and its write: nothing is written.
+    (TenantKeysDestroyed, 410),
 )
 
 _CODE_BY_STATUS = {
@@ -124,6 +127,7 @@ _CODE_BY_STATUS = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     409: "CONFLICT",
+    410: "GONE",
     413: "PAYLOAD_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
     422: "VALIDATION_ERROR",
@@ -204,8 +208,10 @@ def _public_message(exc: WrenchError) -> str:
     # Driver messages carry hosts and ports; the client gets a message that says what to do.
     if isinstance(exc, BrokerUnavailable):
         return "the event log is unavailable; nothing was written, retry later"
-    if isinstance(exc, DatabaseUnavailable):
+    if isinstance(exc, DatabaseUnavailable | KeyStoreUnavailable):
         return "the database is unavailable; retry later"
+    if isinstance(exc, TenantKeysDestroyed):
+        return "this tenant was shredded: nothing more is written for it"
     return exc.message
 
 

@@ -221,11 +221,12 @@ selected by `type` and `schema_version`. The codec writes the envelope as canoni
 - **Versions and upcasting.** A stored event is never rewritten. A payload that changes shape
   gets the next `schema_version` and an upcaster from each version to the next; readers run
   the chain on read and only ever see the newest version.
-- **Sensitive fields** hold user content (prompts, completions, tool inputs and outputs).
-  With encryption keys configured (`WRENCH_ENCRYPTION_KEYS`), the codec replaces each one
-  with a Fernet token of its canonical JSON and lists its name in `encrypted_fields`. The
-  first key encrypts and every key decrypts, so a key rotates by putting the new one first.
-  Without keys they are stored in clear.
+- **Sensitive fields** hold user content (prompts, completions, tool inputs and outputs) and
+  secrets' hashes. With master keys configured (`WRENCH_MASTER_KEYS`), the codec replaces
+  each one with a Fernet token of its canonical JSON, made with the event's tenant's own data
+  key, and lists its name in `encrypted_fields`; after `wrenchai tenant shred` they read as
+  `"[shredded]"`. With only `WRENCH_ENCRYPTION_KEYS`, one key ring serves every tenant.
+  Without keys they are stored in clear. See [security.md](security.md).
 - **JSON Schema.** `wrenchai schema export DIR` writes one JSON Schema (draft 2020-12) per
   type and version, named `TYPE.vN.json`, describing the record value as stored. Sensitive
   fields carry `"x-sensitive": true`; each schema carries `x-event-type` and

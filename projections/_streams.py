@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from projections._identity_models import ADMIN_READ_MODELS
 from projections._read_models import READ_MODELS, ReadModel
+from projections._shredding import ShreddingModel
 from wrenchai.settings import Settings
 
 
@@ -29,6 +30,7 @@ class Stream:
 
 
 EVENTS = Stream("events", "projector", READ_MODELS)
-ADMIN = Stream("admin", "projector-admin", ADMIN_READ_MODELS)
+# Shredding last: it clears what the models before it (and those of wrench.events) hold.
+ADMIN = Stream("admin", "projector-admin", (*ADMIN_READ_MODELS, ShreddingModel()))
 STREAMS: tuple[Stream, ...] = (EVENTS, ADMIN)
 """Every stream the projector runs, in the order a restore republishes them."""

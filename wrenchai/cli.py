@@ -9,6 +9,7 @@ from typing import TypeVar
 import click
 
 from wrenchai._cli_common import command_settings, run
+from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_identity import keys, tenants, users
 from wrenchai.errors import WrenchError
 
@@ -30,6 +31,8 @@ def main(state_dir: Path) -> None:
     del state_dir  # read by each command through click's context
 
 
+keys.add_command(rotate)
+tenants.add_command(shred)
 main.add_command(tenants)
 main.add_command(tenants, name="tenant")
 main.add_command(users)

@@ -272,7 +272,10 @@ class Settings(BaseSettings):
     )
     sandbox_cpu_s: int = Field(30, ge=1, description="CPU-seconds limit of one code.python run.")
     sandbox_memory_mb: int = Field(
-        512, ge=16, description="Address-space limit of one code.python run, in MiB."
+        512,
+        ge=16,
+        description="Memory of one code.python run, in MiB: its address space, and (with a "
+        "memory cgroup) everything the run holds, its tmpfs included.",
     )
     sandbox_output_bytes: int = Field(
         65_536,

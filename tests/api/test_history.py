@@ -54,10 +54,15 @@ async def test_history_lists_submitted_then_cancelled_in_log_order(
         "id", "type", "schema_version", "task_id", "tenant_id", "actor", "occurred_at",
         "correlation_id", "causation_id", "payload", "position",
     }  # fmt: skip
-    assert first["payload"] == {"description": "Plan a trip", "constraints": None, "timeout": 3600}
+    assert first["payload"] == {
+        "description": "Plan a trip",
+        "constraints": None,
+        "timeout": 3600,
+        "grants": ["playbooks:inline", "tools:code"],
+    }
     assert first["actor"] == {"kind": "user", "id": f"apikey:{TEST_KEY_ID}"}
     assert first["tenant_id"] == "default"
-    assert first["schema_version"] == 1
+    assert first["schema_version"] == 2
     assert events[1]["payload"] == {"reason": "no time"}
 
 
