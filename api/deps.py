@@ -16,6 +16,7 @@ from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
 from api._readmodels import wait_for_projector
 from api._resources import Resources
 from api.errors import Forbidden, RateLimited, Unauthenticated
+from api.identity import Identity
 from api.models import POSITION_PATTERN
 from api.security import CredentialRefused, Principal, looks_like_api_key
 from events import (
@@ -155,6 +156,16 @@ def require(scope: str, *, write: bool = False) -> Any:
 
 
 Authenticated = Annotated[Principal, Security(authenticate)]
+
+
+def get_identity(resources: ResourcesDep) -> Identity:
+    """The identity commands, on the app's producer and owner pool."""
+    return Identity(
+        resources.settings, resources.producer, resources.database, resources.authenticator.pepper
+    )
+
+
+IdentityDep = Annotated[Identity, Depends(get_identity)]
 """Any valid credential, whatever its scopes (signing out, who am I)."""
 
 

@@ -4,6 +4,7 @@ recorded in ``--state-dir``) and running a coroutine with errors as messages."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
+from events import Actor
 from wrenchai._state import settings_for
 from wrenchai.errors import WrenchError
 from wrenchai.logging import configure_logging
@@ -32,6 +34,15 @@ def command_settings(process: str) -> Settings:
         sys.exit(1)
     configure_logging(settings, process=process)
     return settings
+
+
+def cli_actor() -> Actor:
+    """Who ran the command, as the events it causes name them."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    return Actor(kind="system", id=f"cli:{who}")
 
 
 def run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:

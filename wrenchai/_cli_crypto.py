@@ -9,7 +9,6 @@ tenant's content from the read models.
 from __future__ import annotations
 
 import asyncio
-import getpass
 import re
 import uuid
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from events import (
     master_keys,
 )
 from events import rotate as rotate_data_keys
-from wrenchai._cli_common import command_settings, run
+from wrenchai._cli_common import cli_actor, command_settings, run
 from wrenchai.errors import ConfigurationError, WrenchError
 from wrenchai.settings import Settings
 
@@ -137,15 +136,6 @@ async def _projected(settings: Settings, tenant_id: str, wait_s: float) -> bool:
         await conn.close()
 
 
-def _actor() -> Actor:
-    """Who ran the command, as the events it causes name them."""
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "unknown"
-    return Actor(kind="system", id=f"cli:{who}")
-
-
 @click.command("rotate")
 @click.option(
     "--tenant",
@@ -184,7 +174,7 @@ def shred(tenant_id: str, reason: str | None, yes: bool) -> None:
             f"Destroy every data key of tenant {tenant_id}? Its content cannot be read again",
             abort=True,
         )
-    outcome = run(lambda: shred_tenant(settings, tenant_id, _actor(), reason))
+    outcome = run(lambda: shred_tenant(settings, tenant_id, cli_actor(), reason))
     done = outcome.shredding
     if done.first:
         click.echo(f"tenant {tenant_id} shredded: {done.keys_destroyed} data key(s) destroyed")

@@ -7,7 +7,6 @@ default is the same) and the command finds its broker and database.
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,21 +14,12 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import click
 
-from events import ROLES, SCOPES, Actor, EventProducer, codec_from_settings, role_scopes
-from wrenchai._cli_common import command_settings, run
+from events import ROLES, SCOPES, EventProducer, codec_from_settings, role_scopes
+from wrenchai._cli_common import cli_actor, command_settings, run
 from wrenchai.settings import Settings
 
 if TYPE_CHECKING:
     from api.identity import Identity
-
-
-def _actor() -> Actor:
-    """Who ran the command, as the events it causes name them."""
-    try:
-        who = getpass.getuser()
-    except (KeyError, OSError):
-        who = "unknown"
-    return Actor(kind="system", id=f"cli:{who}")
 
 
 @asynccontextmanager
@@ -70,7 +60,7 @@ def tenants_create(name: str, tenant_id: str | None) -> None:
 
     async def main() -> tuple[str, str]:
         async with _identity(settings) as identity:
-            new_id, key = await identity.create_tenant(name, _actor(), tenant_id)
+            new_id, key = await identity.create_tenant(name, cli_actor(), tenant_id)
             return new_id, key.token
 
     new_id, token = run(main)
@@ -94,7 +84,9 @@ def users_create(username: str, tenant_id: str, role: str, password: str) -> Non
 
     async def main() -> str:
         async with _identity(settings) as identity:
-            user = await identity.create_user(tenant_id, username, password, _role(role), _actor())
+            user = await identity.create_user(
+                tenant_id, username, password, _role(role), cli_actor()
+            )
             return str(user.user_id)
 
     click.echo(f"user {username} created: {run(main)}")
@@ -111,7 +103,7 @@ def users_disable(user: str, tenant_id: str | None, reason: str | None) -> None:
     async def main() -> str:
         async with _identity(settings) as identity:
             tenant, user_id = await identity.user_id_of(tenant_id, user)
-            await identity.disable_user(tenant, user_id, _actor(), reason)
+            await identity.disable_user(tenant, user_id, cli_actor(), reason)
             return str(user_id)
 
     click.echo(f"user {run(main)} disabled")
@@ -151,7 +143,9 @@ def keys_issue(
 
     async def main() -> tuple[str, str]:
         async with _identity(settings) as identity:
-            key = await identity.issue_key(tenant_id, name, chosen, _actor(), expires_at=expires_at)
+            key = await identity.issue_key(
+                tenant_id, name, chosen, cli_actor(), expires_at=expires_at
+            )
             return key.key_id, key.token
 
     key_id, token = run(main)
@@ -169,7 +163,7 @@ def keys_revoke(key_id: str, tenant_id: str, reason: str | None) -> None:
 
     async def main() -> None:
         async with _identity(settings) as identity:
-            await identity.revoke_key(tenant_id, key_id, _actor(), reason)
+            await identity.revoke_key(tenant_id, key_id, cli_actor(), reason)
 
     run(main)
     click.echo(f"key {key_id} revoked")

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response
 
-from api.deps import Principal, ResourcesDep, require
-from api.identity import Identity, IssuedKey, UserNotFound
+from api.deps import Principal, ResourcesDep, get_identity, require
+from api.identity import IssuedKey, UserNotFound
 from api.models import (
     ApiKeyInfo,
     ApiKeyIssuedBody,
@@ -31,12 +31,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 429, 503)
 }
 Id = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
-
-
-def _identity(resources: ResourcesDep) -> Identity:
-    return Identity(
-        resources.settings, resources.producer, resources.database, resources.authenticator.pepper
-    )
 
 
 def _issued(key: IssuedKey) -> ApiKeyIssuedBody:
@@ -67,7 +61,7 @@ async def create_tenant(
 ) -> TenantCreatedBody:
     """A new tenant and its first admin API key, shown once. Only the platform's bootstrap
     admin holds tenants:admin."""
-    tenant_id, key = await _identity(resources).create_tenant(
+    tenant_id, key = await get_identity(resources).create_tenant(
         body.name, principal.actor, body.tenant_id
     )
     return TenantCreatedBody(tenant_id=tenant_id, name=body.name, api_key=_issued(key))
@@ -90,7 +84,7 @@ async def issue_key(
     """A key of the caller's tenant holding ``scopes`` (by default the caller's own, less
     the platform's), shown once. A key never holds a scope its issuer lacks."""
     scopes = body.scopes if body.scopes is not None else sorted(principal.scopes - PLATFORM_SCOPES)
-    key = await _identity(resources).issue_key(
+    key = await get_identity(resources).issue_key(
         principal.tenant_id,
         body.name,
         scopes,
@@ -122,7 +116,7 @@ async def list_keys(
 )
 async def revoke_key(key_id: Id, resources: ResourcesDep, principal: KeysAdmin) -> Response:
     """Every API process refuses the key within two seconds."""
-    await _identity(resources).revoke_key(principal.tenant_id, key_id, principal.actor)
+    await get_identity(resources).revoke_key(principal.tenant_id, key_id, principal.actor)
     return Response(status_code=204)
 
 
@@ -136,7 +130,7 @@ UsersAdmin = Annotated[Principal, require("users:admin", write=True)]
 async def create_user(body: CreateUser, resources: ResourcesDep, principal: UsersAdmin) -> UserInfo:
     """A user of the caller's tenant who signs in at /auth/token. User names are unique
     across the platform."""
-    created = await _identity(resources).create_user(
+    created = await get_identity(resources).create_user(
         principal.tenant_id, body.username, body.password, body.role, principal.actor
     )
     return await _user(resources, principal, created.user_id)
@@ -166,7 +160,7 @@ async def disable_user(
     user_id: Id, resources: ResourcesDep, principal: UsersAdmin, body: DisableUser | None = None
 ) -> UserInfo:
     """The user can no longer sign in, their sessions end, and the keys they own stop."""
-    await _identity(resources).disable_user(
+    await get_identity(resources).disable_user(
         principal.tenant_id, user_id, principal.actor, body.reason if body else None
     )
     return await _user(resources, principal, user_id)
@@ -179,7 +173,9 @@ async def change_role(
     user_id: Id, body: ChangeRole, resources: ResourcesDep, principal: UsersAdmin
 ) -> UserInfo:
     """The user's scopes follow the new role from the next request on."""
-    await _identity(resources).change_role(principal.tenant_id, user_id, body.role, principal.actor)
+    await get_identity(resources).change_role(
+        principal.tenant_id, user_id, body.role, principal.actor
+    )
     return await _user(resources, principal, user_id)
 
 

@@ -15,9 +15,8 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Form, Request, Response
 
-from api.deps import Authenticated, ResourcesDep, client_address, record_denial
+from api.deps import Authenticated, ResourcesDep, client_address, get_identity, record_denial
 from api.errors import ApiError, RateLimited, Unauthenticated
-from api.identity import Identity
 from api.models import ErrorBody, Me, TokenPair
 from api.security import InvalidToken, Principal, check_password
 from events import (
@@ -102,7 +101,7 @@ async def _sign_in(
         "refresh", subject=user.user_id, tenant_id=user.tenant_id, session_id=session_id
     )
     actor = Actor(kind="user", id=user.user_id)
-    identity = _identity(resources)
+    identity = get_identity(resources)
     await identity.publish(
         SessionStarted(
             session_id=session_id,
@@ -136,7 +135,7 @@ async def _refresh(request: Request, resources: ResourcesDep, token: str) -> Tok
         await record_denial(request, resources, "revoked_credential", "refresh_token")
         raise Unauthenticated("revoked_credential")
     actor = Actor(kind="user", id=user.user_id)
-    identity = _identity(resources)
+    identity = get_identity(resources)
     if session.refresh_id != claims.token_id:
         # An older token of the family: whoever holds it may have stolen it. End the family.
         await identity.publish(
@@ -183,7 +182,7 @@ async def logout(principal: Authenticated, resources: ResourcesDep) -> Response:
     issued are refused from now on. An API key has no session: revoke it instead."""
     if principal.session_id is None:
         raise BadGrant("an API key has no session; revoke it with DELETE /api-keys/{key_id}")
-    await _identity(resources).publish(
+    await get_identity(resources).publish(
         SessionRevoked(session_id=principal.session_id, reason="logout"),
         principal.tenant_id,
         principal.actor,
@@ -218,12 +217,6 @@ def _pair(resources: ResourcesDep, access: str, refresh: str) -> TokenPair:
         expires_in=settings.access_token_ttl_s,
         refresh_token=refresh,
         refresh_expires_in=settings.refresh_token_ttl_s,
-    )
-
-
-def _identity(resources: ResourcesDep) -> Identity:
-    return Identity(
-        resources.settings, resources.producer, resources.database, resources.authenticator.pepper
     )
 
 
