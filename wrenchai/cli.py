@@ -11,6 +11,7 @@ import click
 from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_identity import keys, tenants, users
+from wrenchai._cli_watch import submit, watch
 from wrenchai.errors import WrenchError
 
 T = TypeVar("T")
@@ -37,6 +38,8 @@ main.add_command(tenants)
 main.add_command(tenants, name="tenant")
 main.add_command(users)
 main.add_command(keys)
+main.add_command(submit)
+main.add_command(watch)
 
 
 @main.command()

@@ -24,6 +24,7 @@ _SECRET_FIELDS = (
     "api_key_pepper",
     "llm_api_key",
     "alert_webhook_secret",
+    "api_key",
     # Its password, when it has one, is in the URL.
     "database_url",
 )
@@ -370,6 +371,19 @@ class Settings(BaseSettings):
     alert_webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST.")
     alert_webhook_retries: int = Field(
         3, ge=0, le=10, description="Retries of a webhook POST that fails, with backoff."
+    )
+
+    # -- the command line as the API's client (wrenchai submit, wrenchai watch) ----------
+    api_url: str | None = Field(
+        None,
+        description="Base URL of the API that `wrenchai submit` and `wrenchai watch` talk to; "
+        "unset: the one the `wrenchai dev` stack in --state-dir recorded, else "
+        "http://127.0.0.1:WRENCH_API_PORT.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="The credential (an API key, or a JWT) `wrenchai submit` and `wrenchai "
+        "watch` send; unset: the bootstrap admin's key in --state-dir (admin-api-key).",
     )
 
     # -- logging -----------------------------------------------------------------------

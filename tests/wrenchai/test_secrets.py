@@ -25,6 +25,7 @@ SECRETS = {
     "api_key_pepper": "pepper-canary-55d1",
     "llm_api_key": "sk-llm-canary-2b8e",
     "alert_webhook_secret": "webhook-canary-c4d0",
+    "api_key": "cli-api-key-canary-a17e",
     "jwt_private_key": "-----BEGIN PRIVATE KEY-----\ncanary-pem\n-----END PRIVATE KEY-----",
 }
 
