@@ -3,6 +3,7 @@
 import structlog
 
 from events._catalog import Catalog, catalog, event
+from events._chain import ChainCheckpoint, SignatureAlgorithm, SignedHead
 from events._codec import Codec, Record, canonical_json, shredded_fields
 from events._crypto import (
     SHREDDED,
@@ -153,6 +154,7 @@ __all__ = [
     "BrokerUnavailable",
     "Catalog",
     "CatalogError",
+    "ChainCheckpoint",
     "CheckResult",
     "Cipher",
     "Codec",
@@ -189,6 +191,8 @@ __all__ = [
     "SessionRefreshed",
     "SessionRevoked",
     "SessionStarted",
+    "SignatureAlgorithm",
+    "SignedHead",
     "StageFallback",
     "StepCompleted",
     "StepError",

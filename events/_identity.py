@@ -237,6 +237,8 @@ IDENTITY_TYPES = frozenset(
         "session.started",
         "session.refreshed",
         "session.revoked",
+        # The archive's signed chain heads (events/_chain.py): platform facts, not a task's.
+        "chain.checkpoint",
     }
 )
 """The event types that belong on wrench.admin."""

@@ -26,7 +26,7 @@ from events import (
     Record,
 )
 from events._codec import Headers
-from projections._archive import GENESIS_HASH, chain_hash, headers_to_json
+from projections._archive import CHAIN_VERSION, GENESIS_HASH, headers_to_json, link_hash
 from projections._read_models import Applied, apply_all
 from projections._streams import EVENTS, Stream
 from wrenchai.settings import Settings
@@ -51,6 +51,7 @@ ARCHIVE_COLUMNS = (
     "error",
     "prev_hash",
     "hash",
+    "chain_version",
 )
 
 
@@ -197,8 +198,9 @@ class Projector:
         dead: list[tuple[ConsumerRecord[bytes, bytes], EventDecodeError]],
         outcome: BatchOutcome,
     ) -> bytes:
-        """Archive one record (poison, duplicate or applied); returns its chain hash."""
-        digest = chain_hash(prev, record.value)
+        """Archive one record (poison, duplicate or applied); returns its chain hash, which
+        covers its key, headers and value (chain version 2, projections._archive)."""
+        digest = link_hash(CHAIN_VERSION, prev, record.key, _headers(record), record.value)
         if isinstance(result, EventDecodeError):
             dead.append((record, result))
             rows.append(self._row(record, "poison", prev, digest, error=result))
@@ -228,7 +230,8 @@ class Projector:
         raw = (record.key, record.value, headers_to_json(_headers(record)))
         if decoded is None:
             assert error is not None
-            return (*head, *[None] * 7, *raw, f"{error.reason}: {error.message}", prev, digest)
+            error_text = f"{error.reason}: {error.message}"
+            return (*head, *[None] * 7, *raw, error_text, prev, digest, CHAIN_VERSION)
         stored, event = decoded
         applied = status == "applied"
         return (
@@ -244,6 +247,7 @@ class Projector:
             None if applied else f"duplicate of event {event.id}",
             prev,
             digest,
+            CHAIN_VERSION,
         )
 
     def _decode(

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from events import EventProducer, codec_from_settings, create_consumer
+from projections._checkpoints import Checkpointer
 from projections._db import connect
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, OffsetGap, Projector
@@ -40,8 +41,11 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
 class ProjectorRunner:
     """The consumer loop around a Projector: fetch a batch, apply it, repeat; drain on stop."""
 
-    def __init__(self, settings: Settings, stream: Stream = EVENTS) -> None:
+    def __init__(
+        self, settings: Settings, stream: Stream = EVENTS, checkpointer: Checkpointer | None = None
+    ) -> None:
         self.settings = settings
+        self.checkpointer = checkpointer
         self.codec = codec_from_settings(settings)
         self.dlq = EventProducer(settings, self.codec)
         self.projector = Projector(settings, self.codec, self.dlq, stream)
@@ -96,6 +100,8 @@ class ProjectorRunner:
             await self.seek_to_stored([tp for tp in fetched])
             return None
         await self._commit_to_kafka(outcome)
+        if self.checkpointer is not None:
+            self.checkpointer.saw(outcome.applied + outcome.duplicates + outcome.poison)
         log.debug(
             "batch applied",
             applied=outcome.applied,
@@ -146,13 +152,20 @@ class ProjectorRunner:
 
 async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Run the projector of every stream until ``stop`` is set, or until SIGTERM/SIGINT when
-    none is given. One stream failing stops the others, so the process exits and is
-    restarted whole."""
+    none is given, and the checkpointer that signs their chain heads when a key is set. One
+    of them failing stops the others, so the process exits and is restarted whole."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    async with asyncio.TaskGroup() as group:
-        for stream in STREAMS:
-            group.create_task(ProjectorRunner(settings, stream).run(stop))
+    producer = EventProducer(settings, codec_from_settings(settings))
+    checkpointer = Checkpointer.from_settings(settings, producer)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for stream in STREAMS:
+                group.create_task(ProjectorRunner(settings, stream, checkpointer).run(stop))
+            if checkpointer is not None:
+                group.create_task(checkpointer.run(stop))
+    finally:
+        await producer.stop()

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import SecretStr
 
 from events import generate_key
@@ -35,13 +37,26 @@ _RECORDED = tuple(
     if name not in _SECRET_FIELDS
 )
 
+
+def _ed25519_pem() -> str:
+    """A new Ed25519 private key, PEM (PKCS#8): the key that signs the archive's checkpoints."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+
+
 # Secrets the dev stack makes up when the environment does not give them.
 _GENERATED: dict[str, Callable[[], str]] = {
     "encryption_keys": generate_key,
     "master_keys": generate_key,
     "jwt_secret": lambda: secrets.token_urlsafe(48),
     "api_key_pepper": lambda: secrets.token_urlsafe(32),
+    "checkpoint_signing_key": _ed25519_pem,
 }
+# A generated secret the environment makes unnecessary by setting another one: an HMAC key
+# given for the checkpoints means the operator chose HMAC, so no Ed25519 key is made.
+_REPLACED_BY = {"checkpoint_signing_key": "checkpoint_hmac_key"}
 # encryption.key predates the secrets folder: a stack started before keeps its key there.
 _LEGACY_FILES = {"encryption_keys": "encryption.key"}
 
@@ -67,6 +82,8 @@ def with_generated_secrets(settings: Settings, state_dir: Path) -> Settings:
     update: dict[str, Any] = {}
     for name, make in _GENERATED.items():
         if getattr(settings, name) is not None:
+            continue
+        if name in _REPLACED_BY and getattr(settings, _REPLACED_BY[name]) is not None:
             continue
         legacy = _LEGACY_FILES.get(name)
         path = state_dir / legacy if legacy else state_dir / SECRETS_DIR / name

@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import click
 
+from wrenchai._cli_audit import audit
 from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_identity import keys, tenants, users
@@ -38,6 +39,7 @@ main.add_command(tenants)
 main.add_command(tenants, name="tenant")
 main.add_command(users)
 main.add_command(keys)
+main.add_command(audit)
 main.add_command(submit)
 main.add_command(watch)
 
@@ -187,22 +189,6 @@ def projections_rebuild() -> None:
     settings = command_settings("rebuild")
     for report in run(lambda: rebuild_all(settings)):
         click.echo(str(report))
-
-
-@main.group()
-def audit() -> None:
-    """The event archive as an audit trail."""
-
-
-@audit.command("verify")
-def audit_verify() -> None:
-    """Recompute the archive's hash chain; exit 1 at the first broken link."""
-    from projections import verify_chain
-
-    settings = command_settings("audit")
-    report = run(lambda: verify_chain(settings))
-    click.echo(str(report))
-    sys.exit(0 if report.ok else 1)
 
 
 @main.command("settings")

@@ -24,6 +24,8 @@ _SECRET_FIELDS = (
     "api_key_pepper",
     "llm_api_key",
     "alert_webhook_secret",
+    "checkpoint_signing_key",
+    "checkpoint_hmac_key",
     "api_key",
     # Its password, when it has one, is in the URL.
     "database_url",
@@ -87,6 +89,33 @@ class Settings(BaseSettings):
     )
     projector_batch_ms: int = Field(
         100, ge=1, description="Longest the projector waits to fill a batch."
+    )
+
+    # -- audit: signed checkpoints of the archive's hash chain --------------------------
+    checkpoint_signing_key: SecretStr | None = Field(
+        None,
+        description="Ed25519 private key (PEM, PKCS#8) with which the projector signs the "
+        "head of each partition's hash chain, and `wrenchai audit export` its exports. "
+        "Auditors verify with its public key (`wrenchai audit public-key`). `wrenchai dev` "
+        "makes one in its state directory. Unset and no WRENCH_CHECKPOINT_HMAC_KEY: no "
+        "checkpoints are signed.",
+    )
+    checkpoint_hmac_key: SecretStr | None = Field(
+        None,
+        description="Key of HMAC-SHA256 checkpoint signatures, used only when "
+        "WRENCH_CHECKPOINT_SIGNING_KEY is unset; whoever verifies needs this same key.",
+    )
+    checkpoint_every_records: int = Field(
+        1_000,
+        ge=1,
+        description="The projector signs the chain heads after this many records archived "
+        "since its last checkpoint.",
+    )
+    checkpoint_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time between checkpoints while a chain head has moved; no "
+        "checkpoint is signed while none has.",
     )
 
     # -- API ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from events import EventProducer
 from projections._migrate import available
 from projections._read_models import owned_tables
 from tests.projections.conftest import archived, eventually, submitted
+from tests.projections.tampering import tampering
 from wrenchai.settings import Settings
 
 
@@ -70,9 +71,10 @@ async def test_audit_verify_and_rebuild_commands(
     rebuilt = await _wrenchai(settings, "projections", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert f"rebuilt {', '.join(owned_tables())} from 4 record(s): 4 applied" in rebuilt.stdout
-    await db.execute(
-        "UPDATE event_log SET raw_value = raw_value || ' '::bytea WHERE \"offset\" = 0"
-    )
+    async with tampering(db):  # as the database's owner can: the trigger refuses UPDATE
+        await db.execute(
+            "UPDATE event_log SET raw_value = raw_value || ' '::bytea WHERE \"offset\" = 0"
+        )
     broken = await _wrenchai(settings, "audit", "verify")
     assert broken.returncode == 1
     assert broken.stdout.startswith("BROKEN")

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 
 from events import Event, EventProducer, Record, TaskCancelled, TaskCompleted, create_consumer
-from projections import GENESIS_HASH, chain_hash
+from projections import CHAIN_VERSION, GENESIS_HASH, headers_from_json, link_hash
 from tests.projections.conftest import USER, archived, eventually, submitted
 from wrenchai.settings import Settings
 
@@ -35,7 +35,11 @@ async def test_submitted_task_appears_in_read_model_and_archive(
     assert log_row["status"] == "applied"
     assert log_row["offset"] == position.offset
     assert log_row["prev_hash"] == GENESIS_HASH
-    assert log_row["hash"] == chain_hash(GENESIS_HASH, log_row["raw_value"])
+    assert log_row["chain_version"] == CHAIN_VERSION == 2
+    headers = headers_from_json(log_row["raw_headers"])
+    assert log_row["hash"] == link_hash(
+        2, GENESIS_HASH, log_row["raw_key"], headers, log_row["raw_value"]
+    )
     # The archive keeps the payload as logged: the description is ciphertext there.
     assert "summarise" not in str(log_row["payload"])
 

@@ -9,6 +9,7 @@ import asyncpg
 from events import EventProducer, Record, TaskCancelled, TaskCompleted, TaskFailed
 from projections import rebuild, verify_chain
 from tests.projections.conftest import USER, archived, eventually, submitted
+from tests.projections.tampering import tampering
 from wrenchai.settings import Settings
 
 
@@ -112,12 +113,14 @@ async def test_audit_verify_passes_then_detects_tampering(
     )
     forged = victim["raw_value"].replace(b'"timeout":60', b'"timeout":61')
     assert forged != victim["raw_value"]
-    await db.execute(
-        'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
-        forged,
-        victim["partition"],
-        victim["offset"],
-    )
+    # The archive refuses UPDATE; the attacker disables its trigger as the owner can.
+    async with tampering(db):
+        await db.execute(
+            'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
+            forged,
+            victim["partition"],
+            victim["offset"],
+        )
     report = await verify_chain(settings)
     assert not report.ok
     assert report.broken is not None
@@ -128,18 +131,20 @@ async def test_audit_verify_passes_then_detects_tampering(
     assert "altered" in report.broken.problem
 
     # Put the bytes back, then edit a derived column instead.
-    await db.execute(
-        'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
-        victim["raw_value"],
-        victim["partition"],
-        victim["offset"],
-    )
+    async with tampering(db):
+        await db.execute(
+            'UPDATE event_log SET raw_value = $1 WHERE partition = $2 AND "offset" = $3',
+            victim["raw_value"],
+            victim["partition"],
+            victim["offset"],
+        )
     assert (await verify_chain(settings)).ok
-    await db.execute(
-        "UPDATE event_log SET tenant_id = 'mallory' WHERE partition = $1 AND \"offset\" = $2",
-        victim["partition"],
-        victim["offset"],
-    )
+    async with tampering(db):
+        await db.execute(
+            "UPDATE event_log SET tenant_id = 'mallory' WHERE partition = $1 AND \"offset\" = $2",
+            victim["partition"],
+            victim["offset"],
+        )
     report = await verify_chain(settings)
     assert report.broken is not None and "tenant_id" in report.broken.problem
 
@@ -161,7 +166,8 @@ async def test_audit_verify_reports_a_deleted_row_as_a_gap(
         return await archived(db) == 5
 
     await eventually(all_archived)
-    await db.execute('DELETE FROM event_log WHERE partition = 0 AND "offset" = 2')
+    async with tampering(db):  # the archive refuses DELETE unless its trigger is disabled
+        await db.execute('DELETE FROM event_log WHERE partition = 0 AND "offset" = 2')
     report = await verify_chain(settings)
     assert report.broken is not None
     assert report.broken.offset == 3

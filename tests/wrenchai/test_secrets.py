@@ -27,6 +27,8 @@ SECRETS = {
     "alert_webhook_secret": "webhook-canary-c4d0",
     "api_key": "cli-api-key-canary-a17e",
     "jwt_private_key": "-----BEGIN PRIVATE KEY-----\ncanary-pem\n-----END PRIVATE KEY-----",
+    "checkpoint_signing_key": "-----BEGIN PRIVATE KEY-----\nckpt-canary\n-----END PRIVATE KEY-----",
+    "checkpoint_hmac_key": "checkpoint-hmac-canary-9e1f",
 }
 
 
