@@ -51,6 +51,8 @@ _STATUS_OF = {
     "task.cancelled": "cancelled",
 }
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+MAX_PLAYBOOK_NAME = 100
+"""As processors.playbook.Playbook.name allows."""
 
 
 class TasksModel:
@@ -66,8 +68,9 @@ class TasksModel:
             return [
                 (
                     f"""INSERT INTO {table} (task_id, tenant_id, description, constraints, timeout,
-                        status, created_at, updated_at, last_event_id, last_partition, last_offset)
-                    VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $6, $7, $8, $9)
+                        status, created_at, updated_at, last_event_id, last_partition, last_offset,
+                        playbook)
+                    VALUES ($1, $2, $3, $4, $5, 'submitted', $6, $6, $7, $8, $9, $10)
                     ON CONFLICT (task_id) DO NOTHING""",
                     (
                         event.task_id,
@@ -79,18 +82,28 @@ class TasksModel:
                         event.id,
                         pos.partition,
                         pos.offset,
+                        submitted_playbook(p.constraints),
                     ),
                 )
             ]
         if isinstance(event.payload, PlanCreated) and event.task_id is not None:
             # A plan sets a submitted task to work; a task that already ended stays ended.
+            # The plan names the playbook it was built from, whatever the task's status: the
+            # first plan's (PlansModel, applied after this one, keeps the first plan too).
             return [
                 (
                     f"""UPDATE {table} SET status = 'running', updated_at = $2,
                         last_event_id = $3, last_partition = $4, last_offset = $5
                     WHERE task_id = $1 AND status = 'submitted'""",
                     (event.task_id, event.occurred_at, event.id, pos.partition, pos.offset),
-                )
+                ),
+                (
+                    f"""UPDATE {table} SET playbook = $2
+                    WHERE task_id = $1 AND $2::text IS NOT NULL
+                      AND NOT EXISTS (SELECT 1 FROM {names.get("task_plans", "task_plans")}
+                                      WHERE task_id = $1 AND event_id <> $3)""",
+                    (event.task_id, event.payload.playbook, event.id),
+                ),
             ]
         if isinstance(event.payload, ProgressUpdated) and event.task_id is not None:
             return [_progress(table, applied, event.payload)]
@@ -116,6 +129,21 @@ class TasksModel:
                 ),
             )
         ]
+
+
+def submitted_playbook(constraints: object) -> str | None:
+    """The playbook ``constraints.playbook`` names: a shipped playbook's name, or an inline
+    playbook's ``name``; None when there is none (or the constraints were shredded).
+
+    Free-form constraints may hold anything there: a string longer than any playbook name
+    can be is no playbook, and kept out of the column's index (whose entries have a size
+    limit that a projector write must never hit)."""
+    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
+    if isinstance(chosen, Mapping):
+        chosen = chosen.get("name")
+    if isinstance(chosen, str) and 0 < len(chosen) <= MAX_PLAYBOOK_NAME:
+        return chosen
+    return None
 
 
 def _progress(table: str, applied: Applied, p: ProgressUpdated) -> Statement:

@@ -27,9 +27,11 @@ if TYPE_CHECKING:  # _read_models' registries import the model modules
 # filled from a sensitive payload field (events.EventPayload.sensitive_fields): a new
 # sensitive field copied into a read model belongs in this list too.
 _CLEARED: dict[str, str] = {
-    # task.submitted: description and constraints.
+    # task.submitted: description and constraints, and the playbook constraints named (the
+    # name the plan gives stays: plan.created's playbook is not user content).
     "tasks": """description = $2,
-        constraints = CASE WHEN constraints IS NULL THEN NULL ELSE to_jsonb($2::text) END""",
+        constraints = CASE WHEN constraints IS NULL THEN NULL ELSE to_jsonb($2::text) END,
+        playbook = (SELECT p.playbook FROM task_plans p WHERE p.task_id = tasks.task_id)""",
     # thought.recorded: text.
     "task_thoughts": "text = $2",
     # plan.created: stages (one encrypted list); what a stage was asked to do and read.
