@@ -6,18 +6,14 @@ platform-wide (see projections._inspection_models) and read the same for every t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import asyncpg
-import orjson
 
-from api._readmodels import keyset_page
+from api._keyset import Conditions, Order, PageCursor, keyset_rows
 from api.inspection_models import (
     Alert,
     AlertStatus,
@@ -26,36 +22,10 @@ from api.inspection_models import (
     QualityFit,
     QualityGroup,
 )
-from events import AlertLevel, Position
+from events import AlertCode, AlertLevel, Position
 
 _ALERT_COLUMNS = """alert_id, task_id, level, code, message, details, status, raised_at,
     cleared_at, clear_reason, acknowledged_at, acknowledged_by, note, partition, "offset\""""
-
-
-@dataclass(frozen=True)
-class AlertCursor:
-    """Where a page of alerts ended: the last row's (raised_at, alert_id) listing key."""
-
-    raised_at: datetime
-    alert_id: str
-
-    def encode(self) -> str:
-        """The opaque form handed to clients: base64url of a small JSON array."""
-        raw = orjson.dumps([self.raised_at.isoformat(), self.alert_id])
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> AlertCursor:
-        """Read a cursor this API issued; ValueError for anything else."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            raised_at, alert_id = orjson.loads(raw)
-            cursor = cls(datetime.fromisoformat(raised_at), str(alert_id))
-        except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            raise ValueError("not a cursor from this API; pass next_cursor back as is") from exc
-        if cursor.raised_at.tzinfo is None:
-            raise ValueError("not a cursor from this API; pass next_cursor back as is")
-        return cursor
 
 
 def _alert(row: Mapping[str, Any]) -> Alert:
@@ -77,35 +47,56 @@ async def fetch_alert(conn: asyncpg.Connection, tenant_id: str, alert_id: str) -
     return None if row is None else _alert(row)
 
 
+ALERT_ORDERS = ("-raised_at", "raised_at")
+"""The orders GET /alerts can list in: newest or oldest first."""
+ALERT_DEFAULT_ORDER = Order("raised_at")
+
+
 async def list_alerts(
     conn: asyncpg.Connection,
     tenant_id: str,
     *,
-    level: AlertLevel | None,
-    task_id: uuid.UUID | None,
-    status: AlertStatus | None,
-    limit: int,
-    after: AlertCursor | None,
-) -> tuple[list[Alert], AlertCursor | None]:
-    """One page of the tenant's alerts, newest first (keyset on raised_at, alert_id), and
-    the cursor of the next page (None on the last one)."""
-    rows, more = await keyset_page(
+    level: AlertLevel | Sequence[AlertLevel] | None = None,
+    code: AlertCode | Sequence[AlertCode] | None = None,
+    task_id: uuid.UUID | None = None,
+    status: AlertStatus | Sequence[AlertStatus] | None = None,
+    raised_after: datetime | None = None,
+    raised_before: datetime | None = None,
+    order: Order = ALERT_DEFAULT_ORDER,
+    limit: int = 50,
+    after: PageCursor | None = None,
+) -> tuple[list[Alert], PageCursor | None]:
+    """One page of the tenant's alerts in ``order`` (keyset on raised_at, alert_id), and the
+    cursor of the next page (None on the last one). Filters combine with AND; each of
+    ``level``, ``code`` and ``status`` takes one value or several (any of them);
+    ``raised_at`` falls in [``raised_after``, ``raised_before``)."""
+    where = Conditions()
+    where.add("tenant_id = {}", tenant_id)
+    for column, value in (("level", level), ("code", code), ("status", status)):
+        if value is not None:
+            where.add(
+                f"{column} = ANY({{}}::text[])", [value] if isinstance(value, str) else list(value)
+            )
+    if task_id is not None:
+        where.add("task_id = {}", task_id)
+    if raised_after is not None:
+        where.add("raised_at >= {}", raised_after)
+    if raised_before is not None:
+        where.add("raised_at < {}", raised_before)
+    rows, more = await keyset_rows(
         conn,
         table="alerts",
         columns=_ALERT_COLUMNS,
-        key=("raised_at", "alert_id"),
-        filters=[
-            ("tenant_id", tenant_id),
-            ("level", level),
-            ("task_id", task_id),
-            ("status", status),
-        ],
-        after=(after.raised_at, after.alert_id) if after is not None else None,
+        id_column="alert_id",
+        conditions=where,
+        order=order,
+        after=(after.at, after.id) if after is not None else None,
         limit=limit,
     )
     alerts = [_alert(row) for row in rows]
-    next_cursor = AlertCursor(alerts[-1].raised_at, alerts[-1].alert_id) if more else None
-    return alerts, next_cursor
+    if not more:
+        return alerts, None
+    return alerts, PageCursor(order, alerts[-1].raised_at, alerts[-1].alert_id)
 
 
 async def fetch_evaluations(

@@ -6,8 +6,7 @@ Every query takes the tenant: a row of another tenant is as absent as a row that
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import orjson
 
 from api._database import Database
 from api._execution import fetch_progress, fetch_steps
+from api._keyset import Conditions, Order, PageCursor, keyset_rows
 from api.models import (
     HistoryEvent,
     Plan,
@@ -39,33 +39,7 @@ POLL_INTERVAL_S = 0.025
 primary-key lookup, cheap enough that a short interval costs nothing noticeable."""
 
 _TASK_COLUMNS = """task_id, tenant_id, description, constraints, timeout, status, created_at,
-    updated_at, last_event_id, last_partition, last_offset"""
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where a page of tasks ended: the last row's (created_at, task_id) listing key."""
-
-    created_at: datetime
-    task_id: uuid.UUID
-
-    def encode(self) -> str:
-        """The opaque form handed to clients: base64url of a small JSON array."""
-        raw = orjson.dumps([self.created_at.isoformat(), str(self.task_id)])
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        """Read a cursor this API issued; ValueError for anything else."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-            created_at, task_id = orjson.loads(raw)
-            cursor = cls(datetime.fromisoformat(created_at), uuid.UUID(task_id))
-        except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
-            raise ValueError("not a cursor from this API; pass next_cursor back as is") from exc
-        if cursor.created_at.tzinfo is None:
-            raise ValueError("not a cursor from this API; pass next_cursor back as is")
-        return cursor
+    updated_at, last_event_id, last_partition, last_offset, playbook"""
 
 
 def _task(row: Mapping[str, Any]) -> Task:
@@ -80,6 +54,7 @@ def _task(row: Mapping[str, Any]) -> Task:
         updated_at=row["updated_at"],
         last_event_id=row["last_event_id"],
         position=str(Position(row["last_partition"], row["last_offset"])),
+        playbook=row["playbook"],
     )
 
 
@@ -91,6 +66,46 @@ async def fetch_task(conn: asyncpg.Connection, tenant_id: str, task_id: uuid.UUI
         tenant_id,
     )
     return None if row is None else _task(row)
+
+
+_DETAIL_SHAPE = hashlib.blake2b(
+    orjson.dumps(TaskDetail.model_json_schema(), option=orjson.OPT_SORT_KEYS), digest_size=8
+).hexdigest()
+"""Changes whenever the shape of a task's body does, so a new release never answers 304 to
+a body of the old shape."""
+
+
+async def fetch_task_etag(
+    conn: asyncpg.Connection, topic: str, tenant_id: str, task_id: uuid.UUID
+) -> str | None:
+    """The strong entity tag of the task's body (GET /tasks/{task_id}); None when there is
+    no task. Read it in the snapshot the body is read in.
+
+    The body is folded from the task's own events only (its row, roles, plan, steps,
+    progress, and the output decoded from its archived task.completed), and every event the
+    projector applies is archived in the same transaction: the newest archived position of
+    the task names the body. The row's last position counts too (a row can move on before
+    its record is archived only where the tables were written by hand), and so does the
+    tenant's shredding, which rewrites the body with no event of the task."""
+    row = await conn.fetchrow(
+        """SELECT t.last_event_id, t.last_partition, t.last_offset,
+               (SELECT array[e.partition::bigint, e."offset"] FROM event_log e
+                WHERE e.task_id = t.task_id AND e.tenant_id = t.tenant_id AND e.topic = $3
+                  AND e.status = 'applied'
+                ORDER BY e.partition DESC, e."offset" DESC LIMIT 1) AS archived,
+               (SELECT n.shredded_at FROM tenants n WHERE n.tenant_id = t.tenant_id) AS shredded
+           FROM tasks t WHERE t.task_id = $1 AND t.tenant_id = $2""",
+        task_id,
+        tenant_id,
+        topic,
+    )
+    if row is None:
+        return None
+    names = (
+        f"{_DETAIL_SHAPE}|{task_id}|{row['last_event_id']}|{row['last_partition']}:"
+        f"{row['last_offset']}|{row['archived']}|{row['shredded']}"
+    )
+    return '"' + hashlib.blake2b(names.encode(), digest_size=16).hexdigest() + '"'
 
 
 async def fetch_task_detail(
@@ -211,28 +226,59 @@ async def keyset_page(
     return rows[:limit], len(rows) > limit
 
 
+TASK_ORDERS = ("-created_at", "created_at", "-updated_at", "updated_at")
+"""The orders GET /tasks can list in: newest or oldest first, by creation or by last update."""
+TASK_DEFAULT_ORDER = Order("created_at")
+
+
 async def list_tasks(
     conn: asyncpg.Connection,
     tenant_id: str,
     *,
-    status: TaskStatus | None,
-    limit: int,
-    after: Cursor | None,
-) -> tuple[list[Task], Cursor | None]:
-    """One page of the tenant's tasks, newest first (keyset on created_at, task_id), and
-    the cursor of the next page (None on the last one)."""
-    rows, more = await keyset_page(
+    status: TaskStatus | Sequence[TaskStatus] | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    q: str | None = None,
+    playbook: str | None = None,
+    order: Order = TASK_DEFAULT_ORDER,
+    limit: int = 50,
+    after: PageCursor | None = None,
+) -> tuple[list[Task], PageCursor | None]:
+    """One page of the tenant's tasks in ``order`` (keyset on the order's time column and
+    task_id), and the cursor of the next page (None on the last one).
+
+    Filters combine with AND: ``status`` (any of several), ``created_at`` in
+    [``created_after``, ``created_before``), ``q`` matched against the description with
+    Postgres full-text search (websearch syntax, English stemming), ``playbook`` the name
+    the task was submitted or planned with.
+    """
+    where = Conditions()
+    where.add("tenant_id = {}", tenant_id)
+    if status is not None:
+        where.add("status = ANY({}::text[])", [status] if isinstance(status, str) else list(status))
+    if created_after is not None:
+        where.add("created_at >= {}", created_after)
+    if created_before is not None:
+        where.add("created_at < {}", created_before)
+    if q is not None:
+        where.add("search @@ websearch_to_tsquery('english'::regconfig, {})", q)
+    if playbook is not None:
+        where.add("playbook = {}", playbook)
+    rows, more = await keyset_rows(
         conn,
         table="tasks",
         columns=_TASK_COLUMNS,
-        key=("created_at", "task_id"),
-        filters=[("tenant_id", tenant_id), ("status", status)],
-        after=(after.created_at, after.task_id) if after is not None else None,
+        id_column="task_id",
+        conditions=where,
+        order=order,
+        after=(after.at, uuid.UUID(after.id)) if after is not None else None,
         limit=limit,
     )
     tasks = [_task(row) for row in rows]
-    next_cursor = Cursor(tasks[-1].created_at, tasks[-1].task_id) if more else None
-    return tasks, next_cursor
+    if not more:
+        return tasks, None
+    last = rows[-1]
+    return tasks, PageCursor(order, last[order.column], str(last["task_id"]))
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,12 @@ def _public_details(exc: WrenchError) -> dict[str, Any]:
     return {}
 
 
+def error_detail(exc: WrenchError) -> ErrorDetail:
+    """What the answer to ``exc`` says: its code, its public message and its details (the
+    OpenAPI examples of api.openapi are made with it, so they read as the answers do)."""
+    return ErrorDetail(code=exc.code, message=_public_message(exc), details=_public_details(exc))
+
+
 def field_errors(errors: Sequence[Any]) -> list[dict[str, str]]:
     """Pydantic's error list as ``[{"field": "body.description", "message": ...}]``.
 

@@ -103,6 +103,11 @@ class Task(_Body):
     updated_at: datetime
     last_event_id: uuid.UUID
     position: str = Field(description="Log position of the last event applied to this row.")
+    playbook: str | None = Field(
+        None,
+        description="The playbook the task was submitted with (constraints.playbook) or, "
+        "once planned, the one its plan was built from; null when neither named one.",
+    )
 
 
 class RoleTool(_Body):

@@ -9,14 +9,16 @@ before the first is projected are both accepted: the first on the log is the one
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Literal
 
 import structlog
 from fastapi import APIRouter, Path, Query
+from pydantic import AwareDatetime, BeforeValidator
 
-from api._inspection import AlertCursor, fetch_alert, list_alerts
+from api._inspection import ALERT_DEFAULT_ORDER, ALERT_ORDERS, fetch_alert, list_alerts
+from api._listing import MAX_FILTER_VALUES, check_range, page_order, split_commas
 from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
-from api.errors import AlertAlreadyAcknowledged, AlertNotFound, InvalidRequest
+from api.errors import AlertAlreadyAcknowledged, AlertNotFound
 from api.inspection_models import (
     MAX_ALERT_ID,
     AcknowledgeAlert,
@@ -24,8 +26,9 @@ from api.inspection_models import (
     AlertPage,
     AlertStatus,
 )
-from api.models import CURSOR_PATTERN, ErrorBody
-from events import AlertAcknowledged, AlertLevel, Event
+from api.models import CURSOR_PATTERN
+from api.openapi import responses_for
+from events import AlertAcknowledged, AlertCode, AlertLevel, Event
 
 log = structlog.get_logger(__name__)
 
@@ -34,11 +37,56 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 Reader = Annotated[Principal, require("alerts:read")]
 Writer = Annotated[Principal, require("alerts:write", write=True)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (404, 409, 422, 503)
-}
+_EXAMPLE_ALERT = "6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88:STALLED:1"
+_ERRORS = responses_for(
+    404,
+    409,
+    422,
+    503,
+    examples={
+        404: AlertNotFound(
+            f"no alert {_EXAMPLE_ALERT}; an alert appears once it is projected",
+            alert_id=_EXAMPLE_ALERT,
+        ),
+        409: AlertAlreadyAcknowledged(
+            f"alert {_EXAMPLE_ALERT} was acknowledged by user-7c1d already",
+            alert_id=_EXAMPLE_ALERT,
+            acknowledged_by="user-7c1d",
+            acknowledged_at="2026-03-01T12:04:10+00:00",
+        ),
+    },
+)
 
 AlertId = Annotated[str, Path(min_length=1, max_length=MAX_ALERT_ID)]
+
+AlertSort = Literal["-raised_at", "raised_at"]
+assert set(AlertSort.__args__) == set(ALERT_ORDERS)  # type: ignore[attr-defined]
+
+
+LevelFilter = Annotated[
+    list[AlertLevel] | None,
+    BeforeValidator(split_commas),
+    Query(
+        max_length=MAX_FILTER_VALUES,
+        description="Only alerts of one of these levels: repeat the parameter or separate "
+        "values with commas (level=warning,critical).",
+    ),
+]
+SeverityFilter = Annotated[
+    list[AlertLevel] | None,
+    BeforeValidator(split_commas),
+    Query(max_length=MAX_FILTER_VALUES, description="Another name of level."),
+]
+CodeFilter = Annotated[
+    list[AlertCode] | None,
+    BeforeValidator(split_commas),
+    Query(max_length=MAX_FILTER_VALUES, description="Only alerts of one of these codes."),
+]
+StatusFilter = Annotated[
+    list[AlertStatus] | None,
+    BeforeValidator(split_commas),
+    Query(max_length=MAX_FILTER_VALUES, description="Only open alerts, or only cleared ones."),
+]
 
 
 @router.get("", response_model=AlertPage, responses=_ERRORS, summary="List alerts")
@@ -46,29 +94,48 @@ AlertId = Annotated[str, Path(min_length=1, max_length=MAX_ALERT_ID)]
 async def list_alerts_page(
     resources: ResourcesDep,
     principal: Reader,
-    level: AlertLevel | None = None,
+    level: LevelFilter = None,
+    severity: SeverityFilter = None,
+    code: CodeFilter = None,
     task_id: uuid.UUID | None = None,
-    status: AlertStatus | None = None,
+    status: StatusFilter = None,
+    raised_after: Annotated[
+        AwareDatetime | None,
+        Query(description="Only alerts raised at or after this instant (with its offset)."),
+    ] = None,
+    raised_before: Annotated[
+        AwareDatetime | None,
+        Query(description="Only alerts raised before this instant (with its offset)."),
+    ] = None,
+    sort: Annotated[
+        AlertSort | None,
+        Query(
+            description="raised_at, newest first with a leading '-'. Default -raised_at; "
+            "with a cursor, the cursor's own order."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, max_length=1024)] = None,
     wait_for: WaitFor = None,
 ) -> AlertPage:
-    """The caller's alerts, newest first, a page at a time; filter by level, task and
-    status (open or cleared)."""
-    after = None
-    if cursor is not None:
-        try:
-            after = AlertCursor.decode(cursor)
-        except ValueError as exc:
-            raise InvalidRequest("query.cursor", str(exc)) from exc
+    """The caller's alerts, newest first unless ``sort`` says otherwise, a page at a time.
+    Filters combine with AND (``level`` and ``severity`` are one filter: either name, or
+    both, adds values to it); pass them again with ``cursor`` for the next page."""
+    check_range(raised_after, raised_before, name="raised")
+    order, after = page_order(sort, cursor, orders=ALERT_ORDERS, default=ALERT_DEFAULT_ORDER)
+    levels = None if level is None and severity is None else [*(level or ()), *(severity or ())]
     await wait_for_position(resources, wait_for)
     async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         alerts, next_page = await list_alerts(
             conn,
             principal.tenant_id,
-            level=level,
+            level=levels,
+            code=code,
             task_id=task_id,
             status=status,
+            raised_after=raised_after,
+            raised_before=raised_before,
+            order=order,
             limit=limit,
             after=after,
         )

@@ -8,20 +8,24 @@ writes.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import structlog
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import AwareDatetime, BeforeValidator
 
 from api._execution import fetch_step_details
 from api._inspection import fetch_evaluations
+from api._listing import MAX_FILTER_VALUES, check_range, page_order, split_commas, task_id_text
 from api._readmodels import (
-    Cursor,
+    TASK_DEFAULT_ORDER,
+    TASK_ORDERS,
     decode_history,
     fetch_history,
     fetch_output,
     fetch_task,
     fetch_task_detail,
+    fetch_task_etag,
     fetch_thoughts,
     list_tasks,
 )
@@ -33,14 +37,13 @@ from api.deps import (
     require,
     wait_for_position,
 )
-from api.errors import Forbidden, InvalidRequest, TaskNotFound, TaskTerminal
+from api.errors import Forbidden, TaskNotFound, TaskTerminal
 from api.inspection_models import TaskEvaluations
 from api.models import (
     CURSOR_PATTERN,
     TERMINAL_STATUSES,
     Accepted,
     CancelTask,
-    ErrorBody,
     SubmitTask,
     TaskDetail,
     TaskHistory,
@@ -49,6 +52,7 @@ from api.models import (
     TaskSteps,
     TaskThoughts,
 )
+from api.openapi import NOT_MODIFIED, responses_for
 from events import EXECUTION_SCOPES, Event, TaskCancelled, TaskSubmitted
 from processors.playbook import required_scopes
 
@@ -59,9 +63,21 @@ router = APIRouter(prefix="/tasks", tags=["tasks"])
 Reader = Annotated[Principal, require("tasks:read")]
 Writer = Annotated[Principal, require("tasks:write", write=True)]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (404, 409, 422, 503)
-}
+_EXAMPLE_TASK = uuid.UUID("6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88")
+_ERRORS = responses_for(
+    404,
+    409,
+    422,
+    503,
+    examples={
+        404: TaskNotFound(f"no task {_EXAMPLE_TASK}", task_id=str(_EXAMPLE_TASK)),
+        409: TaskTerminal(
+            f"task {_EXAMPLE_TASK} is already completed and cannot be cancelled",
+            task_id=str(_EXAMPLE_TASK),
+            status="completed",
+        ),
+    },
+)
 
 
 def _not_found(task_id: uuid.UUID) -> TaskNotFound:
@@ -124,48 +140,140 @@ async def submit_task(
     return Accepted(task_id=task_id, status="submitted", position=str(position))
 
 
+TaskSort = Literal["-created_at", "created_at", "-updated_at", "updated_at"]
+assert set(TaskSort.__args__) == set(TASK_ORDERS)  # type: ignore[attr-defined]
+StatusFilter = Annotated[
+    list[TaskStatus] | None,
+    BeforeValidator(split_commas),
+    Query(
+        max_length=MAX_FILTER_VALUES,
+        description="Only tasks in one of these statuses: repeat the parameter or separate "
+        "values with commas (status=submitted,running).",
+    ),
+]
+MAX_QUERY = 200
+
+
 @router.get("", response_model=TaskPage, responses=_ERRORS, summary="List tasks")
 @router.get("/", response_model=TaskPage, include_in_schema=False)
 async def list_tasks_page(
     resources: ResourcesDep,
     principal: Reader,
-    status: TaskStatus | None = None,
+    status: StatusFilter = None,
+    created_after: Annotated[
+        AwareDatetime | None,
+        Query(description="Only tasks created at or after this instant (with its offset)."),
+    ] = None,
+    created_before: Annotated[
+        AwareDatetime | None,
+        Query(description="Only tasks created before this instant (with its offset)."),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY,
+            pattern=r"\S",
+            description="Full-text search of the description, with English stemming "
+            '("reports" finds "report"); words are ANDed, "quoted phrases", OR and -word '
+            "work as in a web search.",
+        ),
+    ] = None,
+    playbook: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=100,
+            description="Only tasks submitted with this playbook (constraints.playbook) or "
+            "planned with it.",
+        ),
+    ] = None,
+    sort: Annotated[
+        TaskSort | None,
+        Query(
+            description="The order: created_at or updated_at, newest first with a leading "
+            "'-'. Default -created_at; with a cursor, the cursor's own order."
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, max_length=512)] = None,
+    wait_for: WaitFor = None,
 ) -> TaskPage:
-    """The caller's tasks, newest first, a page at a time."""
-    after = None
-    if cursor is not None:
-        try:
-            after = Cursor.decode(cursor)
-        except ValueError as exc:
-            raise InvalidRequest("query.cursor", str(exc)) from exc
+    """The caller's tasks, newest first unless ``sort`` says otherwise, a page at a time.
+    Filters combine with AND; pass them again with ``cursor`` for the next page."""
+    check_range(created_after, created_before, name="created")
+    order, after = page_order(
+        sort, cursor, orders=TASK_ORDERS, default=TASK_DEFAULT_ORDER, id_type=task_id_text
+    )
+    await wait_for_position(resources, wait_for)
     async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         tasks, next_page = await list_tasks(
-            conn, principal.tenant_id, status=status, limit=limit, after=after
+            conn,
+            principal.tenant_id,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+            q=q,
+            playbook=playbook,
+            order=order,
+            limit=limit,
+            after=after,
         )
     return TaskPage(tasks=tasks, next_cursor=next_page.encode() if next_page else None)
 
 
-@router.get("/{task_id}", response_model=TaskDetail, responses=_ERRORS, summary="Get a task")
+IfNoneMatch = Annotated[
+    str | None,
+    Header(
+        max_length=2_048,
+        description="Entity tags of bodies the client holds (or *): 304 with no body when "
+        "the task's current one is among them.",
+    ),
+]
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """If-None-Match against the current tag, compared weakly as RFC 9110 asks of GET."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskDetail,
+    responses={**_ERRORS, **NOT_MODIFIED},
+    summary="Get a task",
+)
 async def get_task(
-    task_id: uuid.UUID, resources: ResourcesDep, principal: Reader, wait_for: WaitFor = None
-) -> TaskDetail:
+    task_id: uuid.UUID,
+    resources: ResourcesDep,
+    principal: Reader,
+    response: Response,
+    wait_for: WaitFor = None,
+    if_none_match: IfNoneMatch = None,
+) -> Any:
     """The task's read model row, its roles with their tools, its plan (null until the task
     is planned), its steps in plan order, its progress (null until execution reports some)
-    and its summary and output (null until it completes)."""
+    and its summary and output (null until it completes).
+
+    The answer carries a strong ``ETag``; send it back in ``If-None-Match`` and an unchanged
+    task answers 304 with no body (``*`` matches any task that exists)."""
     await wait_for_position(resources, wait_for)
+    topic = resources.settings.topic("events")
     async with resources.tenant_database.tenant(
         principal.tenant_id, isolation="repeatable_read"
     ) as conn:
-        # One snapshot: the roles and the plan are those of the same projector batch.
+        # One snapshot: the tag, the roles and the plan are those of the same projector batch.
+        etag = await fetch_task_etag(conn, topic, principal.tenant_id, task_id)
+        if etag is not None and if_none_match is not None and _matches(if_none_match, etag):
+            return Response(status_code=304, headers={"ETag": etag})
         task = await fetch_task_detail(conn, principal.tenant_id, task_id)
         if task is not None and task.status == "completed":
-            topic = resources.settings.topic("events")
             output = await fetch_output(conn, resources.codec, topic, principal.tenant_id, task_id)
             task = task.model_copy(update={"output": output})
-    if task is None:
+    if task is None or etag is None:
         raise _not_found(task_id)
+    response.headers["ETag"] = etag
     return task
 
 

@@ -130,7 +130,7 @@ def _b64(raw: bytes) -> str:
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"status": "done"}, "query.status"),
+        ({"status": "done"}, "query.status.0"),
         ({"limit": 0}, "query.limit"),
         ({"limit": 201}, "query.limit"),
         ({"limit": "many"}, "query.limit"),

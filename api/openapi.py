@@ -1,0 +1,110 @@
+"""What the OpenAPI schema says about error answers, in one place.
+
+Every error answer has the body ``{"error": {"code", "message", "details"}}`` (api.errors).
+A route declares the error statuses it may answer with :func:`responses_for`, which gives
+each one that body's schema and an example as the API really words it: a default per status
+(:data:`DEFAULT_EXAMPLES`), or the route's own, made from the very error it raises::
+
+    @router.get(
+        "/{task_id}",
+        response_model=TaskDetail,
+        responses=responses_for(404, 422, 503, examples={404: TaskNotFound("no task ...")}),
+    )
+
+Success bodies and request bodies carry their examples on the model itself
+(``model_config = ConfigDict(json_schema_extra={"examples": [...]})``, the values in
+api._examples), so the schema, Swagger's "Example Value" and the request's try-it-out show
+the same. tests/api/test_openapi_examples.py fails for an operation that lacks one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from api.errors import Forbidden, InvalidRequest, RateLimited, Unauthenticated, error_detail
+from api.models import ErrorBody, ErrorDetail
+from events import BrokerUnavailable, TenantKeysDestroyed
+from wrenchai.errors import WrenchError
+
+Example = WrenchError | ErrorDetail
+"""An error as a route raises it (its code, public message and details make the example),
+or an ErrorDetail written out where no exception class stands behind the answer."""
+
+
+def _detail(example: Example) -> ErrorDetail:
+    return example if isinstance(example, ErrorDetail) else error_detail(example)
+
+
+DEFAULT_EXAMPLES: dict[int, Example] = {
+    400: ErrorDetail(
+        code="BAD_REQUEST",
+        message="the request cannot be read: send a JSON body (Content-Type: application/json)",
+    ),
+    401: Unauthenticated(),
+    403: Forbidden(
+        "this credential lacks the scope 'tasks:write' that the route needs",
+        required=["tasks:write"],
+    ),
+    404: ErrorDetail(code="NOT_FOUND", message="not found"),
+    409: ErrorDetail(code="CONFLICT", message="the resource is not in a state that allows this"),
+    410: TenantKeysDestroyed("tenant acme was shredded"),
+    413: ErrorDetail(
+        code="PAYLOAD_TOO_LARGE",
+        message="the request body is larger than the 1048576 bytes this API accepts; "
+        "send a smaller one",
+        details={"max_body_bytes": 1_048_576},
+    ),
+    422: InvalidRequest("query.limit", "Input should be less than or equal to 200"),
+    429: RateLimited("too many writes; limit 60/minute per principal", 12),
+    503: BrokerUnavailable("kafka at 10.0.0.7:9092 did not answer"),
+}
+"""The example of each error status when a route gives none of its own."""
+
+NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
+    304: {
+        "description": "Not Modified: the body the client holds (its entity tag was in "
+        "If-None-Match) is still current. No body; the ETag header repeats the tag.",
+        "headers": {"ETag": {"schema": {"type": "string"}, "description": "The entity tag."}},
+    }
+}
+"""The 304 of a conditional GET, for a route that answers If-None-Match."""
+
+
+def error_examples(examples: Example | Sequence[Example]) -> dict[str, Any]:
+    """The media type's ``examples`` of one status: each example's body, named by its code."""
+    listed = [examples] if isinstance(examples, WrenchError | ErrorDetail) else list(examples)
+    named: dict[str, Any] = {}
+    for example in listed:
+        detail = _detail(example)
+        named[detail.code] = {
+            "summary": detail.message,
+            "value": ErrorBody(error=detail).model_dump(mode="json"),
+        }
+    return named
+
+
+def responses_for(
+    *statuses: int, examples: Mapping[int, Example | Sequence[Example]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route (or of ``include_router``) that may answer ``statuses``:
+    each in the error shape, with the route's own example(s) from ``examples`` or the
+    status's default. Merge it with other entries (``{**responses_for(...), **NOT_MODIFIED}``)."""
+    chosen = examples or {}
+    unknown = sorted(set(chosen) - set(statuses))
+    if unknown:
+        raise ValueError(f"examples for statuses {unknown} that are not among {statuses}")
+    missing = sorted(set(statuses) - set(chosen) - set(DEFAULT_EXAMPLES))
+    if missing:
+        raise ValueError(f"no default example for statuses {missing}: pass examples=")
+    return {
+        status: {
+            "model": ErrorBody,
+            "content": {
+                "application/json": {
+                    "examples": error_examples(chosen.get(status, DEFAULT_EXAMPLES[status]))
+                }
+            },
+        }
+        for status in statuses
+    }
