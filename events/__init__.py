@@ -76,6 +76,7 @@ from events._inspection import (
     QualityFitted,
 )
 from events._kafka import (
+    ADMIN_TYPES,
     TOPICS,
     EventProducer,
     bootstrap_topics,
@@ -111,6 +112,15 @@ from events._planning import (
     ThoughtRecorded,
     ToolsAllocated,
     UsageRecorded,
+)
+from events._runtime import (
+    AGENT_ID_PATTERN,
+    MAX_TASKS_PER_TENANT,
+    RUNTIME_TYPES,
+    AgentError,
+    AgentHeartbeat,
+    PartitionLag,
+    TasksInFlight,
 )
 from events._task import (
     TERMINAL_TYPES,
@@ -267,4 +277,15 @@ __all__ += [
     "master_keys",
     "rotate",
     "shredded_fields",
+]
+
+__all__ += [
+    "ADMIN_TYPES",
+    "AGENT_ID_PATTERN",
+    "MAX_TASKS_PER_TENANT",
+    "RUNTIME_TYPES",
+    "AgentError",
+    "AgentHeartbeat",
+    "PartitionLag",
+    "TasksInFlight",
 ]

@@ -20,11 +20,15 @@ from events._codec import Codec, Record
 from events._envelope import Event, Position
 from events._errors import BrokerUnavailable, TopicConfigError
 from events._identity import IDENTITY_TYPES
+from events._runtime import RUNTIME_TYPES
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 TOPICS = ("events", "admin", "dlq")
+ADMIN_TYPES = IDENTITY_TYPES | RUNTIME_TYPES
+"""The event types published on wrench.admin (key = tenant): identity, security and the
+platform's own running (agent heartbeats, tenant ``_system``)."""
 TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
 _TOPIC_EXISTS = 36
 
@@ -141,8 +145,8 @@ class EventProducer:
     ) -> list[Position]:
         """Append events in order; per-key order is kept because each key has one partition.
 
-        Without ``topic``, identity and security events go to wrench.admin and every other
-        event to wrench.events; one call publishes to one topic.
+        Without ``topic``, identity, security and runtime events (``ADMIN_TYPES``) go to
+        wrench.admin and every other event to wrench.events; one call publishes to one topic.
         """
         batch = list(events)
         name = topic or self.topic_of(batch)
@@ -151,9 +155,9 @@ class EventProducer:
 
     def topic_of(self, events: Sequence[Event]) -> str:
         """The one topic ``events`` belong on (ValueError when they belong on two)."""
-        kinds = {"admin" if e.type in IDENTITY_TYPES else "events" for e in events} or {"events"}
+        kinds = {"admin" if e.type in ADMIN_TYPES else "events" for e in events} or {"events"}
         if len(kinds) > 1:
-            raise ValueError("identity events and task events go to different topics")
+            raise ValueError("admin events and task events go to different topics")
         return self.settings.topic(kinds.pop())
 
     async def send_records(

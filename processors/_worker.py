@@ -18,6 +18,8 @@ everything else, the same way for every agent:
 - **Nothing is lost.** A record of a folded type that cannot be decoded goes to wrench.dlq
   with the reason in headers; a job that fails for want of the broker is retried with
   backoff; an unexpected error is logged with the ids and retried a few times.
+- **It says how it is doing.** A background task publishes ``agent.heartbeat`` (partitions,
+  lag, tasks in flight, the last of those errors): see processors/_heartbeat.py.
 
 Faust's own consumer offsets only save the replay of records already folded; the log is the
 state's only source.
@@ -53,6 +55,7 @@ from events import (
     create_consumer,
     shredded_fields,
 )
+from processors._heartbeat import Heartbeats
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -82,12 +85,14 @@ Emit = Callable[[Event], Awaitable[None]]
 
 @dataclass
 class _Partition(Generic[S]):
-    """One assigned partition: its tasks' states and how far the replay folded."""
+    """One assigned partition: its tasks' states (and tenants) and how far the replay
+    folded."""
 
     number: int
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     replayed_to: int = 0
     tasks: dict[uuid.UUID, S] = field(default_factory=dict)
+    tenants: dict[uuid.UUID, str] = field(default_factory=dict)
 
 
 class Worker(Generic[S, J]):
@@ -130,6 +135,7 @@ class Worker(Generic[S, J]):
         self._timer_of: dict[uuid.UUID, datetime] = {}
         self._observed_to: dict[int, int] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self.heartbeats = Heartbeats(self)
 
     # -- records -----------------------------------------------------------------------
     def decode(self, record: Record, partition: int, offset: int) -> Event | None:
@@ -160,7 +166,11 @@ class Worker(Generic[S, J]):
             self.observe(event)
         if event.task_id is None:
             return
-        part.tasks[event.task_id] = self.evolve(part.tasks.get(event.task_id), event)
+        state = part.tasks.get(event.task_id)
+        if state is None:
+            # Once per task: the heartbeat groups tasks in flight by tenant.
+            part.tenants[event.task_id] = event.tenant_id
+        part.tasks[event.task_id] = self.evolve(state, event)
         if live:
             self.schedule(part, event.task_id)
 
@@ -224,6 +234,7 @@ class Worker(Generic[S, J]):
             ]
             dead = Record(key=record.key, value=record.value, headers=tuple(headers))
             await self.producer.send_records(self.settings.topic("dlq"), [dead])
+            self.heartbeats.decode_failed(partition, offset, exc.reason)
             log.warning(
                 "poison record sent to the DLQ",
                 partition=partition,
@@ -248,9 +259,11 @@ class Worker(Generic[S, J]):
                         break
                     except BrokerUnavailable as exc:
                         bound.warning("broker unavailable; retrying the job", error=exc.message)
-                    except Exception:
+                        self._failed(part, task_id, exc, errors)
+                    except Exception as exc:
                         errors += 1
                         bound.exception("job failed", attempt=errors)
+                        self._failed(part, task_id, exc, errors)
                         if errors >= MAX_JOB_ERRORS:
                             bound.error("job abandoned until the worker restarts")
                             break
@@ -259,6 +272,17 @@ class Worker(Generic[S, J]):
             self.finished.add(mark)
         finally:
             self.running.pop(mark, None)
+
+    def _failed(
+        self, part: _Partition[S], task_id: uuid.UUID, exc: BaseException, attempt: int
+    ) -> None:
+        self.heartbeats.job_failed(
+            exc,
+            attempt=attempt,
+            attempts=MAX_JOB_ERRORS,
+            task_id=task_id,
+            tenant_id=part.tenants.get(task_id),
+        )
 
     async def _emit(self, part: _Partition[S], task_id: uuid.UUID, event: Event) -> None:
         state = part.tasks.get(task_id)
@@ -394,15 +418,22 @@ class Worker(Generic[S, J]):
 
         app.agent(topic, name=f"{self.group}.consume")(consume)
 
+        async def heartbeats() -> None:
+            self.heartbeats.start()
+
+        app.task(heartbeats)
+
         # mode's signals call receivers as receiver(sender, *args, signal=..., **kwargs).
         async def assigned(sender: Any, *args: Any, **_: Any) -> None:
             mine = {tp.partition for tp in args[0] if tp.topic == self.topic}
             self.revoke(set(self.partitions) - mine)
             self.assign(sorted(mine))
+            self.heartbeats.soon()
             log.info("partitions assigned", worker=self.name, partitions=sorted(mine))
 
         async def revoked(sender: Any, *args: Any, **_: Any) -> None:
             self.revoke({tp.partition for tp in args[0] if tp.topic == self.topic})
+            self.heartbeats.soon()
 
         async def shutdown(sender: Any, *_: Any, **__: Any) -> None:
             await self.close()
@@ -425,6 +456,7 @@ class Worker(Generic[S, J]):
             self._ticker.cancel()
         if self._background is not None:
             self._background.cancel()
+        await self.heartbeats.stop()
         await self.producer.stop()
         log.info("worker stopped", worker=self.name, cancelled_jobs=len(jobs))
 

@@ -269,6 +269,14 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(
         8, ge=1, le=1024, description="Most jobs (LLM or tool calls) one agent worker runs at once."
     )
+    heartbeat_interval_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=3_600,
+        description="How often each agent worker publishes agent.heartbeat (its partitions, "
+        "lag, tasks in flight and last error) on wrench.admin; the API calls an instance "
+        "stale after three intervals without one.",
+    )
     max_parallel_stages: int = Field(
         4, ge=1, le=64, description="Most stages of one task that run at the same time."
     )

@@ -124,6 +124,14 @@ EXPECTED = {
     "sensitive",
     "upcast_task_failed_v1_to_v2",
     "upcast_task_submitted_v1_to_v2",
+    "ADMIN_TYPES",
+    "AGENT_ID_PATTERN",
+    "MAX_TASKS_PER_TENANT",
+    "RUNTIME_TYPES",
+    "AgentError",
+    "AgentHeartbeat",
+    "PartitionLag",
+    "TasksInFlight",
 }
 
 
