@@ -12,6 +12,7 @@ import asyncpg
 import httpx
 import pytest
 
+from api._keyset import Order, PageCursor
 from events import Event, EventProducer, PlanCreated, PlanStage, StepStarted, TaskSubmitted
 from tests.api._support import error_fields, insert_task
 from tests.projections.conftest import USER
@@ -175,9 +176,7 @@ async def test_bad_values_are_422_naming_the_parameter(
 ) -> None:
     """Each bad filter, sort or cursor is refused with a VALIDATION_ERROR naming it."""
     await _task(db, 0)
-    alert_cursor = (
-        "eyJvcmRlciI6Ii1yYWlzZWRfYXQiLCJhZnRlciI6WyIyMDI2LTAzLTAxVDEyOjAwOjAwKzAwOjAwIiwieCJdfQ"
-    )
+    alert_cursor = PageCursor(Order("raised_at"), T0, "6f1c:STALLED:1").encode()
     cases: list[tuple[dict[str, Any], str]] = [
         ({"status": "done"}, "query.status.0"),
         ({"status": "running,done"}, "query.status.1"),
