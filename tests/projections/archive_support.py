@@ -34,9 +34,10 @@ async def archive_events(
     await producer.send_records(topic, [producer.codec.encode(e) for e in events], partition)
     total = await db.fetchval("SELECT count(*) FROM event_log WHERE topic = $1", topic)
     records = await read_topic(settings, topic, total + len(events))
-    batches: dict[int, list[Any]] = {}
+    by_partition: dict[int, list[Any]] = {}
     for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        batches.setdefault(record.partition, []).append(record)
+        by_partition.setdefault(record.partition, []).append(record)
+    batches: dict[int, Sequence[Any]] = dict(by_partition)
     projector = Projector(settings, producer.codec, producer, stream)
     await projector.apply(db, batches)
 
