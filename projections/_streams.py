@@ -1,6 +1,6 @@
 """The logs the projector folds: wrench.events into the task read models, wrench.admin into
-the identity read models. Each has its own consumer group and its own stored offsets, and
-both are archived in event_log (hash-chained per topic and partition)."""
+the identity read models and agent status. Each has its own consumer group and its own
+stored offsets, and both are archived in event_log (hash-chained per topic and partition)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from projections._identity_models import ADMIN_READ_MODELS
 from projections._read_models import READ_MODELS, ReadModel
+from projections._runtime_models import RUNTIME_READ_MODELS
 from projections._shredding import ShreddingModel
 from wrenchai.settings import Settings
 
@@ -31,6 +32,8 @@ class Stream:
 
 EVENTS = Stream("events", "projector", READ_MODELS)
 # Shredding last: it clears what the models before it (and those of wrench.events) hold.
-ADMIN = Stream("admin", "projector-admin", (*ADMIN_READ_MODELS, ShreddingModel()))
+ADMIN = Stream(
+    "admin", "projector-admin", (*ADMIN_READ_MODELS, *RUNTIME_READ_MODELS, ShreddingModel())
+)
 STREAMS: tuple[Stream, ...] = (EVENTS, ADMIN)
 """Every stream the projector runs, in the order a restore republishes them."""
