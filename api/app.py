@@ -14,7 +14,7 @@ from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.models import ErrorBody
-from api.routers import admin, alerts, auth, health, insights, tasks, tools
+from api.routers import admin, alerts, audit, auth, health, insights, tasks, tools
 from wrenchai.settings import Settings
 
 
@@ -60,5 +60,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(auth.router)
     for router in (admin.router, tasks.router, tools.router, alerts.router, insights.router):
         app.include_router(router, responses=guarded)
+    app.include_router(audit.router, responses=guarded)
     app.include_router(health.router)
     return app

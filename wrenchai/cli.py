@@ -12,6 +12,7 @@ from wrenchai._cli_audit import audit
 from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_identity import keys, tenants, users
+from wrenchai._cli_replay import replay
 from wrenchai._cli_watch import submit, watch
 from wrenchai.errors import WrenchError
 
@@ -42,6 +43,7 @@ main.add_command(keys)
 main.add_command(audit)
 main.add_command(submit)
 main.add_command(watch)
+main.add_command(replay)
 
 
 @main.command()

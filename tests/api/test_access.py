@@ -54,6 +54,8 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("GET", "/alerts/"): "alerts:read",
     ("POST", "/alerts/{alert_id}/ack"): "alerts:write",
     ("GET", "/insights/quality"): "insights:read",
+    ("GET", "/audit/events"): "audit:read",
+    ("GET", "/audit/tasks/{task_id}/state"): "audit:read",
 }
 
 # A request for each route that passes validation, so only authorisation decides.
@@ -168,6 +170,11 @@ async def test_every_route_times_every_role_is_allowed_exactly_by_its_scopes(
                     refused.append(f"{role} {method} {path}")
     assert "viewer POST /tasks" in refused and "operator POST /users" in refused
     assert "admin POST /tenants" in refused, "only the platform's bootstrap admin creates tenants"
+    assert {
+        f"{role} GET {path}"
+        for role in ("viewer", "operator")
+        for path in ("/audit/events", "/audit/tasks/{task_id}/state")
+    } <= set(refused), "the audit trail is for admins (audit:read)"
 
     async def denials_recorded() -> bool:
         reasons = await db.fetch("SELECT raw_value FROM event_log WHERE type = 'access.denied'")
