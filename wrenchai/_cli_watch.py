@@ -308,7 +308,8 @@ class LiveSink:
     """The terminal view, redrawn as messages arrive (and a few times a second, for the
     connection note)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, url: str) -> None:
+        self.url = url
         self.view: WatchView | None = None
         self.connection: str | None = None
         self.live = Live(
@@ -317,7 +318,7 @@ class LiveSink:
 
     def render(self) -> RenderableType:
         if self.view is None:
-            return Text("connecting…", style="dim")
+            return Text(f"connecting to {self.url}…", style="dim")
         return render(self.view, self.connection)
 
     def update(self, view: WatchView, message: Mapping[str, Any] | None) -> None:
@@ -339,7 +340,7 @@ def watch_task(target: ApiTarget, task_id: str, as_json: bool, retry_for: float)
         return NOT_WATCHED
     if as_json:
         return _run_follow(target, task_id, JsonSink(), retry_for)
-    sink = LiveSink(Console())
+    sink = LiveSink(Console(), target.url)
     with sink.live:
         code = _run_follow(target, task_id, sink, retry_for)
     return code
@@ -418,8 +419,11 @@ def _watch(
         return 130
 
 
-@click.command(epilog=f"{EXIT_HELP} Without --watch: 0 submitted, 3 as above, 4 the API "
-               "refused the task (its error is printed).")  # fmt: skip
+@click.command(
+    epilog="Exit status: 0 submitted (with --watch: as `wrenchai watch`, 0 completed, 1 "
+    "failed, 2 cancelled), 3 the API could not be reached or refused the credential, 4 the API "
+    "refused the task (its error is printed)."
+)
 @click.argument("description")
 @click.option(
     "--playbook",

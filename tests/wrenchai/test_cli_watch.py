@@ -40,9 +40,11 @@ from tests.wrenchai.test_watch_view import TASK, recorded_run, replay
 from wrenchai._cli_watch import (
     ApiTarget,
     NotWatched,
+    SubmissionRefused,
     api_target,
     constraints_of,
     follow,
+    post_task,
 )
 from wrenchai._watch_screen import render
 from wrenchai._watch_view import WatchView, parse_position
@@ -467,3 +469,19 @@ def test_watch_json_survives_an_api_restart_without_repeating_or_missing_an_even
         "task.completed",
     ]
     assert "reconnecting" in shell.stderr.read_text()
+
+
+async def test_the_real_api_refusals_map_to_exit_3_and_4(stack: Stack) -> None:
+    """Against the real API: a key it does not know is refused for submit and watch alike, an
+    unknown task is named, and a task it will not take is its own error (exit 4)."""
+    good, bad = ApiTarget(stack.url, stack.key), ApiTarget(stack.url, "wr_aaaaaaaaaaaa_" + "b" * 43)
+    with pytest.raises(NotWatched, match="refused the credential"):
+        post_task(bad, {"description": "x"})
+    with pytest.raises(SubmissionRefused, match="422"):
+        post_task(good, {"description": "x", "constraints": {"alerts": {"stall_after_s": -1}}})
+    task_id = post_task(good, {"description": "Refusals"})["task_id"]
+    with pytest.raises(NotWatched, match="refused the credential"):
+        await follow(bad, task_id, Collected(), sleep=no_wait)
+    unknown = str(uuid.uuid4())
+    with pytest.raises(NotWatched, match=f"knows no task {unknown}"):
+        await follow(good, unknown, Collected(), sleep=no_wait)
