@@ -24,7 +24,11 @@ import asyncpg
 
 from events import Codec, EventDecodeError, SignedHead, codec_from_settings
 from projections._archive import GENESIS_HASH, headers_from_json, link_hash
-from projections._checkpoints import archived_checkpoints, stored_checkpoints
+from projections._checkpoints import (
+    archived_checkpoints,
+    checkpointed_partitions,
+    stored_checkpoints,
+)
 from projections._db import connect
 from projections._signing import Keyring, instant, keyring_from_settings
 from projections._streams import STREAMS
@@ -119,36 +123,49 @@ async def verify_archive(
     """Verify the archive reachable through ``conn``. ``projected_ends`` are the next offsets
     the projector stored per (topic, partition): an archive shorter than them lost its tail."""
     report = VerifyReport(signatures_checked=bool(keyring))
-    checkpoints = _distinct(
-        [*await stored_checkpoints(conn), *await archived_checkpoints(conn), *extra_checkpoints]
-    )
-    if keyring:
-        for head in checkpoints:
-            problem = keyring.check_head(head)
-            if problem is not None:
-                report.broken = BrokenLink(
-                    head.topic,
-                    head.partition,
-                    head.offset,
-                    f"the checkpoint signed at {instant(head.signed_at)}: {problem}",
-                )
-                return report
     rows = await conn.fetch("SELECT DISTINCT topic, partition FROM event_log")
     ends = projected_ends or {}
     partitions = sorted(
         {(r["topic"], r["partition"]) for r in rows}
-        | {(h.topic, h.partition) for h in checkpoints}
-        | set(ends)
+        | await checkpointed_partitions(conn)
+        | {(h.topic, h.partition) for h in extra_checkpoints}
+        | {key for key, end in ends.items() if end > 0}
     )
     for topic, partition in partitions:
-        signed = [h for h in checkpoints if (h.topic, h.partition) == (topic, partition)]
-        check = _PartitionCheck(topic, partition, signed, codec)
-        broken = await check.run(conn, report, ends.get((topic, partition), 0))
-        report.partitions[f"{topic}[{partition}]"] = check.count
+        signed = _distinct(
+            [
+                *await stored_checkpoints(conn, topic, partition),
+                *await archived_checkpoints(conn, topic, partition),
+                *(h for h in extra_checkpoints if (h.topic, h.partition) == (topic, partition)),
+            ]
+        )
+        broken = _forged(signed, keyring)
+        count = 0
+        if broken is None:
+            check = _PartitionCheck(topic, partition, signed, codec)
+            broken = await check.run(conn, report, ends.get((topic, partition), 0))
+            count = check.count
+        report.partitions[f"{topic}[{partition}]"] = count
         if broken is not None:
             report.broken = broken
             break
     return report
+
+
+def _forged(heads: list[SignedHead], keyring: Keyring | None) -> BrokenLink | None:
+    """The first signed head whose signature does not verify (none without keys to check)."""
+    if keyring is None or not keyring:
+        return None
+    for head in heads:
+        problem = keyring.check_head(head)
+        if problem is not None:
+            return BrokenLink(
+                head.topic,
+                head.partition,
+                head.offset,
+                f"the checkpoint signed at {instant(head.signed_at)}: {problem}",
+            )
+    return None
 
 
 def _distinct(heads: list[SignedHead]) -> list[SignedHead]:

@@ -72,6 +72,13 @@ ORDER BY h.topic, h.partition
 """
 
 
+# The heads of a chain.checkpoint's payload; none when an edited payload holds no list.
+_HEADS = (
+    "CASE WHEN jsonb_typeof(payload -> 'heads') = 'array' THEN payload -> 'heads' "
+    "ELSE '[]'::jsonb END"
+)
+
+
 def head_from_row(row: asyncpg.Record) -> SignedHead:
     """A chain_checkpoints row as the signed head it stores."""
     return SignedHead(
@@ -113,27 +120,57 @@ async def store_heads(
     )
 
 
-async def stored_checkpoints(conn: asyncpg.Connection) -> list[SignedHead]:
-    """Every signed head in chain_checkpoints, by topic, partition and offset."""
+async def stored_checkpoints(
+    conn: asyncpg.Connection, topic: str | None = None, partition: int | None = None
+) -> list[SignedHead]:
+    """The signed heads in chain_checkpoints (of one partition, when given), by topic,
+    partition and offset."""
     rows = await conn.fetch(
-        'SELECT * FROM chain_checkpoints ORDER BY topic, partition, "offset", signed_at'
+        """SELECT * FROM chain_checkpoints
+           WHERE ($1::text IS NULL OR topic = $1) AND ($2::int IS NULL OR partition = $2)
+           ORDER BY topic, partition, "offset", signed_at""",
+        topic,
+        partition,
     )
     return [head_from_row(r) for r in rows]
 
 
-async def archived_checkpoints(conn: asyncpg.Connection) -> list[SignedHead]:
-    """The signed heads of every chain.checkpoint event the archive holds (wrench.admin is
-    archived like wrench.events): a second copy, which an attacker has to rewrite too."""
+async def archived_checkpoints(
+    conn: asyncpg.Connection, topic: str | None = None, partition: int | None = None
+) -> list[SignedHead]:
+    """The signed heads (of one partition, when given) in the chain.checkpoint events the
+    archive holds (wrench.admin is archived like wrench.events): a second copy, which an
+    attacker has to rewrite too."""
     rows = await conn.fetch(
-        "SELECT payload FROM event_log WHERE type = $1 AND status = 'applied'", CHECKPOINT_TYPE
+        f"""SELECT head FROM event_log, jsonb_array_elements({_HEADS}) AS head
+           WHERE type = $1 AND status = 'applied'
+             AND ($2::text IS NULL OR head ->> 'topic' = $2)
+             AND ($3::int IS NULL OR head ->> 'partition' = $3::int::text)""",
+        CHECKPOINT_TYPE,
+        topic,
+        partition,
     )
     heads: list[SignedHead] = []
     for row in rows:
         try:
-            heads += ChainCheckpoint.model_validate(row["payload"]).heads
+            heads.append(SignedHead.model_validate(row["head"]))
         except ValidationError:
             continue  # the archive's own check reports a payload that disagrees with its record
     return heads
+
+
+async def checkpointed_partitions(conn: asyncpg.Connection) -> set[tuple[str, int]]:
+    """Every (topic, partition) some stored or archived checkpoint signs a head of."""
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT topic, partition FROM chain_checkpoints
+           UNION
+           SELECT DISTINCT head ->> 'topic', (head ->> 'partition')::int
+           FROM event_log, jsonb_array_elements({_HEADS}) AS head
+           WHERE type = $1 AND status = 'applied'
+             AND head ->> 'partition' ~ '^[0-9]{1, 9}$'""",
+        CHECKPOINT_TYPE,
+    )
+    return {(r["topic"], r["partition"]) for r in rows}
 
 
 def checkpoints_from_lines(lines: Iterable[str]) -> list[SignedHead]:

@@ -173,10 +173,9 @@ class _Exporter:
             Span(r["topic"], r["partition"], r["first"], r["last"])
             for r in await self.conn.fetch(_SPANS, start, end, tenant_id)
         ]
-        signed = self._ours(await stored_checkpoints(self.conn))
         kept: list[SignedHead] = []
         for span in spans:
-            heads = [h for h in signed if (h.topic, h.partition) == (span.topic, span.partition)]
+            heads = self._ours(await stored_checkpoints(self.conn, span.topic, span.partition))
             after = [h.offset for h in heads if h.offset >= span.last]
             span.last = min(after, default=span.last)
             inside = [h for h in heads if span.first <= h.offset <= span.last]
