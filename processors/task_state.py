@@ -21,8 +21,10 @@ attempt started and ended and with which tool version (recorded when the Journey
 the event that moved the stage, so a stale or repeated event records nothing), every tool
 call, every planned recovery, every evaluation, and the latest progress report.
 
-Each agent folds only the event types its worker folds, and none folds a shredded tenant's
-events, as their workers do. An agent drops what it knows of a task once the task ends,
+Each agent folds only the event types its worker folds. The JourneyAgent and the
+InspectorAgent fold none of a shredded tenant's events, as their workers do (their folds read
+the content); the SuperAgent's fold reads only types, so it sees them all and the status
+stays right. An agent drops what it knows of a task once the task ends,
 while the read models go on applying facts that come after the end (a last progress
 report). So the Journey and the SuperAgent's planning are fed every event but the end, and
 the end is kept apart (the first one wins, as in the read models); the SuperAgent's own
@@ -221,16 +223,17 @@ def evolve(state: TaskState, logged: Logged) -> TaskState:
             "task's events at a time"
         )
     state = replace(state, last=logged, events=state.events + 1)
-    if shredded_fields(event.payload):
-        # The tenant was shredded: as in the workers, nothing acts on "[shredded]".
-        return state
     ending = event.type in TERMINAL_TYPES
     if event.type == "task.submitted" and state.submitted is None:
         state = replace(state, submitted=event)
     if ending and state.ended is None:
         state = replace(state, ended=event)
     if event.type in super_agent.FOLDED_TYPES:
+        # The SuperAgent's fold reads types, never content: a shredded event still counts.
         state = _plan(state, event, ending)
+    if shredded_fields(event.payload):
+        # The tenant was shredded: as in the workers, no agent acts on "[shredded]".
+        return _record(state, logged)
     if event.type in inspector_agent.FOLDED_TYPES:
         state = replace(state, inspection=inspector_agent.evolve(state.inspection, event))
     if event.type in execution.FOLDED_TYPES and not ending:
