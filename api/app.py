@@ -13,7 +13,7 @@ from api._hardening import install_hardening
 from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
-from api.models import ErrorBody
+from api.openapi import keep_null_examples, responses_for
 from api.routers import admin, alerts, audit, auth, health, insights, tasks, tools
 from wrenchai.settings import Settings
 
@@ -50,13 +50,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    keep_null_examples(app)
     install_hardening(app, settings)
     app.add_middleware(RequestContextMiddleware)
     # Every authenticated route may answer 401 (no valid credential), 403 (a scope it does
     # not hold) and 429 (a rate limit); the schema says so once for all of them.
-    guarded: dict[int | str, dict[str, Any]] = {
-        status: {"model": ErrorBody} for status in (401, 403, 429)
-    }
+    guarded: dict[int | str, dict[str, Any]] = responses_for(401, 403, 429)
     app.include_router(auth.router)
     for router in (admin.router, tasks.router, tools.router, alerts.router, insights.router):
         app.include_router(router, responses=guarded)

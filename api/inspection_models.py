@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import _examples as ex
 from events import AlertCode, AlertLevel, Decision
 
 MAX_NOTE = 2_000
@@ -45,6 +46,8 @@ class Alert(_Body):
 class AlertPage(_Body):
     """One page of alerts, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ALERT_PAGE))
+
     alerts: list[Alert]
     next_cursor: str | None
 
@@ -52,11 +55,15 @@ class AlertPage(_Body):
 class AcknowledgeAlert(_Body):
     """An optional note for whoever looks at the alert next."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACKNOWLEDGE_ALERT))
+
     note: str | None = Field(None, max_length=MAX_NOTE)
 
 
 class AlertAccepted(_Body):
     """An acknowledgement the log accepted; wait for ``position`` with ``?wait_for=``."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ALERT_ACCEPTED))
 
     alert_id: str
     task_id: uuid.UUID
@@ -107,6 +114,8 @@ class Evaluation(_Body):
 class TaskEvaluations(_Body):
     """Every evaluation of one task, in log order."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_EVALUATIONS))
+
     task_id: uuid.UUID
     evaluations: list[Evaluation]
 
@@ -149,6 +158,8 @@ class QualityInsights(_Body):
     evaluations of every tenant (they describe roles, tools and models, not a tenant's
     work), but a tenant sees only the groups its own evaluations touched, and every count
     is of its own evaluations."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.QUALITY_INSIGHTS))
 
     groups: list[QualityGroup]
     last_fit: QualityFit | None = Field(description="The latest fit, converged or not.")

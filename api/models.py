@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from api import _examples as ex
 from events import (
     SCOPES,
     Actor,
@@ -47,6 +48,8 @@ class _Body(BaseModel):
 class SubmitTask(_Body):
     """What a user asks for: a description, optional constraints and a time limit."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.SUBMIT_TASK))
+
     description: str = Field(min_length=1, max_length=MAX_DESCRIPTION)
     constraints: dict[str, Any] | None = Field(
         None,
@@ -79,11 +82,15 @@ class SubmitTask(_Body):
 class CancelTask(_Body):
     """Why the task is being called off, if the caller says."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CANCEL_TASK))
+
     reason: str | None = Field(None, max_length=MAX_REASON)
 
 
 class Accepted(_Body):
     """A write the log accepted; ``position`` is where to wait for it with ``?wait_for=``."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ACCEPTED))
 
     task_id: uuid.UUID
     status: Literal["submitted", "cancelling"]
@@ -92,6 +99,8 @@ class Accepted(_Body):
 
 class Task(_Body):
     """One row of the tasks read model."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK))
 
     task_id: uuid.UUID
     tenant_id: str
@@ -209,6 +218,8 @@ class TaskDetail(Task):
     steps in plan order, its progress (null until execution reports some), and the summary
     and output its completion gave."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_DETAIL))
+
     roles: list[TaskRole]
     plan: Plan | None
     steps: list[Step]
@@ -263,6 +274,8 @@ class StepDetail(Step):
 
 class TaskSteps(_Body):
     """Every step of one task in plan order; empty until the task is planned."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_STEPS))
 
     task_id: uuid.UUID
     steps: list[StepDetail]
@@ -337,6 +350,8 @@ class ToolInfo(_Body):
 class ToolList(_Body):
     """Every registered tool, by name."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TOOL_LIST))
+
     tools: list[ToolInfo]
 
 
@@ -356,12 +371,16 @@ class Thought(_Body):
 class TaskThoughts(_Body):
     """Every thought recorded for one task, in log order."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_THOUGHTS))
+
     task_id: uuid.UUID
     thoughts: list[Thought]
 
 
 class TaskPage(_Body):
     """One page of tasks, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_PAGE))
 
     tasks: list[Task]
     next_cursor: str | None
@@ -385,6 +404,8 @@ class HistoryEvent(_Body):
 
 class TaskHistory(_Body):
     """Every event of one task in log order."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_HISTORY))
 
     task_id: uuid.UUID
     events: list[HistoryEvent]
@@ -411,6 +432,8 @@ class Health(_Body):
     """``healthy`` when the database and the broker both answer; ``sandbox`` is
     informational."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.HEALTHY))
+
     status: Literal["healthy", "unhealthy"]
     checks: HealthChecks
     sandbox: SandboxHealth
@@ -436,6 +459,8 @@ class ErrorBody(_Body):
 class TokenPair(_Body):
     """What /auth/token hands out: a short-lived access token and a refresh token."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TOKEN_PAIR))
+
     access_token: str
     token_type: Literal["bearer"]
     expires_in: int = Field(description="Seconds the access token is valid.")
@@ -445,6 +470,8 @@ class TokenPair(_Body):
 
 class Me(_Body):
     """The caller, as the API sees it."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ME))
 
     tenant_id: str
     credential: Literal["jwt", "api_key"]
@@ -458,6 +485,8 @@ class Me(_Body):
 class CreateTenant(_Body):
     """A tenant to create: its name, and its id (made from the name when absent)."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CREATE_TENANT))
+
     name: str = Field(min_length=1, max_length=200)
     tenant_id: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
@@ -467,6 +496,8 @@ _SCOPE_ITEMS: dict[str, JsonValue] = {"items": {"enum": list(sorted(SCOPES))}}
 
 class IssueKey(_Body):
     """A key to issue: a name, its scopes (the issuer's own when absent), an expiry."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.ISSUE_KEY))
 
     name: str = Field(min_length=1, max_length=200)
     scopes: list[str] | None = Field(None, max_length=64, json_schema_extra=_SCOPE_ITEMS)
@@ -484,6 +515,8 @@ class IssueKey(_Body):
 class ApiKeyIssuedBody(_Body):
     """A key, shown once: ``key`` is never shown again."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY_ISSUED))
+
     key_id: str
     key: str = Field(description="wr_<prefix>_<secret>: store it now, it is shown once.")
     prefix: str
@@ -496,6 +529,8 @@ class ApiKeyIssuedBody(_Body):
 
 class TenantCreatedBody(_Body):
     """A new tenant and its first admin key, shown once."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TENANT_CREATED))
 
     tenant_id: str
     name: str
@@ -520,11 +555,15 @@ class ApiKeyInfo(_Body):
 class ApiKeyList(_Body):
     """The tenant's keys, newest first."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.API_KEY_LIST))
+
     keys: list[ApiKeyInfo]
 
 
 class CreateUser(_Body):
     """A user to create."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CREATE_USER))
 
     username: str = Field(pattern=r"^[A-Za-z0-9._@+-]{1,200}$")
     password: str = Field(min_length=12, max_length=1_024)
@@ -534,17 +573,23 @@ class CreateUser(_Body):
 class ChangeRole(_Body):
     """The user's new role."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.CHANGE_ROLE))
+
     role: Literal["admin", "operator", "viewer"]
 
 
 class DisableUser(_Body):
     """Why the user is disabled, if the caller says."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.DISABLE_USER))
+
     reason: str | None = Field(None, max_length=MAX_REASON)
 
 
 class UserInfo(_Body):
     """A user as listed: never the password hash."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.USER_INFO))
 
     user_id: str
     username: str
@@ -555,5 +600,7 @@ class UserInfo(_Body):
 
 class UserList(_Body):
     """The tenant's users, newest first."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.USER_LIST))
 
     users: list[UserInfo]

@@ -19,8 +19,13 @@ the same. tests/api/test_openapi_examples.py fails for an operation that lacks o
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from pydantic import BaseModel
 
 from api.errors import Forbidden, InvalidRequest, RateLimited, Unauthenticated, error_detail
 from api.models import ErrorBody, ErrorDetail
@@ -108,3 +113,64 @@ def responses_for(
         }
         for status in statuses
     }
+
+
+def keep_null_examples(app: FastAPI) -> None:
+    """Make ``app.openapi`` keep the nulls of its examples.
+
+    FastAPI writes the document with ``exclude_none``, which also drops every null inside an
+    example: a body whose nullable fields are simply missing, invalid against its own
+    schema. The examples are set again, whole, from where they were declared: the models'
+    ``json_schema_extra`` and the routes' ``responses`` and ``openapi_extra``."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        if doc.get(_RESTORED) is None:
+            _restore_models(doc)
+            _restore_routes(doc, app)
+            doc[_RESTORED] = True
+        return {k: v for k, v in doc.items() if k != _RESTORED}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_RESTORED = "x-examples-restored"
+
+
+def _restore_models(doc: dict[str, Any]) -> None:
+    schemas = doc.get("components", {}).get("schemas", {})
+    stack = list(BaseModel.__subclasses__())
+    while stack:
+        model = stack.pop()
+        stack.extend(model.__subclasses__())
+        extra = model.model_config.get("json_schema_extra")
+        if not model.__module__.startswith("api.") or not isinstance(extra, dict):
+            continue
+        for name in (model.__name__, f"{model.__name__}-Input", f"{model.__name__}-Output"):
+            if name in schemas and "examples" in extra:
+                schemas[name]["examples"] = copy.deepcopy(extra["examples"])
+
+
+def _restore_routes(doc: dict[str, Any], app: FastAPI) -> None:
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
+            continue
+        operations = doc["paths"].get(route.path_format, {})
+        for method in route.methods or ():
+            operation = operations.get(method.lower())
+            if operation is None:
+                continue
+            for status, declared in (route.responses or {}).items():
+                answer = operation["responses"].get(str(status), {})
+                _restore_media(answer.get("content", {}), declared.get("content", {}))
+            extra = route.openapi_extra or {}
+            body = operation.get("requestBody", {}).get("content", {})
+            _restore_media(body, extra.get("requestBody", {}).get("content", {}))
+
+
+def _restore_media(target: dict[str, Any], declared: Mapping[str, Any]) -> None:
+    for media, spec in declared.items():
+        for key in ("example", "examples"):
+            if media in target and key in spec:
+                target[media][key] = copy.deepcopy(spec[key])

@@ -3,12 +3,21 @@ once the projector has applied it, so a key or user handed out works at once."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Response
 
 from api.deps import Principal, ResourcesDep, get_identity, require
-from api.identity import IssuedKey, UserNotFound
+from api.errors import InvalidRequest
+from api.identity import (
+    IdentityPending,
+    IssuedKey,
+    KeyNotFound,
+    TenantExists,
+    UsernameTaken,
+    UserNotFound,
+    WeakPassword,
+)
 from api.models import (
     ApiKeyInfo,
     ApiKeyIssuedBody,
@@ -17,19 +26,47 @@ from api.models import (
     CreateTenant,
     CreateUser,
     DisableUser,
-    ErrorBody,
     IssueKey,
     TenantCreatedBody,
     UserInfo,
     UserList,
 )
-from events import PLATFORM_SCOPES
+from api.openapi import responses_for
+from events import PLATFORM_SCOPES, BrokerUnavailable
 
 router = APIRouter(tags=["identity"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (401, 403, 404, 409, 422, 429, 503)
-}
+_ERRORS = responses_for(
+    401,
+    403,
+    404,
+    409,
+    422,
+    429,
+    503,
+    examples={
+        404: [
+            UserNotFound("no user 7c1d9e2f4a6b", user_id="7c1d9e2f4a6b"),
+            KeyNotFound("no API key k-3f9a2c", key_id="k-3f9a2c"),
+        ],
+        409: [
+            TenantExists("tenant acme exists already", tenant_id="acme"),
+            UsernameTaken("the user name 'bob' is taken", username="bob"),
+        ],
+        422: [
+            InvalidRequest("body.scopes", "Value error, unknown scope(s) ['tasks:delete']"),
+            WeakPassword("a password has 12 to 1024 characters", min_length=12),
+        ],
+        503: [
+            IdentityPending(
+                "user.created is on the log at admin:1:17 but not applied yet; is the "
+                "projector running?",
+                event_id="0b8e4f6a-2c1d-5e3f-9a7b-8c6d5e4f3a2b",
+            ),
+            BrokerUnavailable("kafka did not answer"),
+        ],
+    },
+)
 Id = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_-]+$")]
 
 

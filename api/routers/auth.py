@@ -15,9 +15,11 @@ from typing import Annotated, Any, Literal
 import structlog
 from fastapi import APIRouter, Form, Request, Response
 
+from api import _examples as ex
 from api.deps import Authenticated, ResourcesDep, client_address, get_identity, record_denial
 from api.errors import ApiError, RateLimited, Unauthenticated
-from api.models import ErrorBody, Me, TokenPair
+from api.models import Me, TokenPair
+from api.openapi import responses_for
 from api.security import InvalidToken, Principal, check_password
 from events import (
     SYSTEM_TENANT,
@@ -34,10 +36,6 @@ log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 422, 429, 503)
-}
-
 
 class BadGrant(ApiError):
     """The token request is missing what its grant type needs."""
@@ -46,7 +44,29 @@ class BadGrant(ApiError):
     status = 400
 
 
-@router.post("/token", response_model=TokenPair, responses=_ERRORS, summary="Get tokens")
+_ERRORS = responses_for(
+    400,
+    401,
+    422,
+    429,
+    503,
+    examples={
+        400: BadGrant("grant_type=password needs username and password"),
+        429: RateLimited("too many failed sign-ins; wait before trying again", 30),
+    },
+)
+_TOKEN_FORM: dict[str, Any] = {
+    "requestBody": {"content": {"application/x-www-form-urlencoded": {"example": ex.TOKEN_FORM}}}
+}
+
+
+@router.post(
+    "/token",
+    response_model=TokenPair,
+    responses=_ERRORS,
+    openapi_extra=_TOKEN_FORM,
+    summary="Get tokens",
+)
 async def token(
     request: Request,
     resources: ResourcesDep,

@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from api import _examples as ex
 from api._readmodels import projector_lag
 from api._resources import Resources
 from api.deps import ResourcesDep
@@ -57,7 +58,13 @@ async def sandbox_health(resources: Resources) -> SandboxHealth:
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "The database or the broker is down."}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "The database or the broker is down.",
+            "content": {"application/json": {"example": ex.UNHEALTHY}},
+        }
+    },
     summary="Health",
 )
 async def health(resources: ResourcesDep) -> JSONResponse:

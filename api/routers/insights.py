@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api._inspection import fetch_quality
 from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
 from api.inspection_models import QualityInsights
-from api.models import ErrorBody
+from api.openapi import responses_for
+from projections import DatabaseUnavailable
 
 router = APIRouter(prefix="/insights", tags=["insights"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (422, 503)}
+_ERRORS = responses_for(422, 503, examples={503: DatabaseUnavailable("postgres did not answer")})
 
 
 @router.get(

@@ -173,7 +173,8 @@ async def list_tasks_page(
         Query(
             min_length=1,
             max_length=MAX_QUERY,
-            pattern=r"\S",
+            # Some text besides spaces, and no NUL (which no Postgres text can hold).
+            pattern=r"^[^\x00]*[^\x00\s][^\x00]*$",
             description="Full-text search of the description, with English stemming "
             '("reports" finds "report"); words are ANDed, "quoted phrases", OR and -word '
             "work as in a web search.",
@@ -184,6 +185,7 @@ async def list_tasks_page(
         Query(
             min_length=1,
             max_length=100,
+            pattern=r"^[^\x00]+$",
             description="Only tasks submitted with this playbook (constraints.playbook) or "
             "planned with it.",
         ),

@@ -3,17 +3,19 @@ each tool's health."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter
 
 from api._execution import fetch_tool_stats, no_calls
 from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
-from api.models import ErrorBody, ToolCostHints, ToolHealthReport, ToolInfo, ToolList
+from api.models import ToolCostHints, ToolHealthReport, ToolInfo, ToolList
+from api.openapi import responses_for
+from projections import DatabaseUnavailable
 
 router = APIRouter(prefix="/tools", tags=["tools"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {status: {"model": ErrorBody} for status in (422, 503)}
+_ERRORS = responses_for(422, 503, examples={503: DatabaseUnavailable("postgres did not answer")})
 
 
 @router.get("", response_model=ToolList, responses=_ERRORS, summary="List tools")

@@ -189,7 +189,9 @@ async def test_bad_values_are_422_naming_the_parameter(
         ({"q": ""}, "query.q"),
         ({"q": "   "}, "query.q"),
         ({"q": "x" * 201}, "query.q"),
+        ({"q": "a\x00b"}, "query.q"),  # Postgres text holds no NUL
         ({"playbook": ""}, "query.playbook"),
+        ({"playbook": "x\x00"}, "query.playbook"),
         ({"sort": "description"}, "query.sort"),
         ({"sort": "+created_at"}, "query.sort"),
         ({"cursor": alert_cursor}, "query.cursor"),  # a listing of alerts, not of tasks
