@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 import click
 import orjson
@@ -38,7 +38,7 @@ def _instant(text: str, option: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -116,7 +116,6 @@ def verify(
         keyring = given if given is not None else keyring_from_settings(settings)
     except ConfigurationError as exc:
         _fail(exc.message)
-        return
     if export_file is not None:
         _verify_file(export_file, keyring, checkpoint_files)
         return
@@ -178,13 +177,11 @@ def export(start: str, end: str | None, tenant_id: str | None, output: Path | No
         signer = signer_from_settings(settings)
     except ConfigurationError as exc:
         _fail(exc.message)
-        return
     if signer is None:
         _fail(
             "an export is signed: set WRENCH_CHECKPOINT_SIGNING_KEY (or "
             "WRENCH_CHECKPOINT_HMAC_KEY), or their _FILE"
         )
-        return
 
     async def write(out: BinaryIO) -> ExportReport:
         return await export_range(settings, out, begin, until, signer, tenant_id)
@@ -193,12 +190,16 @@ def export(start: str, end: str | None, tenant_id: str | None, output: Path | No
         report = run(lambda: write(sys.stdout.buffer))
         sys.stdout.buffer.flush()
     else:
+        # Written aside and renamed when complete: a refused export leaves no file behind.
+        partial = output.with_name(output.name + ".partial")
         try:
-            with output.open("wb") as out:
+            with partial.open("wb") as out:
                 report = run(lambda: write(out))
+            partial.replace(output)
         except OSError as exc:
             _fail(f"cannot write {output}: {exc.strerror}")
-            return
+        finally:
+            partial.unlink(missing_ok=True)
     click.echo(str(report), err=True)
 
 
@@ -237,7 +238,6 @@ def public_key() -> None:
         signer = signer_from_settings(settings)
     except WrenchError as exc:
         _fail(exc.message)
-        return
     if isinstance(signer, Ed25519Signer):
         click.echo(signer.verifier().public_pem(), nl=False)
         return
