@@ -23,6 +23,7 @@ from pydantic import SecretStr
 from events import Actor, Event, EventProducer, TaskSubmitted
 from projections import (
     Checkpointer,
+    ExportRefused,
     Keyring,
     export_range,
     load_public_key,
@@ -31,6 +32,7 @@ from projections import (
 )
 from projections._signing import Ed25519Signer, HmacKey, generate_signing_key
 from tests.projections.archive_support import archive_events
+from tests.projections.tampering import tampering
 from wrenchai.settings import Settings
 
 SIGNING_KEY = generate_signing_key()
@@ -249,7 +251,8 @@ async def test_an_hmac_signed_export_verifies_with_the_same_key_only(
     settings: Settings, db: asyncpg.Connection, producer: EventProducer, tmp_path: Path
 ) -> None:
     """With only WRENCH_CHECKPOINT_HMAC_KEY set, checkpoints and exports carry HMAC-SHA256
-    signatures: the same key verifies them, another key does not."""
+    signatures: the same key verifies them, another key does not. Once a record is
+    rewritten in the database, export refuses to sign, naming it."""
     settings = settings.model_copy(
         update={"checkpoint_signing_key": None, "checkpoint_hmac_key": SecretStr("shared-key-1")}
     )
@@ -262,6 +265,15 @@ async def test_an_hmac_signed_export_verifies_with_the_same_key_only(
     assert verify_export(path, Keyring([HmacKey(b"shared-key-1")])).ok
     report = verify_export(path, Keyring([HmacKey(b"another-key")]))
     assert not report.ok and "not one of the keys given" in str(report)
+
+    # An archive rewritten in the database is not signed into an export.
+    async with tampering(db):
+        await db.execute(
+            "UPDATE event_log SET raw_value = raw_value || ' '::bytea "
+            'WHERE partition = 0 AND "offset" = 2'
+        )
+    with pytest.raises(ExportRefused, match=r"broken at .*\[0\] offset 2: the record was altered"):
+        await _export(settings, tmp_path / "refused.jsonl", tenant_id=None)
 
 
 def _wrenchai(
