@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from api import _audit_examples as ex
 from api.inspection_models import Evaluation
 from api.models import (
     HistoryEvent,
@@ -30,12 +31,16 @@ class _Body(BaseModel):
 class AuditEvent(HistoryEvent):
     """One event of the archive, decrypted and upcast, with the topic it was logged on."""
 
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.AUDIT_EVENT))
+
     topic: str = Field(description="The topic of the log it is on (wrench.events or wrench.admin).")
 
 
 class AuditEventPage(_Body):
     """One page of the tenant's events, oldest first; pass ``next_cursor`` back as ``cursor``
     for the next (null on the last page)."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.AUDIT_EVENT_PAGE))
 
     events: list[AuditEvent]
     next_cursor: str | None
@@ -162,6 +167,8 @@ class TaskState(_Body):
     """A task as of one event of its log, folded by the agents' own functions from the
     archive alone. ``task``, ``steps`` and ``evaluations`` read as ``GET /tasks/{task_id}``,
     ``/steps`` and ``/evaluations`` read when the read models had applied that event."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.TASK_STATE))
 
     task_id: uuid.UUID
     tenant_id: str

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -15,16 +15,46 @@ from api._task_state import AsOfPoint, NoTaskState, fetch_task_records, task_sta
 from api.audit_models import AuditEventPage, TaskState
 from api.deps import Principal, ResourcesDep, require
 from api.errors import InvalidRequest, TaskNotFound
-from api.models import CURSOR_PATTERN, ErrorBody
+from api.models import CURSOR_PATTERN
+from api.openapi import responses_for
 from events import catalog
 
 router = APIRouter(prefix="/audit", tags=["audit"])
 
 Auditor = Annotated[Principal, require("audit:read")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (404, 422, 503)
-}
+_EVENTS_ERRORS = responses_for(
+    422,
+    503,
+    examples={
+        422: [
+            InvalidRequest(
+                "query.to",
+                "'to' (2026-03-01T00:00:00+00:00) must come after 'from' "
+                "(2026-03-02T00:00:00+00:00)",
+            ),
+            InvalidRequest(
+                "query.cursor", "not a cursor from this API; pass next_cursor back as is"
+            ),
+        ]
+    },
+)
+_STATE_ERRORS = responses_for(
+    404,
+    422,
+    503,
+    examples={
+        404: TaskNotFound(
+            "no task 6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88 in the archive",
+            task_id="6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88",
+        ),
+        422: InvalidRequest(
+            "query.as_of",
+            "as_of is a log position (PARTITION:OFFSET, e.g. 2:41) or an ISO 8601 time "
+            "(e.g. 2026-03-01T12:00:00Z), not 'yesterday'",
+        ),
+    },
+)
 MAX_TYPES = 50
 
 
@@ -51,7 +81,9 @@ def _types(values: list[str] | None) -> list[str]:
     return wanted
 
 
-@router.get("/events", response_model=AuditEventPage, responses=_ERRORS, summary="Audit events")
+@router.get(
+    "/events", response_model=AuditEventPage, responses=_EVENTS_ERRORS, summary="Audit events"
+)
 async def list_audit_events(
     resources: ResourcesDep,
     principal: Auditor,
@@ -121,7 +153,7 @@ async def list_audit_events(
 @router.get(
     "/tasks/{task_id}/state",
     response_model=TaskState,
-    responses=_ERRORS,
+    responses=_STATE_ERRORS,
     summary="A task's state as of a point of its log",
 )
 async def get_task_state(
