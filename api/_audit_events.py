@@ -54,7 +54,11 @@ class EventCursor:
             cursor = cls(datetime.fromisoformat(at), topic, partition, offset)
         except (binascii.Error, orjson.JSONDecodeError, TypeError, ValueError) as exc:
             raise ValueError(_NOT_OURS) from exc
-        if cursor.occurred_at.tzinfo is None or min(partition, offset) < 0:
+        if (
+            cursor.occurred_at.tzinfo is None
+            or not 0 <= partition < 2**31
+            or not 0 <= offset < 2**63
+        ):
             raise ValueError(_NOT_OURS)
         return cursor
 
@@ -72,7 +76,9 @@ class ActorFilter:
     def parse(cls, text: str) -> ActorFilter:
         """Read ``KIND[:ID]``; ValueError says what was wrong."""
         kind, sep, actor_id = text.partition(":")
-        if kind not in ACTOR_KINDS or (sep and not actor_id):
+        # Postgres text holds no NUL, and no actor id has a control character.
+        printable = all(ch >= " " for ch in actor_id)
+        if kind not in ACTOR_KINDS or (sep and not actor_id) or not printable:
             raise ValueError(
                 f"actor is KIND or KIND:ID with KIND one of {', '.join(ACTOR_KINDS)} "
                 f"(e.g. agent:journey-agent or user:<user id>), not {text!r}"

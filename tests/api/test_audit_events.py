@@ -3,6 +3,8 @@ codec, oldest first, a keyset page at a time, with filters."""
 
 from __future__ import annotations
 
+import base64
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +77,11 @@ async def logged(
 
 def _at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def _cursor(key: list[Any]) -> str:
+    """A cursor in this API's form around ``key``, as a client could forge one."""
+    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
 
 
 @pytest.fixture
@@ -242,6 +249,8 @@ async def test_bad_cursors_ranges_types_and_actors_are_422(client: httpx.AsyncCl
         ({"type": "task.submitted,no.such"}, "query.type"),
         ({"actor": "robot:r2"}, "query.actor"),
         ({"actor": "user:"}, "query.actor"),
+        ({"actor": "user:a\x00b"}, "query.actor"),
+        ({"cursor": _cursor([_at(1).isoformat(), "wrench.events", 2**40, 0])}, "query.cursor"),
         ({"limit": 0}, "query.limit"),
         ({"task_id": "nope"}, "query.task_id"),
     ]
