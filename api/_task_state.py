@@ -10,7 +10,7 @@ compared field by field.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -52,13 +52,13 @@ from events import (
     ToolsAllocated,
 )
 from projections import headers_from_json
+
+# The tasks read model's own rule for a task's playbook, so the two cannot drift apart.
+from projections._read_models import submitted_playbook
 from wrenchai.errors import WrenchError
 
 if TYPE_CHECKING:
     from processors import task_state as fold_module
-
-MAX_PLAYBOOK_NAME = 100
-"""As processors.playbook.Playbook.name allows (and the tasks read model keeps)."""
 
 
 @dataclass(frozen=True)
@@ -150,17 +150,6 @@ async def fold_records(codec: Codec, records: Sequence[asyncpg.Record]) -> fold_
         )
         for r in records
     )
-
-
-def submitted_playbook(constraints: object) -> str | None:
-    """The playbook ``constraints.playbook`` names (a shipped name or an inline playbook's
-    name), as the tasks read model keeps it."""
-    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
-    if isinstance(chosen, Mapping):
-        chosen = chosen.get("name")
-    if isinstance(chosen, str) and 0 < len(chosen) <= MAX_PLAYBOOK_NAME:
-        return chosen
-    return None
 
 
 def task_state_body(state: fold_module.TaskState) -> TaskState | None:
