@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -313,7 +314,9 @@ async def test_as_of_a_time_folds_the_events_that_occurred_by_then(run: Run) -> 
     of the first step.failed gives the state as of that event."""
     failed = next(e for e in run.history if e["type"] == "step.failed")
     by_position = await state_of(run.client, run.task_id, failed["position"])
-    later = [e for e in run.history if e["occurred_at"] <= failed["occurred_at"]][-1]
+    at = datetime.fromisoformat(failed["occurred_at"])
+    after = [datetime.fromisoformat(e["occurred_at"]) > at for e in run.history] + [True]
+    later = run.history[after.index(True) - 1]  # the longest run of events by then, in log order
 
     by_time = await state_of(run.client, run.task_id, failed["occurred_at"])
 
