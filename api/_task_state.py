@@ -70,11 +70,7 @@ class AsOfPoint:
     at: datetime | None = None
 
     def __str__(self) -> str:
-        return (
-            str(self.position)
-            if self.position is not None
-            else str(self.at and self.at.isoformat())
-        )
+        return str(self.position) if self.position is not None else f"{self.at:%Y-%m-%dT%H:%M:%S%z}"
 
     @classmethod
     def parse(cls, text: str) -> AsOfPoint:
