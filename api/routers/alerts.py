@@ -9,7 +9,7 @@ before the first is projected are both accepted: the first on the log is the one
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import structlog
 from fastapi import APIRouter, Path, Query
@@ -60,7 +60,7 @@ _ERRORS = responses_for(
 AlertId = Annotated[str, Path(min_length=1, max_length=MAX_ALERT_ID)]
 
 AlertSort = Literal["-raised_at", "raised_at"]
-assert set(AlertSort.__args__) == set(ALERT_ORDERS)  # type: ignore[attr-defined]
+assert set(get_args(AlertSort)) == set(ALERT_ORDERS), "the sort parameter lists every order"
 
 
 LevelFilter = Annotated[

@@ -8,7 +8,7 @@ writes.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -141,7 +141,7 @@ async def submit_task(
 
 
 TaskSort = Literal["-created_at", "created_at", "-updated_at", "updated_at"]
-assert set(TaskSort.__args__) == set(TASK_ORDERS)  # type: ignore[attr-defined]
+assert set(get_args(TaskSort)) == set(TASK_ORDERS), "the sort parameter lists every order"
 StatusFilter = Annotated[
     list[TaskStatus] | None,
     BeforeValidator(split_commas),
