@@ -8,6 +8,8 @@ imports from the API, so every module of it may use them.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 TASK_ID = "6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88"
@@ -373,3 +375,16 @@ USER_INFO = {
     "disabled_at": None,
 }
 USER_LIST = {"users": [USER_INFO]}
+
+WS_TICKET = {
+    "ticket": "gAAAAABnX2f0c2VhbGVkLXRpY2tldC1leGFtcGxl...",
+    "expires_in": 30,
+}
+_FIRST = TASK_HISTORY["events"][0]
+TASK_STREAM = (
+    f"id: {_FIRST['position']}\nevent: event\n"
+    f"data: {json.dumps({'position': _FIRST['position'], 'event': _FIRST}, separators=(',', ':'))}"
+    "\n\nevent: live\ndata: {}\n\n"
+    'event: end\ndata: {"status":"completed"}\n\n'
+)
+"""A task's stream as Server-Sent Events: an event, the switch to live, the end."""

@@ -309,6 +309,36 @@ async def fetch_history(
     ]
 
 
+async def fetch_history_after(
+    conn: asyncpg.Connection,
+    topic: str,
+    tenant_id: str,
+    task_id: uuid.UUID,
+    after: Position,
+    *,
+    before: int,
+) -> list[ArchivedRecord]:
+    """The task's applied records on ``after``'s partition with ``after.offset < offset <
+    before``, in log order: the archived part of a stream that resumes after ``after``."""
+    rows = await conn.fetch(
+        """SELECT partition, "offset", raw_value, raw_headers FROM event_log
+           WHERE task_id = $1 AND tenant_id = $2 AND topic = $3 AND status = 'applied'
+             AND partition = $4 AND "offset" > $5 AND "offset" < $6
+           ORDER BY "offset"
+        """,
+        task_id,
+        tenant_id,
+        topic,
+        after.partition,
+        after.offset,
+        before,
+    )
+    return [
+        ArchivedRecord(Position(r["partition"], r["offset"]), r["raw_value"], r["raw_headers"])
+        for r in rows
+    ]
+
+
 async def fetch_output(
     conn: asyncpg.Connection, codec: Codec, topic: str, tenant_id: str, task_id: uuid.UUID
 ) -> Any:
@@ -339,15 +369,18 @@ async def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> lis
     the event as first written, not as the catalog reads it today.
     """
     await codec.prepare_records(record.value for record in records)
-    events = []
-    for record in records:
-        event = codec.decode(record.value, headers_from_json(list(record.headers)))
-        events.append(
-            HistoryEvent.model_validate(
-                {**event.model_dump(mode="json"), "position": str(record.position)}
-            )
-        )
-    return events
+    return [
+        history_event(codec, r.position, r.value, headers_from_json(list(r.headers)))
+        for r in records
+    ]
+
+
+def history_event(
+    codec: Codec, position: Position, value: bytes, headers: tuple[tuple[str, bytes], ...]
+) -> HistoryEvent:
+    """One logged record as the history shows it (the codec must be prepared for it)."""
+    event = codec.decode(value, headers)
+    return HistoryEvent.model_validate({**event.model_dump(mode="json"), "position": str(position)})
 
 
 async def projector_passed(

@@ -15,6 +15,7 @@ import structlog
 from api._database import CLOSE_TIMEOUT_S, Database
 from api._tool_health import ToolHealthBoard
 from api.security import Authenticator, RateLimits, TokenService
+from api.streams import Streams
 from events import (
     Actor,
     ApiKeyUsed,
@@ -115,6 +116,7 @@ class Resources:
     authenticator: Authenticator
     limits: RateLimits
     playbooks: dict[str, Playbook]
+    streams: Streams
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -126,6 +128,7 @@ class Resources:
         registry, tools = toolbox(settings)
         database = Database(settings)
         tokens = TokenService(settings)
+        tenant_database = Database(settings, role=settings.api_database_role)
         return cls(
             settings=settings,
             database=database,
@@ -134,11 +137,13 @@ class Resources:
             log_end=LogEnd(settings),
             tool_registry=registry,
             tools=ToolHealthBoard(tools),
-            tenant_database=Database(settings, role=settings.api_database_role),
+            tenant_database=tenant_database,
             tokens=tokens,
             authenticator=Authenticator(settings, database, tokens),
             limits=RateLimits(settings),
             playbooks=load_playbooks(settings.playbooks_dir),
+            # The hub reads the projector's offsets as the owner: they are platform-wide.
+            streams=Streams(settings, database, producer.codec, tokens),
         )
 
     @property
@@ -157,6 +162,7 @@ class Resources:
         for task in self.background:
             task.cancel()
         await asyncio.gather(*self.background, return_exceptions=True)
+        await self.streams.close()
         await self.publish_key_usage()
         await self.broker.close()
         await self.tools.close()

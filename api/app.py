@@ -14,7 +14,7 @@ from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.openapi import keep_null_examples, responses_for
-from api.routers import admin, alerts, audit, auth, health, insights, tasks, tools
+from api.routers import admin, alerts, audit, auth, health, insights, streams, tasks, tools
 from wrenchai.settings import Settings
 
 
@@ -57,7 +57,14 @@ def create_app(settings: Settings) -> FastAPI:
     # not hold) and 429 (a rate limit); the schema says so once for all of them.
     guarded: dict[int | str, dict[str, Any]] = responses_for(401, 403, 429)
     app.include_router(auth.router)
-    for router in (admin.router, tasks.router, tools.router, alerts.router, insights.router):
+    for router in (
+        admin.router,
+        tasks.router,
+        streams.router,
+        tools.router,
+        alerts.router,
+        insights.router,
+    ):
         app.include_router(router, responses=guarded)
     app.include_router(audit.router, responses=guarded)
     app.include_router(health.router)

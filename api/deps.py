@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import structlog
 from fastapi import Depends, Query, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
+from starlette.requests import HTTPConnection
 
 from api._readmodels import wait_for_projector
 from api._resources import Resources
@@ -76,7 +77,7 @@ _bearer = OAuth2PasswordBearer(
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="api_key")
 
 
-def client_address(request: Request) -> str | None:
+def client_address(request: HTTPConnection) -> str | None:
     """The caller's address as the server saw it (behind a proxy, the one uvicorn's
     --forwarded-allow-ips lets the proxy name)."""
     return request.client.host if request.client else None
@@ -170,7 +171,7 @@ IdentityDep = Annotated[Identity, Depends(get_identity)]
 
 
 async def record_denial(
-    request: Request,
+    request: HTTPConnection,
     resources: Resources,
     reason: str,
     kind: Credential,
@@ -191,7 +192,8 @@ async def record_denial(
         AccessDenied(
             reason=reason,
             credential=kind,
-            method=request.method,
+            # A WebSocket handshake is a GET; its path says it is a stream.
+            method=request.scope.get("method", "GET"),
             path=request.url.path[:2_000],
             scope=scope,
             user_id=user_id,

@@ -97,6 +97,15 @@ class Accepted(_Body):
     position: str = Field(examples=["2:41"])
 
 
+class WsTicket(_Body):
+    """A single-use ticket for opening one stream: pass it as ``?ticket=``."""
+
+    model_config = ConfigDict(json_schema_extra=ex.examples(ex.WS_TICKET))
+
+    ticket: str = Field(description="Opaque; opens one stream, once.")
+    expires_in: int = Field(description="Seconds left to use it.", examples=[30])
+
+
 class Task(_Body):
     """One row of the tasks read model."""
 

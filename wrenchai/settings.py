@@ -128,6 +128,51 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Longest a read with ?wait_for= waits for the projector."
     )
 
+    # -- API: live streams ----------------------------------------------------------------
+    stream_buffer: int = Field(
+        2_000,
+        ge=10,
+        description="Records of each partition the API keeps in memory after reading them, so "
+        "a stream catching up from the archive can bridge what the projector has not archived "
+        "yet.",
+    )
+    ws_queue_size: int = Field(
+        1_000,
+        ge=1,
+        description="Events a stream may have waiting for its client; past it the client is "
+        "too slow and its socket is closed with 1013.",
+    )
+    ws_max_sockets_per_principal: int = Field(
+        100, ge=1, description="Open streams one user or API key may hold on one API process."
+    )
+    ws_ping_interval_s: float = Field(
+        20.0, gt=0, description='How often a socket is sent {"type": "ping"}.'
+    )
+    ws_idle_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="A socket on which neither side has sent anything but pings for this long "
+        "is closed (1001).",
+    )
+    ws_auth_timeout_s: float = Field(
+        10.0, gt=0, description="How long a socket may take to send its credential."
+    )
+    ws_start_wait_s: float = Field(
+        1.0,
+        ge=0,
+        description="How long a task stream without ?resume_from= waits for a first message "
+        "that may carry one before it starts from the beginning.",
+    )
+    ws_recheck_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=2.0,
+        description="How often an open stream checks that its credential is still valid.",
+    )
+    ws_ticket_ttl_s: int = Field(
+        30, ge=1, le=300, description="Lifetime of a single-use ticket from POST /ws-ticket."
+    )
+
     # -- security: encryption ------------------------------------------------------------
     encryption_keys: SecretStr | None = Field(
         None,

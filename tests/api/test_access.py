@@ -56,6 +56,8 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("GET", "/insights/quality"): "insights:read",
     ("GET", "/audit/events"): "audit:read",
     ("GET", "/audit/tasks/{task_id}/state"): "audit:read",
+    ("GET", "/tasks/{task_id}/stream"): "tasks:read",
+    ("POST", "/ws-ticket"): ANY,
 }
 
 # A request for each route that passes validation, so only authorisation decides.

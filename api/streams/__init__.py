@@ -1,0 +1,96 @@
+"""Live streams: the hub (one Kafka consumer per API process), task streams that join the
+archive to the live tail, WebSocket sessions and stream tickets. See docs/streams.md."""
+
+from __future__ import annotations
+
+from api._database import Database
+from api.security import TokenService
+from api.streams._auth import StreamCredential, Tickets, header_credential, verify
+from api.streams._frames import EndFrame, EventFrame, Frame, LiveFrame, control, error_message
+from api.streams._hub import (
+    Delivery,
+    SlowConsumer,
+    StreamHub,
+    StreamUnavailable,
+    Subscription,
+    stream_message,
+)
+from events import Codec
+from wrenchai.settings import Settings
+
+
+class TooManyStreams(Exception):
+    """The principal holds as many open streams as it may."""
+
+
+class Admission:
+    """One open stream of a principal, counted until released (once)."""
+
+    def __init__(self, streams: Streams, subject: str) -> None:
+        self._streams: Streams | None = streams
+        self.subject = subject
+
+    def release(self) -> None:
+        """Stop counting this stream."""
+        if self._streams is not None:
+            self._streams._release(self.subject)
+            self._streams = None
+
+    def __enter__(self) -> Admission:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Streams:
+    """An API process's streams: the hub, the tickets and how many each principal holds."""
+
+    def __init__(
+        self, settings: Settings, database: Database, codec: Codec, tokens: TokenService
+    ) -> None:
+        self.settings = settings
+        self.hub = StreamHub(settings, database, codec)
+        self.tickets = Tickets(settings, tokens, database)
+        self.open: dict[str, int] = {}
+
+    def admit(self, subject: str) -> Admission:
+        """Count one more open stream of ``subject`` until the admission is released;
+        TooManyStreams past the limit."""
+        held = self.open.get(subject, 0)
+        if held >= self.settings.ws_max_sockets_per_principal:
+            raise TooManyStreams(subject)
+        self.open[subject] = held + 1
+        return Admission(self, subject)
+
+    def _release(self, subject: str) -> None:
+        self.open[subject] -= 1
+        if not self.open[subject]:
+            del self.open[subject]
+
+    async def close(self) -> None:
+        """Stop the hub."""
+        await self.hub.close()
+
+
+__all__ = [
+    "Admission",
+    "Delivery",
+    "EndFrame",
+    "EventFrame",
+    "Frame",
+    "LiveFrame",
+    "SlowConsumer",
+    "StreamCredential",
+    "StreamHub",
+    "StreamUnavailable",
+    "Streams",
+    "Subscription",
+    "Tickets",
+    "TooManyStreams",
+    "control",
+    "error_message",
+    "header_credential",
+    "stream_message",
+    "verify",
+]
