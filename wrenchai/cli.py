@@ -91,6 +91,9 @@ def api(host: str | None, port: int | None) -> None:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # websockets' Sans-I/O protocol: it waits for the socket to drain before each send,
+        # which is what lets a stream notice a client that does not read.
+        ws="websockets-sansio",
     )
 
 
