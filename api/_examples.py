@@ -190,24 +190,20 @@ TASK_EVALUATIONS = {
         }
     ],
 }
-TASK_HISTORY = {
+HISTORY_EVENT: dict[str, Any] = {
+    "id": EVENT_ID,
+    "type": "task.submitted",
+    "schema_version": 2,
     "task_id": TASK_ID,
-    "events": [
-        {
-            "id": EVENT_ID,
-            "type": "task.submitted",
-            "schema_version": 2,
-            "task_id": TASK_ID,
-            "tenant_id": TENANT_ID,
-            "actor": {"kind": "user", "id": USER_ID},
-            "occurred_at": SUBMITTED_AT,
-            "correlation_id": None,
-            "causation_id": None,
-            "payload": {**SUBMIT_TASK, "grants": []},
-            "position": "2:41",
-        }
-    ],
+    "tenant_id": TENANT_ID,
+    "actor": {"kind": "user", "id": USER_ID},
+    "occurred_at": SUBMITTED_AT,
+    "correlation_id": None,
+    "causation_id": None,
+    "payload": {**SUBMIT_TASK, "grants": []},
+    "position": "2:41",
 }
+TASK_HISTORY = {"task_id": TASK_ID, "events": [HISTORY_EVENT]}
 
 _STATS: dict[str, Any] = {
     "calls": 12,
@@ -380,7 +376,7 @@ WS_TICKET = {
     "ticket": "gAAAAABnX2f0c2VhbGVkLXRpY2tldC1leGFtcGxl...",
     "expires_in": 30,
 }
-_FIRST = TASK_HISTORY["events"][0]
+_FIRST = HISTORY_EVENT
 TASK_STREAM = (
     f"id: {_FIRST['position']}\nevent: event\n"
     f"data: {json.dumps({'position': _FIRST['position'], 'event': _FIRST}, separators=(',', ':'))}"

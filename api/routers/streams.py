@@ -16,6 +16,7 @@ from fastapi import APIRouter, Header, Query, Request, Security, WebSocket
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api import _examples as ex
+from api._agents import KNOWN_AGENTS, agent_status
 from api._resources import Resources
 from api.deps import ResourcesDep, authenticate_write, require
 from api.errors import InvalidRequest, RateLimited, TaskNotFound
@@ -41,7 +42,6 @@ from api.streams._socket import (
     INVALID,
     NOT_FOUND,
     TOO_MANY,
-    TRY_AGAIN_LATER,
     Close,
     StreamSocket,
 )
@@ -49,9 +49,6 @@ from api.streams._task_stream import TaskStream, UnknownTask, locate_task, task_
 from events import Position
 
 router = APIRouter(tags=["streams"])
-
-AGENTS = ("super-agent", "journey-agent", "inspector-agent", "cost-guard")
-"""The agents whose streams exist (the actor ids they publish as)."""
 
 SSE_PING_S = 15
 
@@ -181,8 +178,8 @@ async def agent_socket(websocket: WebSocket, agent_id: str, ticket: str | None =
     socket = StreamSocket(websocket, resources)
     try:
         principal = await socket.authenticate("tasks:read", ticket)
-        if agent_id not in AGENTS:
-            raise Close(NOT_FOUND, f"no agent {agent_id[:40]}; agents: {', '.join(AGENTS)}")
+        if agent_id not in KNOWN_AGENTS:
+            raise Close(NOT_FOUND, f"no agent {agent_id[:40]}; agents: {', '.join(KNOWN_AGENTS)}")
 
         def match(d: Delivery) -> bool:
             return d.actor == ("agent", agent_id)
@@ -204,9 +201,7 @@ async def agent_socket(websocket: WebSocket, agent_id: str, ticket: str | None =
 
 
 async def _agent_status(resources: Resources, agent_id: str, tenant_id: str) -> dict[str, Any]:
-    from api._agents import agent_status  # the status read model
-
-    async with resources.database.connection() as conn:
+    async with resources.tenant_database.tenant(tenant_id) as conn:
         status = await agent_status(conn, agent_id, tenant_id)
     result: dict[str, Any] = status.model_dump(mode="json")
     return result
@@ -377,4 +372,4 @@ async def ws_ticket(
     return WsTicket(ticket=ticket, expires_in=resources.settings.ws_ticket_ttl_s)
 
 
-__all__ = ["AGENTS", "TRY_AGAIN_LATER", "router"]
+__all__ = ["router"]
