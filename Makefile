@@ -45,6 +45,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/journey.py
 	$(BIN)/python bench/inspector.py
+	$(BIN)/python bench/streams.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
