@@ -94,6 +94,7 @@ def api(host: str | None, port: int | None) -> None:
         # websockets' Sans-I/O protocol: it waits for the socket to drain before each send,
         # which is what lets a stream notice a client that does not read.
         ws="websockets-sansio",
+        ws_per_message_deflate=settings.ws_compression,
     )
 
 

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         le=2.0,
         description="How often an open stream checks that its credential is still valid.",
     )
+    ws_compression: bool = Field(
+        False,
+        description="Accept permessage-deflate on WebSockets. Off by default: the server "
+        "compresses every message once per socket, which halves how many events one process "
+        "fans out; turn it on where bandwidth costs more than CPU.",
+    )
     ws_ticket_ttl_s: int = Field(
         30, ge=1, le=300, description="Lifetime of a single-use ticket from POST /ws-ticket."
     )

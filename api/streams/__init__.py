@@ -3,8 +3,10 @@ archive to the live tail, WebSocket sessions and stream tickets. See docs/stream
 
 from __future__ import annotations
 
+import time
+
 from api._database import Database
-from api.security import TokenService
+from api.security import Authenticator, CredentialRefused, Principal, TokenService
 from api.streams._auth import StreamCredential, Tickets, header_credential, verify
 from api.streams._frames import EndFrame, EventFrame, Frame, LiveFrame, control, error_message
 from api.streams._hub import (
@@ -53,6 +55,27 @@ class Streams:
         self.hub = StreamHub(settings, database, codec)
         self.tickets = Tickets(settings, tokens, database)
         self.open: dict[str, int] = {}
+        self._checked: dict[str, tuple[float, Principal | CredentialRefused]] = {}
+
+    async def recheck(
+        self, authenticator: Authenticator, credential: StreamCredential
+    ) -> Principal:
+        """``credential``'s principal now, checked at most once per recheck interval however
+        many streams hold it (a thousand sockets of one key cost one check, not a thousand);
+        CredentialRefused when it is no longer valid."""
+        now = time.monotonic()
+        seen = self._checked.get(credential.token)
+        if seen is None or now - seen[0] >= self.settings.ws_recheck_interval_s:
+            try:
+                outcome: Principal | CredentialRefused = await verify(authenticator, credential)
+            except CredentialRefused as exc:
+                outcome = exc
+            if len(self._checked) > 10_000:
+                self._checked.clear()  # tokens of closed streams; cheap to check again
+            seen = self._checked[credential.token] = (now, outcome)
+        if isinstance(seen[1], CredentialRefused):
+            raise seen[1]
+        return seen[1]
 
     def admit(self, subject: str) -> Admission:
         """Count one more open stream of ``subject`` until the admission is released;

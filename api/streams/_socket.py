@@ -30,6 +30,7 @@ TRY_AGAIN_LATER = 1013
 NOT_FOUND = 4404
 TOO_MANY = 4429
 INVALID = 4400
+MAX_REASON_BYTES = 123
 CLOSE_TIMEOUT_S = 30.0
 """How long a close frame may wait behind what a slow client has not read yet; after it the
 connection is dropped without one."""
@@ -47,7 +48,13 @@ class Close(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(f"{code} {reason}")
         self.code = code
-        self.reason = reason[:120]  # a close reason fits in 123 bytes
+        self.reason = fit_reason(reason)
+
+
+def fit_reason(reason: str) -> str:
+    """``reason`` cut to the 123 bytes of UTF-8 a close frame holds, never inside a character
+    (a longer one makes the close frame invalid, and the socket ends without a close code)."""
+    return reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
 
 
 MessageHandler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -83,6 +90,7 @@ class StreamSocket:
 
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code``, unless the client has gone already."""
+        reason = fit_reason(reason)
         log.info("stream closed", code=code, reason=reason, path=self.websocket.url.path)
         if self.websocket.application_state == WebSocketState.DISCONNECTED:
             return
@@ -96,12 +104,20 @@ class StreamSocket:
         """The next client message as an object; None when it was not one (the client has
         been told) or when ``timeout_s`` passed."""
         try:
-            text = await asyncio.wait_for(self.websocket.receive_text(), timeout_s)
+            frame = await asyncio.wait_for(self.websocket.receive(), timeout_s)
         except TimeoutError:
             return None
         except (WebSocketDisconnect, RuntimeError) as exc:
             raise Close(GOING_AWAY, "client went away") from exc
+        if frame["type"] == "websocket.disconnect":
+            raise Close(GOING_AWAY, "client went away")
         self.last_activity = self._loop.time()
+        text = frame.get("text")
+        if text is None:  # a binary frame: answered, not fatal
+            await self.send(
+                error_message("invalid_message", "a message is one JSON object in a text frame")
+            )
+            return None
         try:
             message = orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -287,7 +303,9 @@ class StreamSocket:
                 raise Close(GOING_AWAY, "idle timeout")
             assert self.credential is not None
             try:
-                self.principal = await verify(self.resources.authenticator, self.credential)
+                self.principal = await self.resources.streams.recheck(
+                    self.resources.authenticator, self.credential
+                )
             except CredentialRefused as exc:
                 raise Close(POLICY, _REASONS.get(exc.reason, "credential refused")) from exc
             if now >= next_ping:

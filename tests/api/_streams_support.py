@@ -41,6 +41,7 @@ async def live_api(settings: Settings) -> AsyncIterator[str]:
         port=port,
         log_level="warning",
         ws="websockets-sansio",
+        ws_per_message_deflate=settings.ws_compression,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
