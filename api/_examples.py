@@ -9,7 +9,6 @@ imports from the API, so every module of it may use them.
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 TASK_ID = "6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88"

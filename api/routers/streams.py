@@ -34,7 +34,6 @@ from api.streams import (
     control,
     error_message,
     header_credential,
-    verify,
 )
 from api.streams._frames import Frame
 from api.streams._hub import Delivery
@@ -107,22 +106,27 @@ async def _start(socket: StreamSocket, stream: TaskStream, resume_from: str | No
     first = socket.first
     loop = asyncio.get_running_loop()
     deadline = loop.time() + socket.settings.ws_start_wait_s
+    asked = False  # the client asked for a place and gave a bad one
     while True:
         if first is None:
             left = deadline - loop.time()
             first = await socket.receive(left) if left > 0 else None
             if first is None:
-                if loop.time() >= deadline:
-                    return None
-                continue
+                if loop.time() < deadline:
+                    continue
+                if asked:
+                    raise Close(INVALID, "invalid resume_from")
+                return None
         if first.get("resume_from") is None:
             return None
         after = _resume_offset(first["resume_from"], stream)
         if not isinstance(after, str):
             return after
         await socket.send(error_message("invalid_resume_from", after))
-        # The client asked for a place and gave a bad one: wait for a good one, however long.
-        first, deadline = None, float("inf")
+        # Starting from the beginning would send what the client has: wait for a good place,
+        # as long as a credential may take to come, then give up.
+        first, asked = None, True
+        deadline = loop.time() + socket.settings.ws_auth_timeout_s
 
 
 def _resume_offset(value: Any, stream: TaskStream) -> int | str:
@@ -286,17 +290,14 @@ async def task_event_stream(
         after = position.offset
     credential = header_credential(request)
     assert credential is not None  # require() authenticated one
-    try:
-        admission = resources.streams.admit(principal.subject)
-    except TooManyStreams as exc:
+    if resources.streams.full(principal.subject):
         raise RateLimited(
             "too many open streams for this credential; at most "
             f"{resources.settings.ws_max_sockets_per_principal}",
             5,
-        ) from exc
-    frames = task_frames(resources, stream, after)
+        )
     return EventSourceResponse(
-        _sse(resources, credential, frames, admission),
+        _sse(resources, principal, credential, stream, after),
         ping=SSE_PING_S,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -304,37 +305,52 @@ async def task_event_stream(
 
 async def _sse(
     resources: Resources,
+    principal: Principal,
     credential: StreamCredential,
-    frames: AsyncIterator[Frame],
-    admission: Admission,
+    stream: TaskStream,
+    after: int | None,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Frames as server-sent events, ending when the credential stops being valid."""
+    """The task's frames as server-sent events, ending when the credential stops being valid.
+
+    The stream is counted against the principal's limit only while this generator runs: a
+    client that left before the response started never held a place."""
+    try:
+        admission = resources.streams.admit(principal.subject)
+    except TooManyStreams:
+        yield _sse_error("too many open streams for this credential")
+        return
     queue: asyncio.Queue[Frame | BaseException] = asyncio.Queue(1)
 
     async def pump() -> None:
         try:
-            async for frame in frames:
+            async for frame in task_frames(resources, stream, after):
                 await queue.put(frame)
         except Exception as exc:  # handed to the response, which ends the stream
             await queue.put(exc)
 
     task = asyncio.create_task(pump())
+    interval = resources.settings.ws_recheck_interval_s
+    loop = asyncio.get_running_loop()
+    checked = loop.time()
     try:
         while True:
             try:
-                item = await asyncio.wait_for(queue.get(), resources.settings.ws_recheck_interval_s)
+                item: Frame | BaseException | None = await asyncio.wait_for(queue.get(), interval)
             except TimeoutError:
+                item = None
+            # On a clock, not on quiet: a busy stream is rechecked as often as an idle one.
+            if loop.time() - checked >= interval:
+                checked = loop.time()
                 try:
-                    await verify(resources.authenticator, credential)
+                    await resources.streams.recheck(resources.authenticator, credential)
                 except CredentialRefused as exc:
-                    yield ServerSentEvent(
-                        data=orjson.dumps({"reason": exc.reason}).decode(), event="error"
-                    )
+                    yield _sse_error(exc.reason)
                     return
+            if item is None:
                 continue
             if isinstance(item, BaseException):
-                reason = "client too slow" if not isinstance(item, StreamUnavailable) else str(item)
-                yield ServerSentEvent(data=orjson.dumps({"reason": reason}).decode(), event="error")
+                reason = str(item) if isinstance(item, StreamUnavailable) else "client too slow"
+                yield _sse_error(reason)
                 return
             if isinstance(item, EventFrame):
                 yield ServerSentEvent(data=item.message, event="event", id=item.position)
@@ -346,9 +362,15 @@ async def _sse(
                 )
                 return
     finally:
+        # Released first: a client that left cancels this generator, and an await below
+        # may be interrupted by that cancellation again.
+        admission.release()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        admission.release()
+
+
+def _sse_error(reason: str) -> ServerSentEvent:
+    return ServerSentEvent(data=orjson.dumps({"reason": reason}).decode(), event="error")
 
 
 # -- tickets ------------------------------------------------------------------------------------

@@ -80,11 +80,14 @@ class Streams:
     def admit(self, subject: str) -> Admission:
         """Count one more open stream of ``subject`` until the admission is released;
         TooManyStreams past the limit."""
-        held = self.open.get(subject, 0)
-        if held >= self.settings.ws_max_sockets_per_principal:
+        if self.full(subject):
             raise TooManyStreams(subject)
-        self.open[subject] = held + 1
+        self.open[subject] = self.open.get(subject, 0) + 1
         return Admission(self, subject)
+
+    def full(self, subject: str) -> bool:
+        """Whether ``subject`` holds as many open streams as it may."""
+        return self.open.get(subject, 0) >= self.settings.ws_max_sockets_per_principal
 
     def _release(self, subject: str) -> None:
         self.open[subject] -= 1

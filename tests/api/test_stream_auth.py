@@ -525,7 +525,8 @@ async def test_resume_from_is_checked_and_may_come_in_the_first_message(
     Without one, the stream waits for a first message: {"resume_from": P} starts after P; a
     position on another partition or not a string is an error and the stream waits for a
     good one; {} or {"resume_from": null} starts at the beginning at once; silence starts at
-    the beginning once ws_start_wait_s has passed."""
+    the beginning once ws_start_wait_s has passed; a bad place never followed by a good one
+    closes 4400 after ws_auth_timeout_s."""
     del topics
     task = uuid.uuid4()
     written = [
@@ -552,12 +553,13 @@ async def test_resume_from_is_checked_and_may_come_in_the_first_message(
             outcome(api, path, headers, send=[{"resume_from": 3}, {"resume_from": None}]),
             outcome(api, path, headers, send=[{}]),
             outcome(api, path, headers),
+            outcome(api, path, headers, send=[{"resume_from": "garbage"}]),
         )
     for messages, code, reason in results[:2]:
         assert errors(messages) == ["invalid_resume_from"]
         assert (code, reason) == (4400, "invalid resume_from")
     assert "not on this task's partition" in results[1][0][0]["error"]["message"]
-    after_2, wrong_then_4, number_then_null, at_once, silent = results[2:]
+    after_2, wrong_then_4, number_then_null, at_once, silent, never_fixed = results[2:]
     assert positions(after_2[0]) == written[3:]
     assert errors(wrong_then_4[0]) == ["invalid_resume_from"]
     assert "not on this task's partition" in wrong_then_4[0][0]["error"]["message"]
@@ -566,7 +568,10 @@ async def test_resume_from_is_checked_and_may_come_in_the_first_message(
     assert positions(number_then_null[0]) == written
     assert positions(at_once[0]) == written
     assert positions(silent[0]) == written
-    assert {r[1] for r in results[2:]} == {1000}
+    assert {r[1] for r in results[2:-1]} == {1000}
+    # A bad place never followed by a good one is not waited for forever.
+    assert errors(never_fixed[0]) == ["invalid_resume_from"]
+    assert never_fixed[1:] == (4400, "invalid resume_from")
 
 
 # -- limits and timeouts -----------------------------------------------------------------------
@@ -604,11 +609,6 @@ async def test_a_principal_holds_only_so_many_streams(
         await asyncio.gather(*(c.close() for c in both))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GET /tasks/{id}/stream releases its place after awaiting its pump task in a "
-    "finally that the response's cancellation interrupts, so a client that leaves keeps it",
-)
 async def test_an_sse_stream_whose_client_leaves_gives_its_place_back(
     settings: Settings,
     topics: dict[str, int],
