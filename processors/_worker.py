@@ -31,10 +31,12 @@ import asyncio
 import heapq
 import logging
 import random
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 import faust
@@ -384,6 +386,8 @@ class Worker(Generic[S, J]):
             value_serializer="raw",
             key_serializer="raw",
             store="memory://",
+            # faust makes a data directory even for memory tables; never in the caller's cwd.
+            datadir=str(Path(tempfile.gettempdir()) / "wrenchai-faust" / self.group),
             web_enabled=False,
             autodiscover=False,
             # Topics are created and checked by `wrenchai topics create`, never by a worker,
