@@ -380,14 +380,17 @@ class Worker(Generic[S, J]):
         """The faust app: one agent over wrench.events in this worker's consumer group."""
         s = self.settings
         _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
+        # faust makes a data directory even for memory tables (its parent must exist); never
+        # in the caller's working directory.
+        datadir = Path(tempfile.gettempdir()) / "wrenchai-faust"
+        datadir.mkdir(exist_ok=True)
         app = faust.App(
             self.group,
             broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
             value_serializer="raw",
             key_serializer="raw",
             store="memory://",
-            # faust makes a data directory even for memory tables; never in the caller's cwd.
-            datadir=str(Path(tempfile.gettempdir()) / "wrenchai-faust" / self.group),
+            datadir=str(datadir / self.group),
             web_enabled=False,
             autodiscover=False,
             # Topics are created and checked by `wrenchai topics create`, never by a worker,
