@@ -1,7 +1,8 @@
 """What the JourneyAgent's orchestration costs per step, against a plain asyncio loop.
 
-Starts the embedded broker, a SuperAgent and a JourneyAgent worker (real processes, the
-offline reasoner), and submits N tasks (default 200) whose playbook is five chained steps
+Starts the embedded broker, a SuperAgent, a JourneyAgent and an InspectorAgent worker (real
+processes, the offline reasoner; the InspectorAgent accepts each step's output, as it must
+before the next step runs), and submits N tasks (default 200) whose playbook is five chained steps
 of ``bench.noop`` (bench/noop_tool.py), a tool that does nothing. From the log it measures:
 
 - overhead per step: from the event that made a step runnable (plan.created for the first,
@@ -181,7 +182,10 @@ async def main(args: argparse.Namespace) -> None:
             log_level="warning",
         )
         await bootstrap_topics(settings)
-        workers = [start_worker(settings, n, state) for n in ("super-agent", "journey-agent")]
+        workers = [
+            start_worker(settings, n, state)
+            for n in ("super-agent", "journey-agent", "inspector-agent")
+        ]
         # A warm-up task, so the workers' group joins are not timed.
         await submit(settings, 1, "warm-up")
         await collect(settings, 1, timeout_s=60)

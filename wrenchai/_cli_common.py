@@ -21,12 +21,23 @@ from wrenchai.settings import Settings
 T = TypeVar("T")
 
 
+SERVICES = frozenset({"api", "projector", "super-agent", "journey-agent", "inspector-agent"})
+"""Long-running processes: they read a state directory only when told to (--state-dir or
+WRENCH_STATE_DIR), never the default one found in the directory they happen to start in,
+so a service started beside a `wrenchai dev` checkout does not take that stack's secrets
+and database for its own."""
+
+
 def command_settings(process: str) -> Settings:
     """The settings of the running command, with logging set up for ``process``."""
     context = click.get_current_context(silent=True)
     state_dir: Path | None = None
     if context is not None:
-        state_dir = context.find_root().params.get("state_dir")
+        root = context.find_root()
+        state_dir = root.params.get("state_dir")
+        implicit = root.get_parameter_source("state_dir") == click.core.ParameterSource.DEFAULT
+        if process in SERVICES and implicit:
+            state_dir = None
     try:
         settings = settings_for(state_dir)
     except WrenchError as exc:
