@@ -40,6 +40,9 @@ async def live_api(settings: Settings) -> AsyncIterator[str]:
         host="127.0.0.1",
         port=port,
         log_level="warning",
+        # As `wrenchai api` runs it: uvicorn leaves the process's logging alone (its own
+        # config would give its loggers handlers of their own for the rest of the session).
+        log_config=None,
         ws="websockets-sansio",
         ws_per_message_deflate=settings.ws_compression,
     )
