@@ -33,8 +33,11 @@ bubblewrap:
 dev: $(VENV)/.installed bubblewrap
 	$(BIN)/wrenchai dev $(ARGS)
 
+# One pytest worker per core (pytest-xdist), each with its own broker and Postgres; a test
+# file stays on one worker, so its module fixtures are made once. PYTEST_WORKERS=0: serial.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-test bubblewrap
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
