@@ -41,7 +41,9 @@ async def client(
 
 
 @pytest.fixture
-async def projector(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[None]:
+async def projector(
+    settings: Settings, db: asyncpg.Connection, topics: dict[str, int]
+) -> AsyncIterator[None]:
     """The real projector consuming the test's wrench.events into its database."""
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stop=stop))

@@ -30,7 +30,9 @@ async def state_dir(settings: Settings, db: asyncpg.Connection, tmp_path: Path) 
 
 
 @pytest.fixture
-async def projector(settings: Settings, db: asyncpg.Connection) -> AsyncIterator[None]:
+async def projector(
+    settings: Settings, db: asyncpg.Connection, topics: dict[str, int]
+) -> AsyncIterator[None]:
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(settings, stop=stop))
     yield
