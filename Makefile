@@ -49,6 +49,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/journey.py
 	$(BIN)/python bench/inspector.py
 	$(BIN)/python bench/streams.py
+	$(BIN)/python bench/intake.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

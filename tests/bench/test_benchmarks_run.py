@@ -27,6 +27,10 @@ TINY: dict[str, tuple[list[str], list[str]]] = {
         ["--evaluations", "200", "--groups", "5", "--draws-1000", "50"],
         ["per evaluation", "baseline", "converged"],
     ),
+    "intake.py": (
+        ["--requests", "20", "--idle", "10"],
+        ["idle", "burst", "accepted/s", "CPU over the burst", "baseline", "ratios"],
+    ),
     "streams.py": (
         ["--sockets", "20", "--events", "50", "--submissions", "5"],
         ["p50", "fan-out", "baseline", "ratios"],
