@@ -13,23 +13,33 @@ Postgres busy the way a user's task does, without an LLM or the network. Measure
 
 1. idle: POST /tasks one at a time, each sent once the previous task reads ``completed``
    (so nothing else runs), p50 and p99 of the POST's round trip;
-2. a burst: N POST /tasks at once (default 500, one connection each, httpx), p50 and p99 of
-   each POST's round trip and accepted/s (N over the time from the first send to the last
+2. a burst: N POST /tasks at once (default 500, one connection each), p50 and p99 of each
+   POST's round trip and accepted/s (N over the time from the first send to the last
    answer). The stack is busy meanwhile: the workers plan and run the first tasks while the
    later POSTs are still waiting. Each process's CPU time over the burst (psutil, the dev
-   stack's children grouped by what they run) shows where the CPU goes;
+   stack's children grouped by what they run, the InspectorAgent's quality fit apart, and
+   what else ran on the machine) shows where the CPU goes;
 3. how long until all N read ``completed`` (GET /tasks?status=...), with the CPU of that
-   drain, when it finishes within --drain-timeout;
-4. the baseline, in the same run: a bare aiokafka producer (acks=all, the linger,
-   compression and batch size of WrenchAI's producer) on the same broker publishing N
-   task.submitted records encoded as the API encodes them, one send_and_wait each, all N at
-   once, to a topic of its own (so no worker picks them up); p50, p99 and records/s.
+   drain; when some are still open after --drain-timeout, a few of them are named;
+4. the baseline, in the same run: a bare aiokafka producer (acks=all, gzip, the batch size
+   of WrenchAI's producer and the stack's linger) on the same broker, publishing
+   task.submitted records encoded as the API encodes them to a topic of its own (so no
+   worker picks them up), one send_and_wait each: one at a time (and again with linger 0),
+   then N at once; p50, p99 and records/s.
+
+The client is aiohttp: httpx's connection pool costs the client milliseconds of CPU per
+request once hundreds are in flight (encode/httpx#3215), so a burst sent with httpx mostly
+times the client (--client httpx shows it: answers the API wrote within 1.5 s reach the
+caller 5 s later).
 
 Diagnostics: --pause-workers suspends (SIGSTOP) the three workers and the projector over the
 burst, so only the API, the broker and Postgres run; --profile-api FILE records the API
-process with py-spy over the burst (``pip install py-spy``) and prints its top frames.
+process with py-spy over the burst (``pip install py-spy``) and prints where its event loop
+was; --set NAME=VALUE runs the stack with a setting (producer_linger_ms=0, ...); --keep
+keeps the state directory and its logs.
 
-Usage: python bench/intake.py [--requests N] [--idle N] [--pause-workers] [--profile-api FILE]
+Usage: python bench/intake.py [--requests N] [--idle N] [--client aiohttp|httpx]
+       [--pause-workers] [--profile-api FILE] [--set NAME=VALUE] [--keep]
 """
 
 from __future__ import annotations
@@ -105,12 +115,16 @@ class Stack:
     key: str
 
 
-def start_stack(state: Path, log_level: str = "warning") -> Stack:
-    """``wrenchai dev`` on free ports, once it says it is ready and its admin key exists."""
+def start_stack(
+    state: Path, log_level: str = "warning", extra: dict[str, str] | None = None
+) -> Stack:
+    """``wrenchai dev`` on free ports, once it says it is ready and its admin key exists;
+    ``extra`` are settings (WRENCH_NAME: value) to run it with."""
     api_port, broker_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("WRENCH_")}
     env["WRENCH_WRITE_RATE_LIMIT"] = RATE_LIMIT
     env["WRENCH_LOG_LEVEL"] = log_level
+    env.update(extra or {})
     out = state / "dev.log"
     command = [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(state)]
     command += ["--api-port", str(api_port), "--broker-port", str(broker_port)]
@@ -379,11 +393,11 @@ class Baseline:
     span: float
 
 
-async def baseline(broker: str, count: int, idle: int) -> Baseline:
-    """A bare aiokafka producer, configured as WrenchAI's (acks=all, its linger, gzip, batch
-    size), publishing task.submitted records encoded as the API encodes them (description
-    encrypted) to a topic of its own: ``idle`` one at a time, then ``count`` at once, one
-    send_and_wait each; and ``idle`` one at a time again with linger_ms=0."""
+async def baseline(broker: str, count: int, idle: int, linger_ms: int) -> Baseline:
+    """A bare aiokafka producer, configured as WrenchAI's (acks=all, gzip, its batch size,
+    the stack's ``linger_ms``), publishing task.submitted records encoded as the API encodes
+    them (description encrypted) to a topic of its own: ``idle`` one at a time, then
+    ``count`` at once, one send_and_wait each; and ``idle`` one at a time with linger 0."""
     settings = Settings(
         kafka_bootstrap=broker,
         namespace=f"intake{uuid.uuid4().hex[:6]}.",
@@ -435,7 +449,7 @@ async def baseline(broker: str, count: int, idle: int) -> Baseline:
             await producer.stop()
         return Baseline(alone, [], list(together), span)
 
-    found = await publish(LINGER_MS, idle, count)
+    found = await publish(linger_ms, idle, count)
     found.idle_no_linger_ms = (await publish(0, idle, 0)).idle_ms
     return found
 
@@ -536,11 +550,13 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         drained = await drain(client, args.requests, since, args.drain_timeout)
         drain_cpu = window.close()
         stuck = await open_tasks(client, since) if drained[0] is None else []
-    base = await baseline(stack.broker, args.requests, args.idle)
+    linger = int(settings_of(args.set).get("WRENCH_PRODUCER_LINGER_MS", LINGER_MS))
+    base = await baseline(stack.broker, args.requests, args.idle, linger)
 
+    changed = "".join(f", {name}={value}" for name, value in settings_of(args.set).items())
     print(
         f"intake: wrenchai dev (3 workers, projector, API, embedded broker and Postgres), "
-        f"playbook {PLAYBOOK}; WRENCH_WRITE_RATE_LIMIT={RATE_LIMIT} for the bench"
+        f"playbook {PLAYBOOK}; WRENCH_WRITE_RATE_LIMIT={RATE_LIMIT} for the bench{changed}"
     )
     print(
         f"  idle: {args.idle} POST /tasks one at a time, stack quiet ({args.client}): "
@@ -572,7 +588,7 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
     print_cpu("drain", took, by_role, args.requests)
     print(f"  baseline: a bare aiokafka producer on the same broker (acks=all, {COMPRESSION}):")
     print(
-        f"    one at a time, linger {LINGER_MS} ms as WrenchAI's: {figures(base.idle_ms)}   "
+        f"    one at a time, linger {linger} ms as the stack's: {figures(base.idle_ms)}   "
         f"(linger 0: {figures(base.idle_no_linger_ms)})"
     )
     print(
@@ -587,9 +603,20 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
     )
 
 
+def settings_of(pairs: list[str]) -> dict[str, str]:
+    """--set NAME=VALUE pairs as WRENCH_NAME variables."""
+    found = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or name.lower() not in Settings.model_fields:
+            raise SystemExit(f"--set {pair}: expected NAME=VALUE with NAME a setting")
+        found[f"WRENCH_{name.upper()}"] = value
+    return found
+
+
 def main(args: argparse.Namespace) -> None:
     state = Path(tempfile.mkdtemp(prefix="wrench-intake-"))
-    stack = start_stack(state, args.log_level)
+    stack = start_stack(state, args.log_level, settings_of(args.set))
     try:
         asyncio.run(measure(stack, args))
         if args.profile_api and Path(args.profile_api).exists():
@@ -612,4 +639,11 @@ if __name__ == "__main__":
     parser.add_argument("--profile-api", metavar="FILE")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     parser.add_argument("--log-level", default="warning", help="of the stack's processes")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run the stack with this setting (for example producer_linger_ms=0)",
+    )
     main(parser.parse_args())
