@@ -123,7 +123,9 @@ from events._runtime import (
     TasksInFlight,
 )
 from events._task import (
+    END_STATUS,
     TERMINAL_TYPES,
+    EndStatus,
     TaskCancelled,
     TaskCompleted,
     TaskError,
@@ -137,6 +139,7 @@ from events._task import (
 from wrenchai.settings import Settings
 
 __all__ = [
+    "END_STATUS",
     "EXECUTION_SCOPES",
     "IDENTITY_TYPES",
     "PLATFORM_SCOPES",
@@ -171,6 +174,7 @@ __all__ = [
     "Credential",
     "Decision",
     "DecryptionError",
+    "EndStatus",
     "ErrorCategory",
     "EvaluationRecorded",
     "Event",

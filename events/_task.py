@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -107,5 +109,10 @@ def upcast_task_failed_v1_to_v2(payload: dict[str, Any]) -> dict[str, Any]:
     return {"reason": "UNSPECIFIED", "message": payload["reason"], "errors": []}
 
 
-TERMINAL_TYPES = frozenset({"task.completed", "task.failed", "task.cancelled"})
+EndStatus = Literal["completed", "failed", "cancelled"]
+END_STATUS: Mapping[str, EndStatus] = MappingProxyType(
+    {"task.completed": "completed", "task.failed": "failed", "task.cancelled": "cancelled"}
+)
+"""The status each terminal event leaves its task in."""
+TERMINAL_TYPES = frozenset(END_STATUS)
 """Event types after which a task takes no more work."""

@@ -40,6 +40,7 @@ from datetime import datetime
 from typing import Generic, Literal, NamedTuple, TypeVar
 
 from events import (
+    END_STATUS,
     TERMINAL_TYPES,
     Decision,
     EvaluationRecorded,
@@ -63,11 +64,6 @@ StageStatus = Literal["pending", "running", "completed", "failed", "recovering",
 Outcome = Literal["running", "completed", "failed"]
 P = TypeVar("P")
 
-STATUS_OF_END: dict[str, TaskStatus] = {
-    "task.completed": "completed",
-    "task.failed": "failed",
-    "task.cancelled": "cancelled",
-}
 RUN_AGAIN = frozenset({"retry", "alternate_tool", "alternate_model"})
 """Recoveries that run the stage again: between the plan and the next attempt the stage is
 ``recovering``; a planned skip or escalation leaves it ``failed`` until it is carried out."""
@@ -152,7 +148,7 @@ class TaskState:
     def status(self) -> TaskStatus:
         """How the task ended, else running once planned, else submitted."""
         if self.planner.closed is not None:
-            return STATUS_OF_END[self.planner.closed]
+            return END_STATUS[self.planner.closed]
         return "running" if self.planner.planned else "submitted"
 
     @property

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from events import (
+    END_STATUS,
     Event,
     PlanCreated,
     Position,
@@ -45,11 +46,6 @@ class ReadModel(Protocol):
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]: ...
 
 
-_STATUS_OF = {
-    "task.completed": "completed",
-    "task.failed": "failed",
-    "task.cancelled": "cancelled",
-}
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_PLAYBOOK_NAME = 100
 """As processors.playbook.Playbook.name allows."""
@@ -107,7 +103,7 @@ class TasksModel:
             ]
         if isinstance(event.payload, ProgressUpdated) and event.task_id is not None:
             return [_progress(table, applied, event.payload)]
-        status = _STATUS_OF.get(event.type)
+        status = END_STATUS.get(event.type)
         if status is None or event.task_id is None:
             return []
         summary = event.payload.summary if isinstance(event.payload, TaskCompleted) else None

@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from events import END_STATUS
+
 TaskStatus = Literal["connecting", "submitted", "running", "completed", "failed", "cancelled"]
 StageStatus = Literal["pending", "running", "completed", "failed", "recovering", "skipped"]
 
@@ -34,11 +36,6 @@ _ENDINGS: dict[object, TaskStatus] = {
     "completed": "completed",
     "failed": "failed",
     "cancelled": "cancelled",
-}
-_TERMINAL_TYPES: dict[str, TaskStatus] = {
-    "task.completed": "completed",
-    "task.failed": "failed",
-    "task.cancelled": "cancelled",
 }
 # How far along its attempt a running stage is, for its bar: the step has started, its tool
 # has been called, the tool has answered.
@@ -199,8 +196,8 @@ def fold(view: WatchView, message: Mapping[str, Any]) -> WatchView:
 
 def apply_event(view: WatchView, kind: str, payload: Mapping[str, Any]) -> WatchView:
     """``view`` after one event of type ``kind``."""
-    if kind in _TERMINAL_TYPES:
-        return replace(view, status=_TERMINAL_TYPES[kind], outcome=_outcome(kind, payload))
+    if kind in END_STATUS:
+        return replace(view, status=END_STATUS[kind], outcome=_outcome(kind, payload))
     handler = _HANDLERS.get(kind)
     return handler(view, payload) if handler else view
 

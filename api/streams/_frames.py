@@ -6,16 +6,6 @@ from dataclasses import dataclass
 
 import orjson
 
-from events import TERMINAL_TYPES
-
-END_STATUS = {
-    "task.completed": "completed",
-    "task.failed": "failed",
-    "task.cancelled": "cancelled",
-}
-"""The status a terminal event leaves its task in."""
-assert set(END_STATUS) == TERMINAL_TYPES
-
 
 @dataclass(frozen=True)
 class EventFrame:

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from api._readmodels import decode_history, fetch_history_after
 from api._resources import Resources
-from api.streams._frames import END_STATUS, EndFrame, EventFrame, Frame, LiveFrame
+from api.streams._frames import EndFrame, EventFrame, Frame, LiveFrame
 from api.streams._hub import Delivery, StreamUnavailable, Subscription, stream_message
-from events import Position
+from events import END_STATUS, Position
 from projections import EVENTS
 
 LOCATE_POLL_S = 0.1

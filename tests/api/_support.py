@@ -164,10 +164,12 @@ async def archive(
     event: Event,
     position: Position,
     *,
+    topic: str = "events",
     status: str = "applied",
 ) -> None:
-    """An event_log row holding ``event`` as the projector archives it: the record's raw
-    bytes and headers, and a ``payload`` column that must never be served (it is garbage)."""
+    """An event_log row holding ``event`` as the projector archives it from ``topic``: the
+    record's raw bytes and headers, and a ``payload`` column that must never be served (it
+    is garbage)."""
     record = codec.encode(event)
     applied = status == "applied"
     await db.execute(
@@ -175,7 +177,7 @@ async def archive(
                task_id, tenant_id, occurred_at, payload, raw_key, raw_value, raw_headers,
                prev_hash, hash)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)""",
-        settings.topic("events"),
+        settings.topic(topic),
         position.partition,
         position.offset,
         status,

@@ -26,8 +26,7 @@ from events import (
     UsageRecorded,
     role_scopes,
 )
-from projections import headers_to_json
-from tests.api._support import TEST_KEY_ID, error_fields, seed_api_key
+from tests.api._support import TEST_KEY_ID, archive, error_fields, seed_api_key
 from tests.projections.conftest import eventually
 from wrenchai.settings import Settings
 
@@ -36,43 +35,6 @@ pytestmark = pytest.mark.usefixtures("db", "topics")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ALICE = Actor(kind="user", id="alice")
 BOB = Actor(kind="user", id="bob")
-
-
-async def logged(
-    db: asyncpg.Connection,
-    settings: Settings,
-    codec: Codec,
-    event: Event,
-    position: Position,
-    *,
-    topic: str = "events",
-    status: str = "applied",
-) -> None:
-    """An event_log row as the projector archives ``event`` from ``topic``: the record's raw
-    bytes and headers, and a ``payload`` column that must never be served."""
-    record = codec.encode(event)
-    applied = status == "applied"
-    await db.execute(
-        """INSERT INTO event_log (topic, partition, "offset", status, id, type, schema_version,
-               task_id, tenant_id, occurred_at, payload, raw_key, raw_value, raw_headers,
-               prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15)""",
-        settings.topic(topic),
-        position.partition,
-        position.offset,
-        status,
-        event.id if applied else None,
-        event.type,
-        event.schema_version,
-        event.task_id,
-        event.tenant_id,
-        event.occurred_at,
-        {"served_from_the_payload_column": True},
-        record.key,
-        record.value,
-        headers_to_json(record.headers),
-        b"\x00" * 32,
-    )
 
 
 def _at(seconds: float) -> datetime:
@@ -135,13 +97,13 @@ async def seeded(db: asyncpg.Connection, settings: Settings, codec: Codec) -> di
             occurred_at=_at(1),
         ),
     }
-    await logged(db, settings, codec, events["a"], Position(0, 0))
-    await logged(db, settings, codec, events["b"], Position(0, 1))
-    await logged(db, settings, codec, events["c"], Position(0, 2))
-    await logged(db, settings, codec, events["a"], Position(0, 3), status="duplicate")
-    await logged(db, settings, codec, events["d"], Position(1, 0))
-    await logged(db, settings, codec, events["other"], Position(2, 0))
-    await logged(db, settings, codec, events["e"], Position(0, 0), topic="admin")
+    await archive(db, settings, codec, events["a"], Position(0, 0))
+    await archive(db, settings, codec, events["b"], Position(0, 1))
+    await archive(db, settings, codec, events["c"], Position(0, 2))
+    await archive(db, settings, codec, events["a"], Position(0, 3), status="duplicate")
+    await archive(db, settings, codec, events["d"], Position(1, 0))
+    await archive(db, settings, codec, events["other"], Position(2, 0))
+    await archive(db, settings, codec, events["e"], Position(0, 0), topic="admin")
     return events
 
 
@@ -205,7 +167,7 @@ async def test_pages_follow_one_another_without_repeats_while_events_arrive(
         task_id=uuid.uuid4(),
         occurred_at=_at(9),
     )
-    await logged(db, settings, codec, late, Position(1, 1))
+    await archive(db, settings, codec, late, Position(1, 1))
 
     rest = await listing(client, limit=2, cursor=first["next_cursor"])
 
