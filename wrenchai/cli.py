@@ -113,7 +113,7 @@ def worker(name: str) -> None:
     """Run one agent worker (super-agent, ...) until SIGTERM."""
     import importlib
 
-    from wrenchai.stack import WORKERS, available_workers
+    from wrenchai._workers import WORKERS, available_workers
 
     known = available_workers()
     if name not in known:

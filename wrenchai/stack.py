@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from projections._restore import RestoreReport, restore_all
 from wrenchai._bootstrap import Bootstrap, bootstrap_admin
 from wrenchai._state import record_stack, secret_files, with_generated_secrets
 from wrenchai._supervisor import Child, stop_all
+from wrenchai._workers import available_workers
 from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, require_free_port
 from wrenchai.errors import ConfigurationError, WrenchError
 from wrenchai.logging import configure_logging
@@ -62,15 +62,6 @@ DEV_DEFAULTS: dict[str, Any] = {
     "kafka_fetch_max_wait_ms": 20,
     "log_format": "console",
 }
-
-# The processor workers, by the module that implements each. A worker runs when its module
-# exists (and the `wrenchai worker` command does), so adding one is one line here.
-WORKERS: tuple[tuple[str, str], ...] = (
-    ("super-agent", "processors.super_agent"),
-    ("journey-agent", "processors.journey_agent"),
-    ("inspector-agent", "processors.inspector_agent"),
-    ("cost-guard", "processors.cost_guard"),
-)
 
 
 @dataclass
@@ -192,22 +183,6 @@ def child_environment(
             )
         env[f"{variable}_FILE"] = str(secret_files[name])
     return env
-
-
-def available_workers() -> list[str]:
-    """Names of the processor workers this installation has."""
-    from wrenchai.cli import main
-
-    if "worker" not in main.commands:
-        return []
-    return [name for name, module in WORKERS if _module_exists(module)]
-
-
-def _module_exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def build_children(

@@ -33,8 +33,8 @@ from events import (
 from projections import ADMIN, connect, migrate, rebuild
 from projections._read_models import Applied, apply_all
 from projections._runtime_models import RUNTIME_READ_MODELS
+from wrenchai._workers import WORKERS
 from wrenchai.settings import Settings
-from wrenchai.stack import WORKERS
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ACME_TASKS = [uuid.uuid4(), uuid.uuid4()]
