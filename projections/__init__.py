@@ -19,7 +19,8 @@ from projections._export import ExportRefused, ExportReport, export_range
 from projections._export_verify import ExportProblem, ExportVerifyReport, verify_export
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, Projector
-from projections._read_models import READ_MODELS, Applied, ReadModel, TasksModel
+from projections._read_model_types import Applied, ReadModel
+from projections._read_models import READ_MODELS, TasksModel
 from projections._rebuild import RebuildError, RebuildReport, rebuild, rebuild_all
 from projections._restore import RestoreReport, restore_all, restore_log
 from projections._runner import ProjectorRunner, run_projector

@@ -10,7 +10,6 @@ call's row, so a call that is already there counts nothing.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from events import (
     RecoveryExecuted,
@@ -20,9 +19,7 @@ from events import (
     StepStarted,
     ToolReturned,
 )
-
-if TYPE_CHECKING:  # _read_models imports this module to list it in READ_MODELS
-    from projections._read_models import Applied, Statement
+from projections._read_model_types import Applied, Statement
 
 # Recoveries that run the stage again, so it is "recovering" until the next attempt starts.
 RUN_AGAIN = ("retry", "alternate_tool", "alternate_model")

@@ -9,7 +9,6 @@ state (login.failed, access.denied, login.succeeded) stay in the archive only.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from events import (
     ApiKeyIssued,
@@ -24,9 +23,7 @@ from events import (
     UserCreated,
     UserDisabled,
 )
-
-if TYPE_CHECKING:
-    from projections._read_models import Applied, Statement
+from projections._read_model_types import Applied, Statement
 
 
 class TenantsModel:

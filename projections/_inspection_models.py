@@ -13,12 +13,9 @@ quality of roles, tools and models, never a tenant's content.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from events import AlertAcknowledged, AlertCleared, AlertRaised, EvaluationRecorded, QualityFitted
-
-if TYPE_CHECKING:  # _read_models imports this module to list it in READ_MODELS
-    from projections._read_models import Applied, Statement
+from projections._read_model_types import Applied, Statement
 
 
 class EvaluationsModel:

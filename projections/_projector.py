@@ -27,7 +27,8 @@ from events import (
 )
 from events._codec import Headers
 from projections._archive import CHAIN_VERSION, GENESIS_HASH, headers_to_json, link_hash
-from projections._read_models import Applied, apply_all
+from projections._read_model_types import Applied
+from projections._read_models import apply_all
 from projections._streams import EVENTS, Stream
 from wrenchai.settings import Settings
 

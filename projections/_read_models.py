@@ -7,16 +7,13 @@ swap them in; every statement goes through ``names`` so the same code writes eit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 
 from events import (
     END_STATUS,
-    Event,
     PlanCreated,
-    Position,
     ProgressUpdated,
     RolesAssigned,
     TaskCompleted,
@@ -26,25 +23,7 @@ from events import (
 )
 from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
 from projections._inspection_models import AlertsModel, EvaluationsModel, QualityModel
-
-Statement = tuple[str, tuple[Any, ...]]
-
-
-@dataclass(frozen=True)
-class Applied:
-    """An event the projector applies, with where it sits on the log."""
-
-    event: Event
-    position: Position
-
-
-class ReadModel(Protocol):
-    """Folds events into tables. ``tables`` are the ones a rebuild recreates."""
-
-    tables: tuple[str, ...]
-
-    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]: ...
-
+from projections._read_model_types import Applied, ReadModel, Statement
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_PLAYBOOK_NAME = 100

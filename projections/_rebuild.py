@@ -17,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events import Codec, EventDecodeError, Position, codec_from_settings, create_consumer
 from projections._db import connect
-from projections._read_models import Applied, ReadModel, apply_all, owned_tables
+from projections._read_model_types import Applied, ReadModel
+from projections._read_models import apply_all, owned_tables
 from projections._streams import EVENTS, STREAMS, Stream
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings

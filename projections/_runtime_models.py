@@ -16,12 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from events import AgentHeartbeat
-
-if TYPE_CHECKING:  # _read_models' registries import the model modules
-    from projections._read_models import Applied, Statement
+from projections._read_model_types import Applied, Statement
 
 FORGET_AFTER = timedelta(days=1)
 

@@ -16,12 +16,9 @@ tenant's events fill the fresh tables with ``[shredded]`` already.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from events import SHREDDED, TenantShredded
-
-if TYPE_CHECKING:  # _read_models' registries import the model modules
-    from projections._read_models import Applied, Statement
+from projections._read_model_types import Applied, Statement
 
 # Table → the assignments that clear its user content; $2 is SHREDDED. Each column here is
 # filled from a sensitive payload field (events.EventPayload.sensitive_fields): a new

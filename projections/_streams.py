@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from projections._identity_models import ADMIN_READ_MODELS
-from projections._read_models import READ_MODELS, ReadModel
+from projections._read_model_types import ReadModel
+from projections._read_models import READ_MODELS
 from projections._runtime_models import RUNTIME_READ_MODELS
 from projections._shredding import ShreddingModel
 from wrenchai.settings import Settings

@@ -31,7 +31,8 @@ from events import (
     TasksInFlight,
 )
 from projections import ADMIN, connect, migrate, rebuild
-from projections._read_models import Applied, apply_all
+from projections._read_model_types import Applied
+from projections._read_models import apply_all
 from projections._runtime_models import RUNTIME_READ_MODELS
 from wrenchai._workers import WORKERS
 from wrenchai.settings import Settings

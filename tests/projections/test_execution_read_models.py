@@ -13,7 +13,8 @@ import asyncpg
 
 from events import Event, EventProducer, Position, StepError
 from projections import rebuild
-from projections._read_models import Applied, apply_all
+from projections._read_model_types import Applied
+from projections._read_models import apply_all
 from tests.events.execution_samples import (
     RESULT_SECRET,
     SEARCH_TIMEOUT,

@@ -11,7 +11,8 @@ import asyncpg
 
 from events import Codec, Event, EventProducer, Position
 from projections import rebuild
-from projections._read_models import Applied, apply_all
+from projections._read_model_types import Applied
+from projections._read_models import apply_all
 from tests.events.inspection_samples import (
     PLATFORM_TENANT,
     acknowledged,
