@@ -59,7 +59,7 @@ from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner,
 from processors.tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
-    from processors._worker import Worker
+    from processors.runtime import Worker
     from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -416,7 +416,7 @@ class InspectorAgent:
 
 def worker(settings: Settings) -> Worker[Inspection, Job]:
     """The InspectorAgent's faust worker."""
-    from processors._worker import Worker
+    from processors.runtime import Worker
 
     agent = InspectorAgent.from_settings(settings)
     agent.handlers = handlers_from_settings(settings)

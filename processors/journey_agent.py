@@ -88,7 +88,7 @@ from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError
 
 if TYPE_CHECKING:
-    from processors._worker import Worker
+    from processors.runtime import Worker
     from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -565,7 +565,7 @@ def _refused(job: Refuse) -> TaskFailed:
 
 def worker(settings: Settings) -> Worker[Journey, Job]:
     """The JourneyAgent's faust worker."""
-    from processors._worker import Worker
+    from processors.runtime import Worker
 
     agent = JourneyAgent.from_settings(settings)
     limit, judged = settings.max_parallel_stages, settings.require_acceptance

@@ -94,7 +94,7 @@ from processors.tools import builtin_registry as _builtin_registry
 from processors.tools.allocation import forbidden_tools
 
 if TYPE_CHECKING:
-    from processors._worker import Worker
+    from processors.runtime import Worker
     from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -491,7 +491,7 @@ def _failure(exc: RoleAssignmentError | PlanningError | ReasoningError) -> TaskF
 def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
     """The SuperAgent's faust worker: folds the log with :func:`evolve`, plans what
     :func:`decide` asks for, and never publishes a plan for a task that closed meanwhile."""
-    from processors._worker import Worker
+    from processors.runtime import Worker
 
     agent = SuperAgent.from_settings(settings)
     return Worker(

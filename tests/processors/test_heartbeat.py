@@ -36,8 +36,8 @@ from events import (
     create_consumer,
     log_end_offsets,
 )
-from processors._heartbeat import LogPositions, tasks_in_flight
-from processors._worker import Worker
+from processors.runtime import Worker
+from processors.runtime._heartbeat import LogPositions, tasks_in_flight
 from processors.super_agent import PlanTask, SuperAgent
 from projections import run_projector
 from tests.processors.test_super_agent_worker import Log, WorkerProcess

@@ -20,7 +20,7 @@ from events import (
     TaskSubmitted,
     log_end_offsets,
 )
-from processors._worker import Emit, Worker
+from processors.runtime import Emit, Worker
 from tests.projections.shredding_support import keyed
 from wrenchai.settings import Settings
 

@@ -57,7 +57,7 @@ from events import (
     create_consumer,
     shredded_fields,
 )
-from processors._heartbeat import Heartbeats
+from processors.runtime._heartbeat import Heartbeats
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -44,7 +44,7 @@ from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
 
 if TYPE_CHECKING:
-    from processors._worker import Worker
+    from processors.runtime._worker import Worker
 
 log = structlog.get_logger(__name__)
 
