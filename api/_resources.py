@@ -27,8 +27,8 @@ from events import (
     codec_from_settings,
     log_end_offsets,
 )
-from processors.playbook import Playbook, load_playbooks
-from processors.toolbox import toolbox
+from processors.shared.playbook import Playbook, load_playbooks
+from processors.shared.toolbox import toolbox
 from processors.tools import ToolRegistry
 from wrenchai.settings import Settings
 

@@ -23,8 +23,8 @@ import structlog
 from jsonschema import Draft202012Validator
 
 from events import CheckResult
-from processors.planning import Stage
 from processors.reasoning import Reasoner, ReasoningError, TaskBrief, Usage, check_output
+from processors.shared.planning import Stage
 from processors.tools.registry import ToolSpec
 
 log = structlog.get_logger(__name__)

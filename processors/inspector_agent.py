@@ -53,9 +53,9 @@ from processors.alerts import (
     dispatch,
     handlers_from_settings,
 )
-from processors.planning import Stage
 from processors.quality import Priors, Thresholds, decide, evaluate_agent_output, posterior, summary
 from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner, TaskBrief
+from processors.shared.planning import Stage
 from processors.tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
@@ -237,7 +237,7 @@ class InspectorAgent:
     def from_settings(cls, settings: Settings) -> InspectorAgent:
         """As configured: WRENCH_JUDGE_VOTES votes of the LLM as a judge when
         WRENCH_LLM_BASE_URL is set; without an LLM the checks alone decide."""
-        from processors.toolbox import toolbox
+        from processors.shared.toolbox import toolbox
 
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()

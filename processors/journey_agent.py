@@ -68,8 +68,6 @@ from processors.execution import (
     decide,
     evolve,
 )
-from processors.playbook import PlaybookError, fit_to_schema, resolve_outputs
-from processors.pricing import DEFAULT_PRICES, PriceTable, load_price_table
 from processors.reasoning import (
     ErrorAnalysis,
     LLMClient,
@@ -82,6 +80,8 @@ from processors.reasoning import (
     Usage,
 )
 from processors.recovery import classify, handle_error
+from processors.shared.playbook import PlaybookError, fit_to_schema, resolve_outputs
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
 from processors.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
@@ -157,7 +157,7 @@ class JourneyAgent:
     def from_settings(cls, settings: Settings) -> JourneyAgent:
         """As configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set, the rule reasoner
         otherwise; the built-in tools and those of WRENCH_TOOL_MODULES."""
-        from processors.toolbox import toolbox
+        from processors.shared.toolbox import toolbox
 
         registry, tools = toolbox(settings)
         llm = settings.llm_base_url is not None

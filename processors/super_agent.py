@@ -57,17 +57,6 @@ from events import (
     ToolsAllocated,
     UsageRecorded,
 )
-from processors.planning import Plan, create_execution_plan
-from processors.playbook import (
-    Playbook,
-    authorize_constraints,
-    authorize_playbook,
-    load_playbooks,
-    playbook_roles,
-    playbook_tools,
-    validate_playbook,
-)
-from processors.pricing import DEFAULT_PRICES, PriceTable, load_price_table
 from processors.quality import Priors, thompson_draws
 from processors.reasoning import (
     LLMClient,
@@ -81,7 +70,18 @@ from processors.reasoning import (
     Usage,
     proposed_playbook,
 )
-from processors.roles import (
+from processors.shared.planning import Plan, create_execution_plan
+from processors.shared.playbook import (
+    Playbook,
+    authorize_constraints,
+    authorize_playbook,
+    load_playbooks,
+    playbook_roles,
+    playbook_tools,
+    validate_playbook,
+)
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.shared.roles import (
     RoleAssignmentError,
     RoleCatalog,
     RoleSpec,
@@ -308,7 +308,7 @@ class SuperAgent:
         (through ``client``, or a new LLMClient), the rule reasoner otherwise; the user's
         roles file, playbooks folder, price table and tool modules on top of the shipped
         ones."""
-        from processors.toolbox import toolbox
+        from processors.shared.toolbox import toolbox
 
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(client or LLMClient(settings)) if llm else RuleReasoner()

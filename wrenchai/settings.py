@@ -304,8 +304,8 @@ class Settings(BaseSettings):
     # -- agents ------------------------------------------------------------------------
     roles_file: Path | None = Field(
         None,
-        description="YAML file of extra roles (the format of processors/roles.yaml); a role "
-        "with a built-in name replaces the built-in one.",
+        description="YAML file of extra roles (the format of processors/shared/roles.yaml); "
+        "a role with a built-in name replaces the built-in one.",
     )
     playbooks_dir: Path | None = Field(
         None,

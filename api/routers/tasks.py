@@ -54,7 +54,7 @@ from api.models import (
 )
 from api.openapi import NOT_MODIFIED, responses_for
 from events import EXECUTION_SCOPES, Event, TaskCancelled, TaskSubmitted
-from processors.playbook import required_scopes
+from processors.shared.playbook import required_scopes
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from processors.playbook import Playbook, PlaybookError, validate_playbook
 from processors.reasoning._errors import LLMInvalidOutput
 from processors.reasoning._llm import LLMClient, OnThought
 from processors.reasoning._protocol import (
@@ -27,7 +26,8 @@ from processors.reasoning._protocol import (
 )
 from processors.reasoning._rule import RuleReasoner
 from processors.reasoning._types import Reasoned
-from processors.roles import RoleCatalog, RoleSpec
+from processors.shared.playbook import Playbook, PlaybookError, validate_playbook
+from processors.shared.roles import RoleCatalog, RoleSpec
 from processors.tools.registry import ToolRegistry
 
 MAX_OUTPUT_CHARS_IN_PROMPT = 20_000

@@ -12,10 +12,10 @@ from typing import Any, Literal, Protocol, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from processors.playbook import Playbook, PlaybookError
 from processors.reasoning._llm import OnThought
 from processors.reasoning._types import Reasoned
-from processors.roles import RoleCatalog, RoleSpec
+from processors.shared.playbook import Playbook, PlaybookError
+from processors.shared.roles import RoleCatalog, RoleSpec
 from processors.tools.registry import ToolRegistry
 
 ErrorCategory = Literal["transient", "tool_error", "invalid_output", "budget", "fatal"]

@@ -22,7 +22,6 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from processors.playbook import Playbook, PlaybookError, load_playbook, playbook_roles
 from processors.reasoning import _tfidf
 from processors.reasoning._llm import OnThought
 from processors.reasoning._protocol import (
@@ -37,7 +36,8 @@ from processors.reasoning._protocol import (
     proposed_playbook,
 )
 from processors.reasoning._types import Reasoned, Thought
-from processors.roles import RoleCatalog, RoleSpec
+from processors.shared.playbook import Playbook, PlaybookError, load_playbook, playbook_roles
+from processors.shared.roles import RoleCatalog, RoleSpec
 from processors.tools.registry import PlanningError, ToolRegistry
 
 T = TypeVar("T", bound=BaseModel)

@@ -29,7 +29,7 @@ from types import MappingProxyType
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from processors.roles import RoleSpec
+from processors.shared.roles import RoleSpec
 from processors.tools.registry import (
     PlanningError,
     ToolConflictError,

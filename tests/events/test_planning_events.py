@@ -108,8 +108,8 @@ def test_an_unknown_reasoner_or_operation_is_refused() -> None:
 
 def test_the_plan_model_of_the_planner_builds_a_plan_created_as_is() -> None:
     """The planner's Plan, dumped to JSON, is a valid payload: the two shapes stay in step."""
-    from processors.fallbacks import Fallback
-    from processors.planning import Estimate, Plan, Stage
+    from processors.shared.fallbacks import Fallback
+    from processors.shared.planning import Estimate, Plan, Stage
 
     stage = Stage(
         id="search",

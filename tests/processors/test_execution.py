@@ -42,13 +42,6 @@ from events import (
 )
 from processors.execution import Journey, Refuse, RunStage, StageRun, TimeOut, decide, evolve
 from processors.journey_agent import JourneyAgent
-from processors.playbook import (
-    Playbook,
-    PlaybookError,
-    PlaybookStep,
-    fit_to_schema,
-    resolve_outputs,
-)
 from processors.reasoning import (
     ErrorAnalysis,
     LLMClient,
@@ -60,6 +53,13 @@ from processors.reasoning import (
     Thought,
 )
 from processors.recovery import classify, handle_error
+from processors.shared.playbook import (
+    Playbook,
+    PlaybookError,
+    PlaybookStep,
+    fit_to_schema,
+    resolve_outputs,
+)
 from processors.super_agent import SuperAgent
 from processors.tool_usage import CircuitBreaker, ToolStats, optimize_tool_usage
 from processors.tools import ToolCost, ToolSpec, builtin_registry

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import tiktoken
 
-from processors.planning import (
+from processors.shared.planning import (
     Estimate,
     Plan,
     PlanError,
@@ -19,21 +19,21 @@ from processors.planning import (
     create_execution_plan,
     validate_stage_graph,
 )
-from processors.playbook import (
+from processors.shared.playbook import (
     Playbook,
     PlaybookError,
     load_playbook,
     playbook_roles,
     playbook_tools,
 )
-from processors.pricing import (
+from processors.shared.pricing import (
     DEFAULT_PRICES,
     ModelPrice,
     PriceTable,
     count_tokens,
     load_price_table,
 )
-from processors.roles import RoleSpec, load_role_catalog, validate_role_assignment
+from processors.shared.roles import RoleSpec, load_role_catalog, validate_role_assignment
 from processors.tools import (
     Allocation,
     PlanningError,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from events import EXECUTION_SCOPES
-from processors.playbook import (
+from processors.shared.playbook import (
     PLAYBOOKS_DIR,
     Playbook,
     PlaybookError,
@@ -32,7 +32,7 @@ from processors.playbook import (
     upstream,
     validate_playbook,
 )
-from processors.roles import load_role_catalog
+from processors.shared.roles import load_role_catalog
 from processors.tools import PlanningError, ToolRegistry, builtin_registry
 from processors.tools.allocation import ForbiddenToolError
 

@@ -10,8 +10,6 @@ import pytest
 from scipy import special, stats
 
 from events import GroupPosterior, QualityFitted
-from processors.planning import Estimate, Stage, create_execution_plan
-from processors.playbook import load_playbook, playbook_roles, playbook_tools
 from processors.quality import (
     Checked,
     Prior,
@@ -36,7 +34,9 @@ from processors.reasoning import (
     TaskBrief,
     Usage,
 )
-from processors.roles import load_role_catalog, validate_role_assignment
+from processors.shared.planning import Estimate, Stage, create_execution_plan
+from processors.shared.playbook import load_playbook, playbook_roles, playbook_tools
+from processors.shared.roles import load_role_catalog, validate_role_assignment
 from processors.tools import allocate_tools, builtin_registry
 from processors.tools.descriptors import (
     CODE_PYTHON,

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from processors.playbook import Playbook, list_playbooks, load_playbook, validate_playbook
 from processors.reasoning import (
     ERROR_CATEGORIES,
     CriterionFinding,
@@ -34,7 +33,8 @@ from processors.reasoning import (
     Thought,
     proposed_playbook,
 )
-from processors.roles import RoleCatalog, load_role_catalog, validate_role_assignment
+from processors.shared.playbook import Playbook, list_playbooks, load_playbook, validate_playbook
+from processors.shared.roles import RoleCatalog, load_role_catalog, validate_role_assignment
 from processors.tools import builtin_registry
 from tests.processors.openai_server import OpenAIServer
 from wrenchai.settings import Settings

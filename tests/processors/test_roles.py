@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.roles import (
+from processors.shared.roles import (
     BUILTIN_ROLES_PATH,
     RoleAssignmentError,
     RoleCatalog,

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from processors.playbook import Playbook, PlaybookError, list_playbooks, load_playbook
 from processors.reasoning import RuleReasoner, TaskBrief
 from processors.reasoning._rule import ROLE_THRESHOLD, score_roles
 from processors.reasoning._tfidf import idf, similarities, stem
-from processors.roles import RoleCatalog, load_role_catalog, validate_role_assignment
+from processors.shared.playbook import Playbook, PlaybookError, list_playbooks, load_playbook
+from processors.shared.roles import RoleCatalog, load_role_catalog, validate_role_assignment
 from processors.tools import builtin_registry
 
 RESEARCH = TaskBrief(

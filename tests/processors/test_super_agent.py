@@ -39,7 +39,6 @@ from events import (
     derive_id,
     generate_key,
 )
-from processors.playbook import Playbook, PlaybookStep, load_playbook, load_playbooks
 from processors.reasoning import (
     LLMClient,
     LLMReasoner,
@@ -49,7 +48,8 @@ from processors.reasoning import (
     RuleReasoner,
     Thought,
 )
-from processors.roles import RoleCatalogError, RoleCycleError, load_role_catalog
+from processors.shared.playbook import Playbook, PlaybookStep, load_playbook, load_playbooks
+from processors.shared.roles import RoleCatalogError, RoleCycleError, load_role_catalog
 from processors.super_agent import (
     ACTOR,
     NAME,

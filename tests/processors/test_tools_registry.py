@@ -10,7 +10,7 @@ import pytest
 
 import processors.tools as tools_package
 from events import EXECUTION_SCOPES
-from processors.roles import RoleSpec, load_role_catalog, validate_role_assignment
+from processors.shared.roles import RoleSpec, load_role_catalog, validate_role_assignment
 from processors.tools import (
     BUILTIN_TOOLS,
     Allocation,

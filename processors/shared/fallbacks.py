@@ -16,7 +16,7 @@ from typing import Any, Literal
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict
 
-from processors.playbook import PlaybookStep, is_reference
+from processors.shared.playbook import PlaybookStep, is_reference
 from processors.tools.allocation import Allocation, Reliability, conflicts, rank_candidates
 from processors.tools.registry import ToolRegistry, ToolSpec
 

@@ -30,8 +30,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import BaseModel, ConfigDict, Field
 
-from processors.fallbacks import Fallback, alternate_tools, stage_fallbacks
-from processors.playbook import (
+from processors.shared.fallbacks import Fallback, alternate_tools, stage_fallbacks
+from processors.shared.playbook import (
     Playbook,
     PlaybookStep,
     is_reference,
@@ -40,8 +40,8 @@ from processors.playbook import (
     topological_steps,
     validate_playbook,
 )
-from processors.pricing import DEFAULT_PRICES, PriceTable, count_tokens
-from processors.roles import RoleSpec
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, count_tokens
+from processors.shared.roles import RoleSpec
 from processors.tools.allocation import (
     TOOL_SCOPES,
     Allocation,
