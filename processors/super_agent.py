@@ -57,6 +57,7 @@ from events import (
     ToolsAllocated,
     UsageRecorded,
 )
+from processors.journey.tool_usage import CircuitBreaker
 from processors.quality import Priors, thompson_draws
 from processors.reasoning import (
     LLMClient,
@@ -88,7 +89,6 @@ from processors.shared.roles import (
     load_role_catalog,
     validate_role_assignment,
 )
-from processors.tool_usage import CircuitBreaker
 from processors.tools import Allocation, PlanningError, ToolRegistry, allocate_tools
 from processors.tools import builtin_registry as _builtin_registry
 from processors.tools.allocation import forbidden_tools

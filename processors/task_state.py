@@ -57,7 +57,8 @@ from events import (
     ToolReturned,
     shredded_fields,
 )
-from processors import execution, inspector_agent, super_agent
+from processors import inspector_agent, super_agent
+from processors.journey import execution
 
 TaskStatus = Literal["submitted", "running", "completed", "failed", "cancelled"]
 StageStatus = Literal["pending", "running", "completed", "failed", "recovering", "skipped"]

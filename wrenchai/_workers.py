@@ -12,7 +12,7 @@ import importlib.util
 # exists, so adding one is one line here.
 WORKERS: tuple[tuple[str, str], ...] = (
     ("super-agent", "processors.super_agent"),
-    ("journey-agent", "processors.journey_agent"),
+    ("journey-agent", "processors.journey.agent"),
     ("inspector-agent", "processors.inspector_agent"),
     ("cost-guard", "processors.cost_guard"),
 )

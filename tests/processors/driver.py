@@ -18,9 +18,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from events import Actor, Event, EventPayload, TaskCancelled, TaskSubmitted
-from processors import execution, inspector_agent, super_agent
+from processors import inspector_agent, super_agent
 from processors.inspector_agent import InspectorAgent
-from processors.journey_agent import CLOSING_TYPES, JourneyAgent
+from processors.journey import execution
+from processors.journey.agent import CLOSING_TYPES, JourneyAgent
 from processors.super_agent import PLAN_TYPES, SuperAgent
 
 S = TypeVar("S")

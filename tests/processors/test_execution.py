@@ -40,8 +40,18 @@ from events import (
     UsageRecorded,
     derive_id,
 )
-from processors.execution import Journey, Refuse, RunStage, StageRun, TimeOut, decide, evolve
-from processors.journey_agent import JourneyAgent
+from processors.journey.agent import JourneyAgent
+from processors.journey.execution import (
+    Journey,
+    Refuse,
+    RunStage,
+    StageRun,
+    TimeOut,
+    decide,
+    evolve,
+)
+from processors.journey.recovery import classify, handle_error
+from processors.journey.tool_usage import CircuitBreaker, ToolStats, optimize_tool_usage
 from processors.reasoning import (
     ErrorAnalysis,
     LLMClient,
@@ -52,7 +62,6 @@ from processors.reasoning import (
     RuleReasoner,
     Thought,
 )
-from processors.recovery import classify, handle_error
 from processors.shared.playbook import (
     Playbook,
     PlaybookError,
@@ -61,7 +70,6 @@ from processors.shared.playbook import (
     resolve_outputs,
 )
 from processors.super_agent import SuperAgent
-from processors.tool_usage import CircuitBreaker, ToolStats, optimize_tool_usage
 from processors.tools import ToolCost, ToolSpec, builtin_registry
 from processors.tools.builtin import (
     BuiltinTool,

@@ -20,7 +20,7 @@ from events import (
     derive_id,
 )
 from processors.inspector_agent import InspectorAgent
-from processors.journey_agent import JourneyAgent
+from processors.journey.agent import JourneyAgent
 from processors.quality import Priors, Thresholds, decide, posterior, summary
 from processors.reasoning import RuleReasoner
 from processors.super_agent import SuperAgent

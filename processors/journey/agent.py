@@ -51,7 +51,7 @@ from events import (
     UsageRecorded,
     canonical_json,
 )
-from processors.execution import (
+from processors.journey.execution import (
     FOLDED_TYPES,
     Complete,
     Escalate,
@@ -68,6 +68,8 @@ from processors.execution import (
     decide,
     evolve,
 )
+from processors.journey.recovery import classify, handle_error
+from processors.journey.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.reasoning import (
     ErrorAnalysis,
     LLMClient,
@@ -79,10 +81,8 @@ from processors.reasoning import (
     Thought,
     Usage,
 )
-from processors.recovery import classify, handle_error
 from processors.shared.playbook import PlaybookError, fit_to_schema, resolve_outputs
 from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
-from processors.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError

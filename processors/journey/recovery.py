@@ -27,7 +27,7 @@ import random
 from collections.abc import Collection
 
 from events import ErrorCategory, RecoveryPlanned, StepError
-from processors.execution import StageRun
+from processors.journey.execution import StageRun
 from processors.reasoning import ErrorAnalysis
 
 _CATEGORY_OF_CODE: dict[str, ErrorCategory] = {
