@@ -18,7 +18,7 @@ from events import (
     RecoveryAction,
     StageFallback,
 )
-from processors.monitoring import parse_overrides
+from processors.inspector.monitoring import parse_overrides
 
 # The same bounds as events.TaskSubmitted, so a request the API accepts always makes a valid
 # event (tests/api pins the two together).

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import numpy as np
 from scipy import special
 
-from processors.quality import Prior, Thresholds, assess, check_agent_output
-from processors.quality_fit import GroupCounts, fit_in_subprocess
+from processors.inspector.quality import Prior, Thresholds, assess, check_agent_output
+from processors.inspector.quality_fit import GroupCounts, fit_in_subprocess
 from processors.shared.planning import Estimate, Stage
 from processors.tools.descriptors import WEB_SEARCH
 from wrenchai.settings import Settings

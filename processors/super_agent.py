@@ -57,8 +57,8 @@ from events import (
     ToolsAllocated,
     UsageRecorded,
 )
+from processors.inspector.quality import Priors, thompson_draws
 from processors.journey.tool_usage import CircuitBreaker
-from processors.quality import Priors, thompson_draws
 from processors.reasoning import (
     LLMClient,
     LLMReasoner,

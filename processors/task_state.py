@@ -57,7 +57,8 @@ from events import (
     ToolReturned,
     shredded_fields,
 )
-from processors import inspector_agent, super_agent
+from processors import super_agent
+from processors.inspector import agent as inspector_agent
 from processors.journey import execution
 
 TaskStatus = Literal["submitted", "running", "completed", "failed", "cancelled"]

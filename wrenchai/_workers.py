@@ -13,7 +13,7 @@ import importlib.util
 WORKERS: tuple[tuple[str, str], ...] = (
     ("super-agent", "processors.super_agent"),
     ("journey-agent", "processors.journey.agent"),
-    ("inspector-agent", "processors.inspector_agent"),
+    ("inspector-agent", "processors.inspector.agent"),
     ("cost-guard", "processors.cost_guard"),
 )
 

@@ -18,8 +18,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from events import Actor, Event, EventPayload, TaskCancelled, TaskSubmitted
-from processors import inspector_agent, super_agent
-from processors.inspector_agent import InspectorAgent
+from processors import super_agent
+from processors.inspector import agent as inspector_agent
+from processors.inspector.agent import InspectorAgent
 from processors.journey import execution
 from processors.journey.agent import CLOSING_TYPES, JourneyAgent
 from processors.super_agent import PLAN_TYPES, SuperAgent

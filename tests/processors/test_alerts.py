@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from events import Event
-from processors.alerts import (
+from processors.inspector.alerts import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     AlertLogHandler,

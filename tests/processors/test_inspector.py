@@ -19,9 +19,9 @@ from events import (
     ToolsAllocated,
     derive_id,
 )
-from processors.inspector_agent import InspectorAgent
+from processors.inspector.agent import InspectorAgent
+from processors.inspector.quality import Priors, Thresholds, decide, posterior, summary
 from processors.journey.agent import JourneyAgent
-from processors.quality import Priors, Thresholds, decide, posterior, summary
 from processors.reasoning import RuleReasoner
 from processors.super_agent import SuperAgent
 from processors.tools import ToolCost, ToolSpec, builtin_registry

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from events import AlertCleared, AlertRaised, Event, TaskCompleted, UsageRecorded
-from processors.monitoring import (
+from processors.inspector.monitoring import (
     MIN_ESTIMATE_S,
     AlertThresholds,
     Condition,

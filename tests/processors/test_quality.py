@@ -10,7 +10,7 @@ import pytest
 from scipy import special, stats
 
 from events import GroupPosterior, QualityFitted
-from processors.quality import (
+from processors.inspector.quality import (
     Checked,
     Prior,
     Priors,

@@ -17,8 +17,8 @@ import psutil
 import pytest
 
 from events import EvaluationRecorded, QualityFitted
-from processors.quality import Priors
-from processors.quality_fit import (
+from processors.inspector.quality import Priors
+from processors.inspector.quality_fit import (
     ESS_PER_CHAIN,
     R_HAT_MAX,
     GroupCounts,

@@ -29,7 +29,7 @@ from scipy import special
 
 from events import QualityFitted
 from events._inspection import Decision
-from processors.checks import (
+from processors.inspector.checks import (
     Checked,
     check_agent_output,
     evaluate_agent_output,

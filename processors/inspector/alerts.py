@@ -34,7 +34,7 @@ import orjson
 import structlog
 
 from events import AlertAcknowledged, AlertCleared, AlertRaised, Event
-from processors.monitoring import ALERT_TYPES
+from processors.inspector.monitoring import ALERT_TYPES
 from wrenchai.errors import ConfigurationError
 from wrenchai.settings import Settings
 

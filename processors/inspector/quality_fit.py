@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from events import EvaluationRecorded, GroupPosterior, QualityFitted
-from processors.quality import INTERVAL_MASS, GroupKey, beta_from_moments
+from processors.inspector.quality import INTERVAL_MASS, GroupKey, beta_from_moments
 from wrenchai.embedded import die_with_parent
 from wrenchai.settings import Settings
 

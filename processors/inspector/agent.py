@@ -45,15 +45,22 @@ from events import (
     TaskSubmitted,
     UsageRecorded,
 )
-from processors import monitoring
-from processors.alerts import (
+from processors.inspector import monitoring
+from processors.inspector.alerts import (
     AlertHandler,
     AlertLogHandler,
     WebhookHandler,
     dispatch,
     handlers_from_settings,
 )
-from processors.quality import Priors, Thresholds, decide, evaluate_agent_output, posterior, summary
+from processors.inspector.quality import (
+    Priors,
+    Thresholds,
+    decide,
+    evaluate_agent_output,
+    posterior,
+    summary,
+)
 from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner, TaskBrief
 from processors.shared.planning import Stage
 from processors.tools import ToolRegistry, ToolSpec
@@ -368,7 +375,7 @@ class InspectorAgent:
     async def fitting(self, worker: Worker[Inspection, Job], settings: Settings) -> None:
         """Fit the quality model when it is due, on the worker that owns partition 0, and
         publish the fit to every partition."""
-        from processors.quality_fit import GroupCounts, fit_in_subprocess
+        from processors.inspector.quality_fit import GroupCounts, fit_in_subprocess
 
         while True:
             await asyncio.sleep(FIT_POLL_S)
