@@ -57,9 +57,9 @@ from events import (
     ToolReturned,
     shredded_fields,
 )
-from processors import super_agent
 from processors.inspector import agent as inspector_agent
 from processors.journey import execution
+from processors.super import agent as super_agent
 
 TaskStatus = Literal["submitted", "running", "completed", "failed", "cancelled"]
 StageStatus = Literal["pending", "running", "completed", "failed", "recovering", "skipped"]

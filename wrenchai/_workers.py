@@ -11,7 +11,7 @@ import importlib.util
 # The processor workers, by the module that implements each. A worker runs when its module
 # exists, so adding one is one line here.
 WORKERS: tuple[tuple[str, str], ...] = (
-    ("super-agent", "processors.super_agent"),
+    ("super-agent", "processors.super.agent"),
     ("journey-agent", "processors.journey.agent"),
     ("inspector-agent", "processors.inspector.agent"),
     ("cost-guard", "processors.cost_guard"),

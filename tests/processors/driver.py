@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from events import Actor, Event, EventPayload, TaskCancelled, TaskSubmitted
-from processors import super_agent
 from processors.inspector import agent as inspector_agent
 from processors.inspector.agent import InspectorAgent
 from processors.journey import execution
 from processors.journey.agent import CLOSING_TYPES, JourneyAgent
-from processors.super_agent import PLAN_TYPES, SuperAgent
+from processors.super import agent as super_agent
+from processors.super.agent import PLAN_TYPES, SuperAgent
 
 S = TypeVar("S")
 Mark = tuple[uuid.UUID, str]

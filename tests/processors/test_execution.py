@@ -69,7 +69,7 @@ from processors.shared.playbook import (
     fit_to_schema,
     resolve_outputs,
 )
-from processors.super_agent import SuperAgent
+from processors.super.agent import SuperAgent
 from processors.tools import ToolCost, ToolSpec, builtin_registry
 from processors.tools.builtin import (
     BuiltinTool,

@@ -38,7 +38,7 @@ from events import (
 )
 from processors.runtime import Worker
 from processors.runtime._heartbeat import LogPositions, tasks_in_flight
-from processors.super_agent import PlanTask, SuperAgent
+from processors.super.agent import PlanTask, SuperAgent
 from projections import run_projector
 from tests.processors.test_super_agent_worker import Log, WorkerProcess
 from wrenchai.settings import Settings

@@ -23,7 +23,7 @@ from processors.inspector.agent import InspectorAgent
 from processors.inspector.quality import Priors, Thresholds, decide, posterior, summary
 from processors.journey.agent import JourneyAgent
 from processors.reasoning import RuleReasoner
-from processors.super_agent import SuperAgent
+from processors.super.agent import SuperAgent
 from processors.tools import ToolCost, ToolSpec, builtin_registry
 from processors.tools.builtin import BuiltinTool, Tool, build_tools
 from tests.processors.driver import Clock, Driver, executor, inspector, planner
@@ -240,7 +240,7 @@ async def test_thompson_draws_are_seeded_by_the_task_recorded_and_steer_allocati
         offline_only=False,
     )
     planner_agent.observe(fit_event(fitted({"text.summarize": 0.05, "llm.complete": 0.95})))
-    from processors.super_agent import PlanTask
+    from processors.super.agent import PlanTask
     from tests.processors.test_super_agent import submitted
 
     task = submitted(

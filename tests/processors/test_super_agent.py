@@ -50,7 +50,7 @@ from processors.reasoning import (
 )
 from processors.shared.playbook import Playbook, PlaybookStep, load_playbook, load_playbooks
 from processors.shared.roles import RoleCatalogError, RoleCycleError, load_role_catalog
-from processors.super_agent import (
+from processors.super.agent import (
     ACTOR,
     NAME,
     PlanTask,

@@ -32,7 +32,7 @@ from events import (
     TaskSubmitted,
     create_consumer,
 )
-from processors.super_agent import PlanTask, SuperAgent
+from processors.super.agent import PlanTask, SuperAgent
 from wrenchai.settings import Settings
 
 USER = Actor(kind="user", id="ada")
