@@ -36,7 +36,7 @@ from projections import Projector, run_projector
 from projections._db import connect
 from projections._migrate import migrate
 from tests.api._support import seed_api_key, serve
-from tests.processors.test_super_agent_worker import Log, WorkerProcess
+from tests.processors.super.test_super_agent_worker import Log, WorkerProcess
 from wrenchai._cli_replay import render, replay_task
 from wrenchai.embedded import EmbeddedBroker
 from wrenchai.settings import Settings

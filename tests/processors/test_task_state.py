@@ -10,7 +10,7 @@ import pytest
 
 from events import Actor, Event, Position, TaskSubmitted
 from processors.task_state import ForeignEvent, Logged, TaskState, fold
-from tests.processors.test_execution import Broken, playbook, run_task, step, system
+from tests.processors.journey.test_execution import Broken, playbook, run_task, step, system
 
 
 def logged(events: Sequence[Event]) -> list[Logged]:

@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 
 from processors.tools.builtin import FetchFailed, FetchRefused, HttpFetch, ToolTimeout
 from processors.tools.builtin._http_fetch import MAX_REDIRECTS, SsrfGuard, refusal
-from tests.processors.tools_builtin.local_http import LocalServer
+from tests.processors.tools.builtin.local_http import LocalServer
 from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 

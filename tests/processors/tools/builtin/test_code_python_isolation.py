@@ -28,7 +28,7 @@ from wrenchai.embedded import EmbeddedBroker, free_port
 from wrenchai.settings import Settings
 
 CANARY = "wrench-canary-5f0c1e7d"
-CHECKOUT = Path(__file__).resolve().parents[3]
+CHECKOUT = Path(__file__).resolve().parents[4]
 SETTINGS = Settings(sandbox_timeout_s=20)
 
 

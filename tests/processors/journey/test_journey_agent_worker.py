@@ -29,7 +29,7 @@ from events import (
 from processors.reasoning import PlanProposal, RoleProposal, RoleScore, Thought
 from projections import run_projector
 from tests.processors.openai_server import OpenAIServer
-from tests.processors.test_super_agent_worker import Log, WorkerProcess
+from tests.processors.super.test_super_agent_worker import Log, WorkerProcess
 from wrenchai.embedded import EmbeddedBroker
 from wrenchai.settings import Settings
 

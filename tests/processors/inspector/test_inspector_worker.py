@@ -20,7 +20,7 @@ from events import (
     FernetCipher,
     bootstrap_topics,
 )
-from tests.processors.test_journey_agent_worker import (
+from tests.processors.journey.test_journey_agent_worker import (
     Agents,
     finished,
     of,
@@ -28,7 +28,7 @@ from tests.processors.test_journey_agent_worker import (
     step,
     submitted,
 )
-from tests.processors.test_super_agent_worker import Log
+from tests.processors.super.test_super_agent_worker import Log
 from wrenchai.embedded import EmbeddedBroker
 
 FIT_WAIT_S = 180.0

@@ -17,7 +17,7 @@ from processors.tools.builtin import (
     WebSearch,
 )
 from processors.tools.builtin._web_search import default_corpus
-from tests.processors.tools_builtin.local_http import LocalServer
+from tests.processors.tools.builtin.local_http import LocalServer
 from wrenchai.embedded import free_port
 from wrenchai.settings import Settings
 

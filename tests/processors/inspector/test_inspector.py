@@ -241,7 +241,7 @@ async def test_thompson_draws_are_seeded_by_the_task_recorded_and_steer_allocati
     )
     planner_agent.observe(fit_event(fitted({"text.summarize": 0.05, "llm.complete": 0.95})))
     from processors.super.agent import PlanTask
-    from tests.processors.test_super_agent import submitted
+    from tests.processors.super.test_super_agent import submitted
 
     task = submitted(
         "Analyse the incident statistics, compare them and summarize the analysis",

@@ -40,7 +40,7 @@ from processors.runtime import Worker
 from processors.runtime._heartbeat import LogPositions, tasks_in_flight
 from processors.super.agent import PlanTask, SuperAgent
 from projections import run_projector
-from tests.processors.test_super_agent_worker import Log, WorkerProcess
+from tests.processors.super.test_super_agent_worker import Log, WorkerProcess
 from wrenchai.settings import Settings
 
 USER = Actor(kind="user", id="ada")

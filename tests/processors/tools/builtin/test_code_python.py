@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from processors.tools.builtin import CodePython, ToolTimeout, _cgroups, _code_python, _sandbox
-from tests.processors.tools_builtin.local_http import LocalServer
+from tests.processors.tools.builtin.local_http import LocalServer
 from wrenchai.settings import Settings
 
 SETTINGS = Settings(

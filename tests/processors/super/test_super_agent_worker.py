@@ -102,7 +102,7 @@ class WorkerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("WRENCH_")}
         env.update(settings.to_env())
         # Tool modules of the tests (WRENCH_TOOL_MODULES) import from the repository.
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
         self.output = output
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(

@@ -4,7 +4,7 @@ it runs in a worker process.
 
 The default run makes one small fit (8 groups, 300 draws, 2 chains: seconds once PyTensor's
 cache is warm, about 20 s more on a fresh machine). The coverage study and the unconverged
-fit are marked slow; run them with `pytest -m slow tests/processors/test_quality_fit.py`.
+fit are marked slow; run them with `pytest -m slow tests/processors/inspector/test_quality_fit.py`.
 """
 
 from __future__ import annotations
