@@ -8,13 +8,13 @@ result of those calls is already on the log.
 Who folds what:
 
 - whether the task was planned and how it ended: the SuperAgent's
-  :func:`processors.super_agent.evolve`;
+  :func:`processors.super.agent.evolve`;
 - its roles and their tools: the first roles.assigned and tools.allocated that same
   evolve keeps while it plans;
 - the plan, each stage's status, attempt and verdict, and the tokens and cost of execution:
-  the JourneyAgent's :func:`processors.execution.evolve`;
+  the JourneyAgent's :func:`processors.journey.execution.evolve`;
 - the attempts awaiting a verdict, the open alerts and the tokens monitoring counts: the
-  InspectorAgent's :func:`processors.inspector_agent.evolve` (with monitoring's TaskWatch).
+  InspectorAgent's :func:`processors.inspector.agent.evolve` (with monitoring's TaskWatch).
 
 What those states do not keep is recorded from the same events as they pass: when each
 attempt started and ended and with which tool version (recorded when the Journey accepted

@@ -27,7 +27,7 @@ from projections._read_model_types import Applied, ReadModel, Statement
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_PLAYBOOK_NAME = 100
-"""As processors.playbook.Playbook.name allows."""
+"""As processors.shared.playbook.Playbook.name allows."""
 
 
 class TasksModel:

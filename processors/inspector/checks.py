@@ -5,7 +5,7 @@
 (exit code and test summary for code.python, results with snippets for web.search, sources
 for report.compile, a 2xx status for http.fetch, the length the input asked) and per
 criterion. :func:`evaluate_agent_output` adds the votes of the reasoner acting as a judge,
-the only part that awaits. :mod:`processors.quality` turns the checks into a verdict.
+the only part that awaits. :mod:`processors.inspector.quality` turns the checks into a verdict.
 
 Details and suggestions describe an output's shape, never its content: evaluations are not
 encrypted.

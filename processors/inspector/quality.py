@@ -1,14 +1,14 @@
 """The quality model of inspection: checks on an output, the conjugate Beta update, the
 decision, the priors that the hierarchical fit provides, and Thompson draws.
 
-Everything here is pure and fast (no PyMC: that lives in :mod:`processors.quality_fit` and
+Everything here is pure and fast (no PyMC: that lives in :mod:`processors.inspector.quality_fit` and
 runs in another process), so the InspectorAgent can judge every completed step on the
 event loop:
 
 1. :func:`check_agent_output` turns a stage's success criteria and its output into binary
    checks (:class:`~events.CheckResult`); :func:`evaluate_agent_output` adds the votes of
    the reasoner acting as a judge, the only part that awaits. Both live in
-   :mod:`processors.checks` and are re-exported here.
+   :mod:`processors.inspector.checks` and are re-exported here.
 2. :func:`posterior` is the exact conjugate update: a Beta(alpha, beta) prior and ``passed``
    successes and ``failed`` failures give Beta(alpha + passed, beta + failed).
 3. :func:`summary` reads the posterior: its mean (the quality score), its central 90%

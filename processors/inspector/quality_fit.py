@@ -19,7 +19,7 @@ with "spawn" (a fork would copy the event loop and the Kafka client's threads). 
 imported only there. A fit has converged when every r_hat is at most :data:`R_HAT_MAX`
 and every bulk effective sample size at least :data:`ESS_PER_CHAIN` per chain (Vehtari
 et al., 2021, "Rank-normalization, folding, and localization"); a fit that has not is
-returned with ``converged`` false and a reason, and :class:`processors.quality.Priors`
+returned with ``converged`` false and a reason, and :class:`processors.inspector.quality.Priors`
 ignores it.
 """
 

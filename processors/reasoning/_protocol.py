@@ -44,7 +44,7 @@ class RoleScore(BaseModel):
 
 class RoleProposal(BaseModel):
     """The roles a reasoner proposes, best first (ties by name). Advice only:
-    :func:`processors.roles.validate_role_assignment` applies the catalog and constraints."""
+    :func:`processors.shared.roles.validate_role_assignment` applies the catalog and constraints."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -166,7 +166,7 @@ class Reasoner(Protocol):
 
 def proposed_playbook(proposal: PlanProposal, playbooks: Mapping[str, Playbook]) -> Playbook:
     """The playbook ``proposal`` names (with its inputs) or carries; check it with
-    :func:`processors.playbook.validate_playbook` before use.
+    :func:`processors.shared.playbook.validate_playbook` before use.
 
     Raises PlaybookError PLAYBOOK_NOT_FOUND for an unknown template and INVALID_PLAYBOOK
     for inputs the template does not declare.

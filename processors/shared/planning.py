@@ -14,9 +14,9 @@ Estimates per stage:
 - seconds: the tool's ``seconds`` hint. The total adds every stage (the serial worst
   case); ``critical_path_seconds`` is the longest dependency chain (the parallel case).
 - cost: prompt and completion tokens at the model's price per 1k, plus the tool's price
-  per call (see :mod:`processors.pricing`).
+  per call (see :mod:`processors.shared.pricing`).
 
-Fallbacks per stage come from :mod:`processors.fallbacks`, less the tools the task may not
+Fallbacks per stage come from :mod:`processors.shared.fallbacks`, less the tools the task may not
 use (``forbidden``): a plan never offers the JourneyAgent a tool the submitter did not allow.
 """
 

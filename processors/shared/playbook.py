@@ -1,4 +1,4 @@
-"""Playbooks: a named DAG of tool steps, shipped as YAML in ``processors/playbooks/`` or
+"""Playbooks: a named DAG of tool steps, shipped as YAML in ``processors/shared/playbooks/`` or
 brought inline by a task (``constraints.playbook``), and their validation.
 
 A step's input may refer to values that are known only later. The syntax is

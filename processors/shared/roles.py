@@ -1,6 +1,6 @@
 """The role catalog and the validation of a proposed set of roles.
 
-The catalog ships in ``processors/roles.yaml``; a user file in the same format adds roles
+The catalog ships in ``processors/shared/roles.yaml``; a user file in the same format adds roles
 or replaces built-in ones by name. A reasoner proposes roles for a task;
 :func:`validate_role_assignment` turns the proposal into the roles the task gets:
 catalog members only, within the task's constraints, with every role they depend on, in

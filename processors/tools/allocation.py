@@ -284,7 +284,7 @@ def allocate_tools(
     (no LLM configured, no network) restricts every choice to offline tools, so
     llm.complete is never allocated then. ``pinned`` maps a role to tool requirements it
     must hold on top of its own required tools: the tools a playbook's steps call for
-    that role (:func:`processors.playbook.playbook_tools`). ``forbidden`` holds the tools
+    that role (:func:`processors.shared.playbook.playbook_tools`). ``forbidden`` holds the tools
     the task may not use (:func:`forbidden_tools` of its grants): they are never given, and
     a pinned one, or a capability only they offer, is a ForbiddenToolError. Raises
     MissingCapabilityError, ToolConflictError, ToolUnavailableError, UnknownToolError or
