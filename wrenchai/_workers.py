@@ -14,7 +14,7 @@ WORKERS: tuple[tuple[str, str], ...] = (
     ("super-agent", "processors.super.agent"),
     ("journey-agent", "processors.journey.agent"),
     ("inspector-agent", "processors.inspector.agent"),
-    ("cost-guard", "processors.cost_guard"),
+    ("cost-guard", "processors.cost.agent"),
 )
 
 
