@@ -140,7 +140,7 @@ def start_stack(
             stop_stack(proc)
             raise SystemExit(f"wrenchai dev did not become ready:\n{text[-3000:]}")
         time.sleep(0.25)
-    broker = re.search(r"broker\s+(\S+)", text)
+    broker = re.search(r"^\s*broker\s+(\S+)", text, re.MULTILINE)
     assert broker is not None, text
     return Stack(
         proc, state, f"http://127.0.0.1:{api_port}", broker.group(1), key_file.read_text().strip()
