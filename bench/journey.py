@@ -9,17 +9,19 @@ nothing) and WRENCH_WRITE_RATE_LIMIT lets the run's POSTs through. Each task is 
 HTTP (POST /tasks with the bootstrap admin's API key) with an inline playbook of five chained
 ``bench.noop`` steps, and is done when it reads ``completed`` in the read model.
 
-1. a lone task on the idle stack (after two untimed warm-up tasks): from its POST until GET
-   /tasks/{id} reads ``completed`` (polled every 10 ms), and its overhead per step;
+1. a lone task on the idle stack (after two untimed warm-up tasks, and once no quality fit
+   of the InspectorAgent runs): from its POST until GET /tasks/{id} reads ``completed``
+   (polled every 10 ms), and its overhead per step;
 2. the load: N tasks (default 200), C in flight at a time (default 20; a task is sent when
    another reads completed), timed from the first POST until the last task reads completed.
    One watcher lists the tasks in flight that became terminal (GET /tasks?status=..., every
    --poll-ms), as a client following many tasks would. A task not terminal after
    --task-timeout is counted as stuck: its slot moves on, and its id, status and last events
    are printed. Printed: tasks/s, overhead per step p50 and p99, and CPU milliseconds per
-   task of each process (psutil user + system time, before and after the load: the broker,
-   Postgres with all its processes, each worker, the projector, the API, the supervisor; the
-   bench client and what else ran on the machine apart).
+   task of each process (psutil user + system time, before and after the load, with the
+   children each has reaped: the broker, Postgres with all its processes, each worker and
+   the InspectorAgent's quality fits, the projector, the API, the supervisor; the bench
+   client and what else ran on the machine apart).
 
 Overhead per step: from the event that made a step runnable (plan.created for the first,
 the previous step.completed for the others) to that step's step.completed, minus the tool's
@@ -31,7 +33,9 @@ The peer, in the same run: LangGraph with its Postgres checkpointer (AsyncPostgr
 a psycopg pool of C connections, LangGraph's default durability unless --peer-durability),
 on the same embedded Postgres in a database of its own, running the same graph: five chained
 nodes, each calling the same ``bench.noop`` tool. Each task is one ``ainvoke`` on its own
-thread_id; the same lone task, N and C. Its overhead per step is from the previous node's
+thread_id; the same lone task, N and C. It starts once the quality fits that WrenchAI's load
+set off are over (they would take its cores); the stack idles meanwhile and its CPU is
+shown apart. Its overhead per step is from the previous node's
 return (the invoke's start for the first) to this node's return, minus the tool's time; its
 CPU is this process's plus Postgres's (its database's backends and the shared processes;
 the stack's backends left out). Printed: the same figures and the ratios WrenchAI/peer. The
@@ -109,7 +113,8 @@ def cpu_of(proc: psutil.Process) -> float:
 
 
 class CpuMeter:
-    """CPU seconds of each process of the stack over a window, by what it runs."""
+    """CPU seconds of each process of the stack over a window, by what it runs; ``keep``
+    says which processes count (the others are the rest of the stack)."""
 
     def __init__(self, root: psutil.Process, keep: Keep | None = None) -> None:
         self.root = root
@@ -122,10 +127,9 @@ class CpuMeter:
 
     def _read(self) -> dict[int, float]:
         seen = {}
-        for pid, (name, proc) in self.procs.items():
+        for pid, (_, proc) in self.procs.items():
             try:
-                if self.keep(name, proc):
-                    seen[pid] = cpu_of(proc)
+                seen[pid] = cpu_of(proc)
             except psutil.Error:
                 continue
         return seen
@@ -134,27 +138,40 @@ class CpuMeter:
         took = time.perf_counter() - self.started
         self.procs.update(processes(self.root))
         by_name: dict[str, float] = defaultdict(float)
+        uncounted = 0.0
         for pid, spent in self._read().items():
-            by_name[self.procs[pid][0]] += spent - self.before.get(pid, 0.0)
+            name, proc = self.procs[pid]
+            spent -= self.before.get(pid, 0.0)
+            try:
+                counted = self.keep(name, proc)
+            except psutil.Error:
+                counted = False
+            if counted:
+                # A process that a child of a process starts (the quality fit's compiler)
+                # counts with that child.
+                by_name["/".join(name.split("/")[:2])] += spent
+            else:
+                uncounted += spent
         client = time.process_time() - self.client
-        other = machine_busy() - self.machine - sum(by_name.values()) - client
-        return Cpu(took, dict(by_name), client, max(0.0, other))
+        other = machine_busy() - self.machine - sum(by_name.values()) - uncounted - client
+        return Cpu(took, dict(by_name), client, uncounted, max(0.0, other))
 
 
 @dataclass
 class Cpu:
-    """CPU seconds spent over ``took`` wall seconds: by process, by this client, by the rest
-    of the machine."""
+    """CPU seconds spent over ``took`` wall seconds: by process, by this client, by the
+    stack's processes that do not count, by the rest of the machine."""
 
     took: float
     by_name: dict[str, float]
     client: float
+    uncounted: float
     other: float
 
     def print(self, tasks: int, own: str) -> None:
         def line(name: str, spent: float) -> None:
             print(
-                f"    {name:34} {spent / tasks * 1000:8.2f} ms/task  "
+                f"    {name:38} {spent / tasks * 1000:8.2f} ms/task  "
                 f"{spent / self.took * 100:5.0f}% of a core"
             )
 
@@ -163,12 +180,30 @@ class Cpu:
         for name, spent in sorted(self.by_name.items(), key=lambda item: -item[1]):
             line(name, spent)
         line(own, self.total)
-        line("bench client (not counted)", self.client)
+        if self.client:
+            line("bench client (not counted)", self.client)
+        if self.uncounted:
+            line("the idle wrenchai stack (not counted)", self.uncounted)
         line("rest of the machine (not counted)", self.other)
 
     @property
     def total(self) -> float:
         return sum(self.by_name.values())
+
+
+async def settle(root: psutil.Process, within: float = 120.0) -> str:
+    """Wait until no quality fit of the InspectorAgent has run for two seconds: a fit starts
+    every 50 evaluations and takes a core or more for seconds, so one still running after a
+    load would compete with what is timed next. A line that says how long that took."""
+    started = time.perf_counter()
+    quiet_since = started
+    while time.perf_counter() - started < within:
+        if any("quality fit" in name for name, _ in processes(root).values()):
+            quiet_since = time.perf_counter()
+        elif time.perf_counter() - quiet_since >= 2.0:
+            return f"had no quality fit running after {time.perf_counter() - started:.0f} s"
+        await asyncio.sleep(0.25)
+    return f"still had a quality fit running after {within:.0f} s"
 
 
 # -- WrenchAI -----------------------------------------------------------------------------------
@@ -184,6 +219,7 @@ class Run:
     cpu: Cpu
     failed: int = 0
     stuck: list[str] = field(default_factory=list)
+    note: str = ""
 
     @property
     def rate(self) -> float:
@@ -310,7 +346,7 @@ async def run_wrenchai(stack: Stack, args: argparse.Namespace) -> Run:
     ) as client:
         for i in range(2):  # untimed: the workers' group joins, the first task of each path
             await wait_one(client, await post_task(client, f"warm-up {i}"), 120)
-        await asyncio.sleep(0.5)  # the tail of the warm-up (evaluation, progress, projector)
+        quiet = await settle(root)  # the tail of the warm-up (evaluations, projector)
         sent = time.perf_counter()
         lone = await post_task(client, "lone")
         await wait_one(client, lone, 60)
@@ -353,7 +389,7 @@ async def run_wrenchai(stack: Stack, args: argparse.Namespace) -> Run:
         steps = [s for found in await asyncio.gather(*map(steps_of, completed)) for s in found]
         described = [await describe_stuck(client, task_id) for task_id in stuck]
     failed = sum(status != "completed" for status, _ in finished.values())
-    return Run(lone_s, lone_steps, args.tasks, last - started, steps, cpu, failed, described)
+    return Run(lone_s, lone_steps, args.tasks, last - started, steps, cpu, failed, described, quiet)
 
 
 # -- the peer: LangGraph with its Postgres checkpointer ------------------------------------------
@@ -458,11 +494,12 @@ async def run_peer(stack: Stack, postgres_url: str, args: argparse.Namespace) ->
 
         for _ in range(2):
             await invoke()
+        root = psutil.Process(stack.proc.pid)
+        quiet = await settle(root)  # the fit that WrenchAI's load set off would compete
         sent = time.perf_counter()
         lone = await invoke()
         lone_s = time.perf_counter() - sent
 
-        root = psutil.Process(stack.proc.pid)
         meter = CpuMeter(root, not_the_stacks_backend(stack_database))
         gate = asyncio.Semaphore(args.concurrency)
 
@@ -480,7 +517,7 @@ async def run_peer(stack: Stack, postgres_url: str, args: argparse.Namespace) ->
     cpu.by_name = {"langgraph (this process)": cpu.client, **cpu.by_name}
     cpu.client = 0.0
     steps = [s for thread in threads for s in overheads(thread)]
-    return Run(lone_s, overheads(lone), args.tasks, took, steps, cpu)
+    return Run(lone_s, overheads(lone), args.tasks, took, steps, cpu, note=quiet)
 
 
 def peer_versions() -> str:
@@ -506,6 +543,7 @@ async def floor(count: int, concurrency: int) -> tuple[float, float]:
 
 # -- the run ------------------------------------------------------------------------------------
 def print_run(name: str, run: Run, own: str) -> None:
+    print(f"  (the wrenchai stack {run.note}, before the lone task)")
     print(
         f"  {name} lone task, idle: {run.lone_s * 1000:8.1f} ms to completed; "
         f"overhead/step {figures(run.lone_steps)}"
