@@ -82,6 +82,7 @@ from processors.reasoning import (
     Usage,
 )
 from processors.recovery import classify, handle_error
+from processors.statistics import Statistics, StatisticsReader, keep_fresh
 from processors.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
@@ -128,8 +129,10 @@ class _Derive:
 class JourneyAgent:
     """Carries out the jobs of :func:`processors.execution.decide` with tools and a reasoner.
 
-    ``stats`` and ``breaker`` are folded from every tool.returned the worker sees
-    (:meth:`observe`); they order a stage's tools and keep failing tools out of use.
+    ``stats`` and ``breaker`` order a stage's tools and keep failing tools out of use. Both
+    come from every partition's tool calls in the read models (:meth:`use_statistics`,
+    every WRENCH_STATS_REFRESH_S); the breaker also records at once the calls this worker
+    sees (:meth:`observe`), and counts each call once either way.
     """
 
     def __init__(
@@ -166,9 +169,19 @@ class JourneyAgent:
         return cls(reasoner, registry, tools, prices, max_event_bytes=settings.max_event_bytes)
 
     def observe(self, event: Event) -> None:
-        """Fold a tool.returned into the statistics and the circuit breaker."""
-        self.stats.observe(event)
+        """Record a tool.returned in the circuit breaker at once. The statistics wait for
+        the next load, which counts it with every other partition's calls."""
         self.breaker.observe(event)
+
+    def use_statistics(self, statistics: Statistics) -> None:
+        """Take the tool statistics and the breakers' calls of every partition."""
+        self.stats.load(statistics.tools)
+        self.breaker.record_all(statistics.outcomes)
+
+    async def keep_statistics(self, settings: Settings) -> None:
+        """Load the statistics now and every WRENCH_STATS_REFRESH_S (a worker's background)."""
+        reader = StatisticsReader(settings, tools=True, outcomes=True)
+        await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
 
     async def run(self, job: Job, emit: Emit) -> None:
         """Carry out ``job``, emitting its events in log order."""
@@ -579,4 +592,5 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         observe=agent.observe,
         deadline=deadline,
+        background=lambda _: agent.keep_statistics(settings),
     )

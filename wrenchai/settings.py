@@ -328,6 +328,14 @@ class Settings(BaseSettings):
         "lag, tasks in flight and last error) on wrench.admin; the API calls an instance "
         "stale after three intervals without one.",
     )
+    stats_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        le=3_600,
+        description="How often each agent worker reloads its decision statistics (tool "
+        "reliability, circuit breakers, evaluation counts, the newest quality fit) from the "
+        "read models of every partition in Postgres.",
+    )
     max_parallel_stages: int = Field(
         4, ge=1, le=64, description="Most stages of one task that run at the same time."
     )

@@ -598,22 +598,6 @@ async def test_a_failing_tool_is_retried_then_replaced_by_its_alternate() -> Non
     assert events[-1].type == "task.completed"
 
 
-async def test_the_next_task_calls_the_tool_with_the_better_record_first() -> None:
-    """After a task in which test.broken failed three times, the JourneyAgent's statistics
-    put test.backup first: the next task's stage starts with it and needs one attempt."""
-    broken, backup = Broken(), Backup()
-    driver, agent = system(broken, backup)
-    book = {"playbook": playbook(step("fragile", "test.broken", "coder"))}
-    await run_task(driver, book)
-    assert agent.stats.of("test.broken", "own").calls == 3
-
-    events = await run_task(driver, book)
-
-    assert [(s.attempt, s.tool) for s in only(events, StepStarted)] == [(1, "test.backup")]
-    assert len(broken.keys) == 3 and len(backup.keys) == 2
-    assert events[-1].type == "task.completed"
-
-
 async def test_a_failing_tool_without_a_fallback_fails_the_task_with_its_chain_of_errors() -> None:
     """No alternate: after the retries recovery escalates; recovery.executed escalate, then
     task.failed STAGE_FAILED with one error per attempt, and nothing after it."""
