@@ -243,25 +243,26 @@ async def keep_fresh(
     reader: StatisticsReader, apply: Callable[[Statistics], None], interval_s: float
 ) -> None:
     """Read and ``apply`` the statistics now and every ``interval_s`` until cancelled. A
-    failed read keeps the last numbers; it is logged once, and once more when reads work
-    again."""
+    failed refresh keeps the last numbers; it is logged once, and once more when refreshes
+    work again. Whatever fails, the loop goes on: decisions never wait for it."""
     failing = False
     try:
         while True:
             try:
-                statistics = await reader.read()
-            except StatisticsUnavailable as exc:
+                apply(await reader.read())
+            except Exception as exc:
                 if not failing:
+                    known = exc if isinstance(exc, StatisticsUnavailable) else None
                     log.warning(
                         "statistics not refreshed; deciding with the last ones",
-                        reason=exc.message,
+                        reason=known.message if known else repr(exc),
+                        exc_info=known is None,
                     )
                 failing = True
             else:
                 if failing:
                     log.info("statistics refreshed again")
                 failing = False
-                apply(statistics)
             await asyncio.sleep(interval_s)
     finally:
         await reader.close()

@@ -34,7 +34,12 @@ from processors.journey_agent import JourneyAgent
 from processors.quality import Priors, Thresholds
 from processors.quality_fit import GroupCounts
 from processors.reasoning import RuleReasoner
-from processors.statistics import StatisticsReader, StatisticsUnavailable, keep_fresh
+from processors.statistics import (
+    Statistics,
+    StatisticsReader,
+    StatisticsUnavailable,
+    keep_fresh,
+)
 from processors.super_agent import SuperAgent
 from processors.tool_usage import CircuitBreaker, Observed, Outcome
 from processors.tools import builtin_registry
@@ -503,6 +508,30 @@ async def test_a_postgres_outage_keeps_the_last_numbers_and_is_logged_once(
         "statistics not refreshed; deciding with the last ones",
         "statistics refreshed again",
     ]
+
+
+async def test_a_refresh_that_fails_in_an_unexpected_way_does_not_end_the_refreshes(
+    settings: Settings, db: asyncpg.Connection
+) -> None:
+    """An error nobody planned for (here in applying the numbers) is logged once with its
+    traceback; the next refresh runs as usual."""
+    applied: list[int] = []
+
+    def apply(statistics: Statistics) -> None:
+        applied.append(statistics.evaluations)
+        if len(applied) == 1:
+            raise ValueError("a bug")
+
+    reader = StatisticsReader(settings, evaluations=True)
+    with structlog.testing.capture_logs() as logs:
+        refresh = asyncio.create_task(keep_fresh(reader, apply, 0.02))
+        try:
+            await _until(lambda: len(applied) >= 3)
+        finally:
+            refresh.cancel()
+            await asyncio.gather(refresh, return_exceptions=True)
+    assert _warnings(logs) == 1
+    assert any("ValueError" in str(e.get("reason")) for e in logs)
 
 
 def _warnings(logs: Sequence[Mapping[str, Any]]) -> int:
