@@ -460,5 +460,6 @@ def worker(settings: Settings) -> Worker[Inspection, Job]:
         run=agent.run,
         observe=agent.observe,
         deadline=lambda state: next_check(state, datetime.now(UTC), thresholds),
+        closed=lambda state: state.closed is not None,
         background=background,
     )

@@ -218,10 +218,6 @@ class JourneyAgent:
         plan = journey.plan.payload if journey.plan else None
         assert isinstance(plan, PlanCreated)
         if job.recovery is not None:
-            if job.not_before is not None:
-                wait = (job.not_before - self.clock()).total_seconds()
-                if wait > 0:
-                    await asyncio.sleep(wait)
             executed = RecoveryExecuted(
                 stage_id=sid,
                 attempt=attempt - 1,
@@ -593,4 +589,5 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
         observe=agent.observe,
         deadline=deadline,
         background=lambda _: agent.keep_statistics(settings),
+        closed=lambda journey: journey.closed is not None,
     )

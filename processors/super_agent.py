@@ -522,4 +522,5 @@ def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
         observe=agent.observe,
         suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
         background=lambda _: agent.keep_statistics(settings),
+        closed=lambda state: state.settled,
     )

@@ -320,6 +320,19 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(
         8, ge=1, le=1024, description="Most jobs (LLM or tool calls) one agent worker runs at once."
     )
+    snapshot_interval_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3_600,
+        description="How often each agent worker saves, per partition, the records of its "
+        "tasks in flight with the offset they cover (table worker_snapshots); a restart or "
+        "a rebalance replays the log only from there.",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Folder for a worker's local files (faust's data directory); `wrenchai "
+        "dev` puts it in its state directory. Unset: a folder in the system's temp folder.",
+    )
     heartbeat_interval_s: float = Field(
         10.0,
         ge=0.1,

@@ -108,6 +108,8 @@ def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     embedded = Embedded()
     settings = with_generated_secrets(_dev_settings(settings, api_port), state_dir)
+    if "data_dir" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"data_dir": state_dir / "data"})
     # After the secrets are known, so the log redactor knows them too.
     configure_logging(settings, process="dev")
     # The supervisor polls /health; one line per poll would drown the children's output.
