@@ -33,9 +33,9 @@ The peer, in the same run: LangGraph with its Postgres checkpointer (AsyncPostgr
 a psycopg pool of C connections, LangGraph's default durability unless --peer-durability),
 on the same embedded Postgres in a database of its own, running the same graph: five chained
 nodes, each calling the same ``bench.noop`` tool. Each task is one ``ainvoke`` on its own
-thread_id; the same lone task, N and C. It starts once the quality fits that WrenchAI's load
-set off are over (they would take its cores); the stack idles meanwhile and its CPU is
-shown apart. Its overhead per step is from the previous node's
+thread_id; the same lone task, N and C. The stack's processes but Postgres are suspended
+(SIGSTOP) over the peer's run: a quality fit that WrenchAI's load set off would otherwise take
+the peer's cores. Its overhead per step is from the previous node's
 return (the invoke's start for the first) to this node's return, minus the tool's time; its
 CPU is this process's plus Postgres's (its database's backends and the shared processes;
 the stack's backends left out). Printed: the same figures and the ratios WrenchAI/peer. The
@@ -62,11 +62,12 @@ import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import asyncpg
 import httpx
@@ -183,7 +184,7 @@ class Cpu:
         if self.client:
             line("bench client (not counted)", self.client)
         if self.uncounted:
-            line("the idle wrenchai stack (not counted)", self.uncounted)
+            line("rest of the wrenchai stack (not counted)", self.uncounted)
         line("rest of the machine (not counted)", self.other)
 
     @property
@@ -201,9 +202,10 @@ async def settle(root: psutil.Process, within: float = 120.0) -> str:
         if any("quality fit" in name for name, _ in processes(root).values()):
             quiet_since = time.perf_counter()
         elif time.perf_counter() - quiet_since >= 2.0:
-            return f"had no quality fit running after {time.perf_counter() - started:.0f} s"
+            took = time.perf_counter() - started
+            return f"the wrenchai stack had no quality fit running after {took:.0f} s"
         await asyncio.sleep(0.25)
-    return f"still had a quality fit running after {within:.0f} s"
+    return f"the wrenchai stack still had a quality fit running after {within:.0f} s"
 
 
 # -- WrenchAI -----------------------------------------------------------------------------------
@@ -346,7 +348,7 @@ async def run_wrenchai(stack: Stack, args: argparse.Namespace) -> Run:
     ) as client:
         for i in range(2):  # untimed: the workers' group joins, the first task of each path
             await wait_one(client, await post_task(client, f"warm-up {i}"), 120)
-        quiet = await settle(root)  # the tail of the warm-up (evaluations, projector)
+        quiet = await settle(root) + ", before the lone task"
         sent = time.perf_counter()
         lone = await post_task(client, "lone")
         await wait_one(client, lone, 60)
@@ -428,40 +430,78 @@ def not_the_stacks_backend(database: str) -> Keep:
     return keep
 
 
-async def run_peer(stack: Stack, postgres_url: str, args: argparse.Namespace) -> Run:
-    from langchain_core.runnables import RunnableConfig
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-    from langgraph.graph import END, START, StateGraph
-    from psycopg.rows import dict_row
-    from psycopg_pool import AsyncConnectionPool
-    from typing_extensions import TypedDict
+@contextmanager
+def suspended(root: psutil.Process) -> Iterator[str]:
+    """The stack's processes but Postgres stopped (SIGSTOP) meanwhile, so that its background
+    work (a quality fit that the load set off) leaves the peer the cores; a line that says so."""
+    procs = [(name, proc) for name, proc in processes(root).values() if name != "postgres"]
+    fits = sum("quality fit" in name for name, _ in procs)
+    stopped = []
+    try:
+        for _, proc in procs:
+            with suppress(psutil.Error):
+                proc.suspend()
+                stopped.append(proc)
+        yield (
+            f"the wrenchai stack suspended meanwhile but Postgres: {len(stopped)} processes, "
+            f"{fits} of them a quality fit"
+        )
+    finally:
+        for proc in stopped:
+            with suppress(psutil.Error):
+                proc.resume()
 
-    class State(TypedDict):
-        n: int
-        thread: str  # the task's thread_id, so each node's timings go with their task
 
-    tool = Noop()
-    # thread_id -> (the node's return time, the tool's seconds), node by node
-    returns: dict[str, list[tuple[float, float]]] = defaultdict(list)
+class PeerState(TypedDict):
+    n: int
+    thread: str  # the task's thread_id, so each node's timings go with their task
 
-    def node(i: int) -> Any:
-        async def call(state: State) -> dict[str, int]:
+
+class Peer:
+    """The same five chained steps as a LangGraph graph, each node calling ``bench.noop``;
+    each node's return time and tool time are kept by thread_id."""
+
+    def __init__(self) -> None:
+        from langgraph.graph import END, START, StateGraph
+
+        self.tool = Noop()
+        self.invoked: dict[str, float] = {}
+        self.returns: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        builder = StateGraph(PeerState)
+        for i in range(1, STEPS + 1):
+            builder.add_node(f"s{i}", self.node(i))
+            builder.add_edge(START if i == 1 else f"s{i - 1}", f"s{i}")
+        builder.add_edge(f"s{STEPS}", END)
+        self.builder = builder
+
+    def node(self, i: int) -> Any:
+        async def call(state: PeerState) -> dict[str, int]:
             started = time.perf_counter()
-            result = await tool.call({"n": i})
+            result = await self.tool.call({"n": i})
             ended = time.perf_counter()
-            returns[state["thread"]].append((ended, ended - started))
+            self.returns[state["thread"]].append((ended, ended - started))
             return {"n": result["n"]}
 
         return call
 
-    builder = StateGraph(State)
-    for i in range(1, STEPS + 1):
-        builder.add_node(f"s{i}", node(i))
-        builder.add_edge(START if i == 1 else f"s{i - 1}", f"s{i}")
-    builder.add_edge(f"s{STEPS}", END)
+    def overheads(self, thread: str) -> list[float]:
+        """Per node, in ms: from the previous node's return (the invoke's start for the
+        first) to this one's, minus the tool's time."""
+        found, ready = [], self.invoked[thread]
+        for ended, tool_s in self.returns[thread]:
+            found.append((ended - ready - tool_s) * 1000)
+            ready = ended
+        return found
 
+
+async def run_peer(stack: Stack, postgres_url: str, args: argparse.Namespace) -> Run:
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    peer = Peer()
     url = await peer_database(postgres_url)
-    stack_database = postgres_url.rsplit("/", 1)[1]
+    root = psutil.Process(stack.proc.pid)
     # As LangGraph's documentation sets up a pool for the saver.
     pool = AsyncConnectionPool(
         url,
@@ -470,54 +510,45 @@ async def run_peer(stack: Stack, postgres_url: str, args: argparse.Namespace) ->
         open=False,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
     )
-    await pool.open(wait=True)
-    try:
-        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-        await saver.setup()
-        graph = builder.compile(checkpointer=saver)
-        invoked: dict[str, float] = {}
+    with suspended(root) as note:
+        await pool.open(wait=True)
+        try:
+            saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+            await saver.setup()
+            graph = peer.builder.compile(checkpointer=saver)
 
-        async def invoke() -> str:
-            thread = str(uuid.uuid4())
-            invoked[thread] = time.perf_counter()
-            config: RunnableConfig = {"configurable": {"thread_id": thread}}
-            start: State = {"n": 0, "thread": thread}
-            await graph.ainvoke(start, config, durability=args.peer_durability)
-            return thread
+            async def invoke() -> str:
+                thread = str(uuid.uuid4())
+                peer.invoked[thread] = time.perf_counter()
+                config: Any = {"configurable": {"thread_id": thread}}
+                start: PeerState = {"n": 0, "thread": thread}
+                await graph.ainvoke(start, config, durability=args.peer_durability)
+                return thread
 
-        def overheads(thread: str) -> list[float]:
-            found, ready = [], invoked[thread]
-            for ended, tool_s in returns[thread]:
-                found.append((ended - ready - tool_s) * 1000)
-                ready = ended
-            return found
+            for _ in range(2):
+                await invoke()
+            sent = time.perf_counter()
+            lone = await invoke()
+            lone_s = time.perf_counter() - sent
 
-        for _ in range(2):
-            await invoke()
-        root = psutil.Process(stack.proc.pid)
-        quiet = await settle(root)  # the fit that WrenchAI's load set off would compete
-        sent = time.perf_counter()
-        lone = await invoke()
-        lone_s = time.perf_counter() - sent
+            meter = CpuMeter(root, not_the_stacks_backend(postgres_url.rsplit("/", 1)[1]))
+            gate = asyncio.Semaphore(args.concurrency)
 
-        meter = CpuMeter(root, not_the_stacks_backend(stack_database))
-        gate = asyncio.Semaphore(args.concurrency)
+            async def task() -> str:
+                async with gate:
+                    return await invoke()
 
-        async def task() -> str:
-            async with gate:
-                return await invoke()
-
-        started = time.perf_counter()
-        threads = await asyncio.gather(*(task() for _ in range(args.tasks)))
-        took = time.perf_counter() - started
-        cpu = meter.close()
-    finally:
-        await pool.close()
+            started = time.perf_counter()
+            threads = await asyncio.gather(*(task() for _ in range(args.tasks)))
+            took = time.perf_counter() - started
+            cpu = meter.close()
+        finally:
+            await pool.close()
     # This process is the peer: its CPU counts, not as a client's.
     cpu.by_name = {"langgraph (this process)": cpu.client, **cpu.by_name}
     cpu.client = 0.0
-    steps = [s for thread in threads for s in overheads(thread)]
-    return Run(lone_s, overheads(lone), args.tasks, took, steps, cpu, note=quiet)
+    steps = [s for thread in threads for s in peer.overheads(thread)]
+    return Run(lone_s, peer.overheads(lone), args.tasks, took, steps, cpu, note=note)
 
 
 def peer_versions() -> str:
@@ -543,7 +574,7 @@ async def floor(count: int, concurrency: int) -> tuple[float, float]:
 
 # -- the run ------------------------------------------------------------------------------------
 def print_run(name: str, run: Run, own: str) -> None:
-    print(f"  (the wrenchai stack {run.note}, before the lone task)")
+    print(f"  ({run.note})")
     print(
         f"  {name} lone task, idle: {run.lone_s * 1000:8.1f} ms to completed; "
         f"overhead/step {figures(run.lone_steps)}"
