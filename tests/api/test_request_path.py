@@ -1,5 +1,6 @@
 """What a request costs the API beyond its own work: requests whose credential's cache
-entry has expired share one lookup."""
+entry has expired share one lookup, and the in-process rate limiter counts exact moving
+windows (429 with Retry-After past them, concurrent writes included)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import asyncio
 from typing import Any
 
 import asyncpg
+import pytest
+from limits import parse
 
 from api import create_app
 from api.security._authenticator import _TtlCache
+from api.security._limits import MovingWindows, RateLimits
 from tests.api._support import seed_api_key, serve
 from wrenchai.settings import Settings
 
@@ -101,3 +105,81 @@ async def test_forget_during_a_read_makes_the_next_get_read_afresh() -> None:
     assert await cache.get("s") == "after"
     assert await early == "before"
     assert await cache.get("s") == "after"  # the older read did not overwrite the newer
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_moving_window_lets_the_amount_through_then_says_when_to_retry() -> None:
+    """3/minute: three hits pass, the fourth is told to wait until the first leaves the
+    window; once it has, one more passes; another key is not affected."""
+    clock = Clock()
+    windows = MovingWindows(clock)
+    item = parse("3/minute")
+    for second in (0, 10, 20):
+        clock.now = 1_000.0 + second
+        assert windows.hit(item, "a") is None
+    clock.now = 1_030.0
+    assert windows.hit(item, "a") == pytest.approx(30.0)
+    assert windows.blocked(item, "a") == pytest.approx(30.0)
+    assert windows.hit(item, "b") is None
+    clock.now = 1_060.5  # the hit at 1,000 has left the window
+    assert windows.blocked(item, "a") is None
+    assert windows.hit(item, "a") is None
+    assert windows.hit(item, "a") == pytest.approx(9.5)  # until the hit at 1,010 leaves
+
+
+def test_blocked_does_not_count_and_clear_forgets() -> None:
+    clock = Clock()
+    windows = MovingWindows(clock)
+    item = parse("2/minute")
+    for _ in range(5):
+        assert windows.blocked(item, "a") is None
+    assert windows.hit(item, "a") is None and windows.hit(item, "a") is None
+    assert windows.hit(item, "a") is not None
+    windows.clear("a")
+    assert windows.hit(item, "a") is None
+
+
+def test_keys_nobody_uses_any_more_are_dropped() -> None:
+    """Made-up user names and addresses do not stay in memory once their window is over."""
+    clock = Clock()
+    windows = MovingWindows(clock, sweep_interval_s=10.0)
+    item = parse("5/minute")
+    for n in range(1_000):
+        windows.hit(item, f"guess{n}")
+    clock.now += 61
+    windows.hit(item, "now")
+    assert list(windows._windows) == ["now"]
+
+
+async def test_rate_limits_answer_whole_seconds(settings: Settings) -> None:
+    """Retry-After is whole seconds, at least one."""
+    limits = RateLimits(settings.model_copy(update={"write_rate_limit": "1/second"}))
+    assert await limits.hit(limits.write, "write", "key:a") is None
+    assert await limits.hit(limits.write, "write", "key:a") == 1
+
+
+async def test_concurrent_writes_past_the_limit_get_429_with_retry_after(
+    settings: Settings, db: asyncpg.Connection, topics: dict[str, int]
+) -> None:
+    """Ten writes at once under a limit of four a minute: four are accepted, six are 429
+    RATE_LIMITED with a Retry-After within the minute."""
+    settings = settings.model_copy(update={"write_rate_limit": "4/minute"})
+    key = await seed_api_key(db, settings)
+    async with serve(settings, api_key=key) as client:
+        answers = await asyncio.gather(
+            *(client.post("/tasks", json={"description": f"task {n}"}) for n in range(10))
+        )
+    accepted = [a for a in answers if a.status_code == 202]
+    refused = [a for a in answers if a.status_code == 429]
+    assert (len(accepted), len(refused)) == (4, 6)
+    for answer in refused:
+        assert answer.json()["error"]["code"] == "RATE_LIMITED"
+        assert 1 <= int(answer.headers["retry-after"]) <= 60
