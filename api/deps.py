@@ -36,7 +36,11 @@ log = structlog.get_logger(__name__)
 __all__ = ["Principal"]  # re-exported: routes import the principal from here
 
 
-def get_resources(request: Request) -> Resources:
+# Dependencies are ``async def`` even when they await nothing: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop on every request.
+
+
+async def get_resources(request: Request) -> Resources:
     """The resources the lifespan opened."""
     resources: Resources = request.app.state.resources
     return resources
@@ -45,7 +49,7 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     """The app's settings."""
     return resources.settings
 
@@ -166,7 +170,11 @@ def get_identity(resources: ResourcesDep) -> Identity:
     )
 
 
-IdentityDep = Annotated[Identity, Depends(get_identity)]
+async def _identity(resources: ResourcesDep) -> Identity:
+    return get_identity(resources)
+
+
+IdentityDep = Annotated[Identity, Depends(_identity)]
 """Any valid credential, whatever its scopes (signing out, who am I)."""
 
 

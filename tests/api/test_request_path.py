@@ -1,14 +1,19 @@
-"""What a request costs the API beyond its own work: requests whose credential's cache
-entry has expired share one lookup, and the in-process rate limiter counts exact moving
-windows (429 with Retry-After past them, concurrent writes included)."""
+"""What a request costs the API beyond its own work: no dependency hops to the thread pool,
+requests whose credential's cache entry has expired share one lookup, and the in-process
+rate limiter counts exact moving windows (429 with Retry-After past them, concurrent writes
+included)."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
 import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from limits import parse
 
 from api import create_app
@@ -16,6 +21,33 @@ from api.security._authenticator import _TtlCache
 from api.security._limits import MovingWindows, RateLimits
 from tests.api._support import seed_api_key, serve
 from wrenchai.settings import Settings
+
+
+# -- no thread hop -----------------------------------------------------------------------------
+def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
+    for sub in dependant.dependencies:
+        yield sub
+        yield from _dependencies(sub)
+
+
+def _is_async(call: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(call) or inspect.iscoroutinefunction(
+        getattr(call, "__call__", None)  # noqa: B004 - a security scheme is an instance
+    )
+
+
+def test_no_dependency_of_any_route_runs_in_the_thread_pool(settings: Settings) -> None:
+    """FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop per request:
+    every dependency of every route is ``async def``."""
+    app = create_app(settings)
+    sync = {
+        f"{route.path}: {getattr(dep.call, '__qualname__', dep.call)}"
+        for route in app.routes
+        if isinstance(route, APIRoute | APIWebSocketRoute)
+        for dep in _dependencies(route.dependant)
+        if dep.call is not None and not _is_async(dep.call)
+    }
+    assert not sync, sorted(sync)
 
 
 # -- one lookup per credential at a time ---------------------------------------------------------
