@@ -70,7 +70,20 @@ class Settings(BaseSettings):
         "arrives; the embedded broker waits the whole time when a fetch spans several "
         "partitions, so dev and tests set it low (each hop through the log waits for it).",
     )
-    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_linger_ms: int = Field(
+        5,
+        ge=0,
+        description="Producer batching delay of the workers, the projector and the commands "
+        "(the API has its own, WRENCH_API_PRODUCER_LINGER_MS).",
+    )
+    api_producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        description="Batching delay of the API's producer. A write answers once the broker "
+        "has acknowledged its event, so a linger adds to every write's latency; without one, "
+        "the records that arrive while a produce request is in flight still go out together "
+        "in the next.",
+    )
     producer_compression: Literal["gzip", "none"] = Field(
         "gzip", description="Compression of produced batches."
     )

@@ -1,7 +1,7 @@
 """What a request costs the API beyond its own work: no dependency hops to the thread pool,
-requests whose credential's cache entry has expired share one lookup, and the in-process
-rate limiter counts exact moving windows (429 with Retry-After past them, concurrent writes
-included)."""
+requests whose credential's cache entry has expired share one lookup, the in-process rate
+limiter counts exact moving windows (429 with Retry-After past them, concurrent writes
+included), and the API's producer has its own linger."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, APIWebSocketRoute
 from limits import parse
@@ -215,3 +217,21 @@ async def test_concurrent_writes_past_the_limit_get_429_with_retry_after(
     for answer in refused:
         assert answer.json()["error"]["code"] == "RATE_LIMITED"
         assert 1 <= int(answer.headers["retry-after"]) <= 60
+
+
+# -- the API's producer ----------------------------------------------------------------------------
+async def test_the_api_producer_lingers_as_the_api_setting_says(
+    settings: Settings, topics: dict[str, int]
+) -> None:
+    """The workers batch with WRENCH_PRODUCER_LINGER_MS; the API, whose writes wait for their
+    ack, with WRENCH_API_PRODUCER_LINGER_MS (none by default)."""
+    settings = settings.model_copy(update={"producer_linger_ms": 25})
+    assert settings.api_producer_linger_ms == 0
+    app: FastAPI = create_app(settings)
+    async with serve(settings, app) as client:
+        assert isinstance(client, httpx.AsyncClient)
+        resources = app.state.resources
+        assert resources.settings.producer_linger_ms == 25
+        assert resources.producer.settings.producer_linger_ms == 0
+        producer = await resources.producer._started()
+        assert producer._message_accumulator._linger_time == 0
