@@ -6,19 +6,19 @@ does one job (an LLM or tool call) and emits the events that record it. This mod
 supplies everything else, the same way for every agent:
 
 - **faust does the consuming.** One faust agent reads wrench.events in the worker's
-  consumer group and hands over batches (``stream.take_events``); the worker folds a whole
-  batch, then decides once for each task the batch touched. faust's assignment callbacks
-  restore the partitions given to the worker; a faust timer wakes tasks whose deadline or
-  retry has come, and another takes snapshots.
+  consumer group and hands over batches (``stream.noack_take``); the worker folds a whole
+  batch, then decides once for each task the batch touched, and acks the batch's events
+  once a snapshot covers them, so the group's committed offsets never pass the snapshot.
+  faust's assignment callbacks restore the partitions given to the worker.
 - **State comes from a snapshot and the log after it.** A worker holds only the tasks in
   flight: once a task is closed and its state lists no job, it leaves memory. Every
   ``WRENCH_SNAPSHOT_INTERVAL_S`` the records of each partition's tasks in flight are saved
   with the offset they cover (:mod:`processors._snapshots`). On assignment the worker folds
-  the snapshot, then the log from its offset, deciding nothing until it has caught up with
-  the high watermark it saw on arrival, then decides for every task once. faust's stream
-  starts where the group last committed; when that is past the snapshot the worker seeks
-  back to it. A partition catching up never holds up another: its records wait for nothing
-  but their own snapshot.
+  the snapshot, then the log from its offset (faust's stream starts at the group's committed
+  offset, at or before the snapshot's; were it past, the records in between are read from
+  the log), deciding nothing until it has caught up with the high watermark it saw on
+  arrival, then decides for every task once. A partition catching up never holds up
+  another: its records wait for nothing but their own snapshot.
 - **Work never blocks a partition.** Jobs run in the background under
   :class:`processors._scheduler.Jobs`, at most ``WRENCH_AGENT_CONCURRENCY`` at once; the
   state changes only when their events come back through the log. A job's events are
@@ -58,6 +58,7 @@ from events import (
     EventProducer,
     Record,
     codec_from_settings,
+    create_consumer,
     shredded_fields,
 )
 from processors._heartbeat import Heartbeats
@@ -103,8 +104,11 @@ class _Partition(Generic[S]):
     tenants: dict[uuid.UUID, str] = field(default_factory=dict)
     records: dict[uuid.UUID, list[tuple[int, Record]]] = field(default_factory=dict)
     snapshot_at: int = -1
-    ahead: int | None = None
-    """Where the stream was when the worker asked faust to seek back to ``position``."""
+    gap: asyncio.Task[None] | None = None
+    """Reading the log between the snapshot and where the stream started, if it started
+    past the snapshot."""
+    unacked: list[Any] = field(default_factory=list)
+    """The stream's events of this partition not yet covered by a snapshot."""
 
 
 class Worker(Generic[S, J]):
@@ -152,7 +156,6 @@ class Worker(Generic[S, J]):
         self._loads: dict[int, asyncio.Task[None]] = {}
         self._observed_to: dict[int, int] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self._seek: Callable[[int, int], Coroutine[Any, Any, None]] | None = None
         self._spawned: set[asyncio.Task[None]] = set()
         self.heartbeats = Heartbeats(self)
 
@@ -197,12 +200,28 @@ class Worker(Generic[S, J]):
             await self._apply(part, records)
 
     async def _apply(self, part: _Partition[S], records: Sequence[tuple[int, Record]]) -> None:
-        fresh = self._fresh(part, records)
+        if part.gap is not None:
+            part.pending.extend(records)  # folded once the gap before them is
+            return
+        fresh = [(offset, record) for offset, record in records if offset >= part.position]
         if not fresh:
             return
-        await self.codec.prepare_records(r.value for _, r in fresh if self.folds(r))
+        if fresh[0][0] > part.position and not part.ready.is_set():
+            # The group committed past the snapshot (there was none, or it was lost): the
+            # records in between come from the log, while the stream's wait.
+            part.pending.extend(fresh)
+            part.gap = asyncio.create_task(self._fill_gap(part, fresh[0][0]))
+            return
+        await self._fold_records(part, fresh)
+
+    async def _fold_records(
+        self, part: _Partition[S], records: Sequence[tuple[int, Record]]
+    ) -> None:
+        """Fold ``records`` (from ``part.position`` on), then decide for the tasks they
+        touched, or mark the partition caught up."""
+        await self.codec.prepare_records(r.value for _, r in records if self.folds(r))
         touched: dict[uuid.UUID, None] = {}
-        for offset, record in fresh:
+        for offset, record in records:
             part.position = offset + 1
             event = await self._decode_or_dlq(record, part.number, offset)
             if event is not None:
@@ -215,31 +234,35 @@ class Worker(Generic[S, J]):
         elif part.target is not None and part.position >= part.target:
             self._caught_up(part)
 
-    def _fresh(
-        self, part: _Partition[S], records: Sequence[tuple[int, Record]]
-    ) -> list[tuple[int, Record]]:
-        """The records not folded yet, from ``part.position`` on. When the stream starts
-        past that (the group committed beyond the snapshot), faust is asked to seek back,
-        and records fetched before the seek took effect are passed over."""
-        fresh = [(offset, record) for offset, record in records if offset >= part.position]
-        if not fresh:
-            return []
-        first = fresh[0][0]
-        if part.ahead is not None:
-            if first >= part.ahead:
-                return []  # fetched before the seek
-            part.ahead = None
-        elif first > part.position and self._seek is not None and not part.ready.is_set():
-            log.info(
-                "stream ahead of the snapshot; seeking back",
-                partition=part.number,
-                offset=part.position,
-                stream=first,
-            )
-            part.ahead = first
-            self.spawn(self._seek(part.number, part.position))
-            return []
-        return fresh
+    async def _fill_gap(self, part: _Partition[S], end: int) -> None:
+        """Fold the log of ``part`` from its position up to ``end``, then what waited."""
+        log.info(
+            "stream ahead of the snapshot; reading the log in between",
+            partition=part.number,
+            offset=part.position,
+            stream=end,
+        )
+        tp = TopicPartition(self.topic, part.number)
+        consumer = create_consumer(self.settings)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, part.position)
+            passed = False
+            while part.position < end and not passed:
+                batch = (await consumer.getmany(tp, timeout_ms=200, max_records=1000)).get(tp, [])
+                passed = any(m.offset >= end for m in batch)
+                records = [
+                    (m.offset, Record(key=m.key, value=m.value, headers=tuple(m.headers or ())))
+                    for m in batch
+                    if part.position <= m.offset < end
+                ]
+                await self._fold_records(part, records)
+        finally:
+            await consumer.stop()
+        part.gap = None
+        pending, part.pending = part.pending, []
+        await self._apply(part, pending)
 
     def fold(
         self, part: _Partition[S], event: Event, offset: int, *, record: Record | None = None
@@ -464,6 +487,10 @@ class Worker(Generic[S, J]):
                 log.warning("snapshot not saved", partition=number, error=str(exc)[:200])
                 continue
             part.snapshot_at = position
+            covered = [item for item in part.unacked if item.message.offset < position]
+            part.unacked = [item for item in part.unacked if item.message.offset >= position]
+            for item in covered:
+                item.ack()
 
     # -- faust -------------------------------------------------------------------------
     def app(self) -> faust.App:
@@ -504,7 +531,9 @@ class Worker(Generic[S, J]):
         )
 
         async def consume(stream: Any) -> None:
-            async for batch in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+            # Not acked when handled: an event is acked once a snapshot covers it, so the
+            # offsets faust commits never pass the snapshot a successor restores.
+            async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
                 items = []
                 for item in batch:
                     message = item.message
@@ -513,13 +542,12 @@ class Worker(Generic[S, J]):
                     )
                     items.append((message.partition, message.offset, record))
                 await self.handle_batch(items)
+                for item in batch:
+                    part = self.partitions.get(item.message.partition)
+                    if part is not None:
+                        part.unacked.append(item)
 
         app.agent(topic, name=f"{self.group}.consume")(consume)
-
-        async def seek(partition: int, offset: int) -> None:
-            await app.consumer.seek(TopicPartition(self.topic, partition), offset)
-
-        self._seek = seek
 
         async def heartbeats() -> None:
             self.heartbeats.start()
