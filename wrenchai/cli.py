@@ -63,12 +63,21 @@ main.add_command(replay)
     show_default=True,
     help="Port of the embedded broker (when WRENCH_KAFKA_BOOTSTRAP is unset).",
 )
-def dev(state_dir: Path, api_port: int, broker_port: int) -> None:
+@click.option(
+    "--replicas",
+    multiple=True,
+    metavar="NAME=COUNT",
+    help="Run COUNT workers of agent NAME, sharing its partitions (e.g. journey-agent=2); "
+    "repeatable.",
+)
+def dev(state_dir: Path, api_port: int, broker_port: int, replicas: tuple[str, ...]) -> None:
     """Run the whole stack on embedded components: broker, Postgres, projector, workers, API."""
     from wrenchai.stack import run_dev
 
     try:
-        code = run_dev(state_dir=state_dir, api_port=api_port, broker_port=broker_port)
+        code = run_dev(
+            state_dir=state_dir, api_port=api_port, broker_port=broker_port, replicas=replicas
+        )
     except WrenchError as exc:
         click.echo(f"error: {exc.message}", err=True)
         code = 1
