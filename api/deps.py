@@ -87,12 +87,17 @@ def client_address(request: HTTPConnection) -> str | None:
     return request.client.host if request.client else None
 
 
+# authenticate and authenticate_write take what they need straight from the request rather
+# than through ResourcesDep, and authenticate_write does not depend on authenticate: every
+# dependency FastAPI resolves costs each request, and these two are on nearly every route.
+# The credential headers stay dependencies: they are what the OpenAPI document's security
+# schemes (and /docs' Authorize button) come from.
+Bearer = Annotated[str | None, Depends(_bearer)]
+ApiKeyHeader = Annotated[str | None, Depends(_api_key)]
+
+
 async def authenticate(
-    security_scopes: SecurityScopes,
-    request: Request,
-    resources: ResourcesDep,
-    bearer: Annotated[str | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
+    security_scopes: SecurityScopes, request: Request, bearer: Bearer, api_key: ApiKeyHeader
 ) -> Principal:
     """The principal of the request's credential, holding every scope the route requires.
 
@@ -100,6 +105,29 @@ async def authenticate(
     bearer token is an access JWT. No credential or a bad one is 401 and a missing scope 403,
     each recorded as access.denied.
     """
+    return await _principal(security_scopes, request, bearer, api_key)
+
+
+async def authenticate_write(
+    security_scopes: SecurityScopes, request: Request, bearer: Bearer, api_key: ApiKeyHeader
+) -> Principal:
+    """The principal (as :func:`authenticate`), counted against its write rate limit (429
+    past it)."""
+    principal = await _principal(security_scopes, request, bearer, api_key)
+    resources: Resources = request.app.state.resources
+    retry = await resources.limits.hit(resources.limits.write, "write", principal.subject)
+    if retry is not None:
+        raise RateLimited(
+            f"too many writes; limit {resources.settings.write_rate_limit} per principal",
+            retry,
+        )
+    return principal
+
+
+async def _principal(
+    security_scopes: SecurityScopes, request: Request, bearer: str | None, api_key: str | None
+) -> Principal:
+    resources: Resources = request.app.state.resources
     api_key = api_key or None  # an empty header is no header
     token = api_key or bearer
     kind: Credential = "none"
@@ -138,19 +166,6 @@ async def authenticate(
             required=missing,
         )
     request.state.principal = principal
-    return principal
-
-
-async def authenticate_write(
-    principal: Annotated[Principal, Depends(authenticate)], resources: ResourcesDep
-) -> Principal:
-    """The principal, counted against its write rate limit (429 past it)."""
-    retry = await resources.limits.hit(resources.limits.write, "write", principal.subject)
-    if retry is not None:
-        raise RateLimited(
-            f"too many writes; limit {resources.settings.write_rate_limit} per principal",
-            retry,
-        )
     return principal
 
 
