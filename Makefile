@@ -39,12 +39,17 @@ PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-test bubblewrap
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
+# The peers the benchmarks measure WrenchAI against (LangGraph for bench/journey.py).
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/projector.py
 	$(BIN)/python bench/journey.py
 	$(BIN)/python bench/inspector.py

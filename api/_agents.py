@@ -70,7 +70,7 @@ class AgentError(_Body):
     """The last error an agent's worker saw. ``message`` and ``task_id`` are null unless the
     error was in the caller's tenant's work."""
 
-    code: str = Field(examples=["JOB_FAILED", "JOB_ABANDONED", "EVENT_DECODE_ERROR"])
+    code: str = Field(examples=["JOB_FAILED", "JOB_FAILING", "EVENT_DECODE_ERROR"])
     at: datetime
     instance: str
     message: str | None

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -196,20 +195,28 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, docs_paths: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.docs_paths = docs_paths
+        # The four sets of headers, encoded once rather than on every answer.
+        self._raw = {
+            (https, docs): [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in security_headers(https=https, docs=docs)
+            ]
+            for https in (False, True)
+            for docs in (False, True)
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = security_headers(
-            https=scope.get("scheme") == "https", docs=scope.get("path") in self.docs_paths
-        )
+        headers = self._raw[scope.get("scheme") == "https", scope.get("path") in self.docs_paths]
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                answer = MutableHeaders(scope=message)
-                for name, value in headers:
-                    answer.setdefault(name, value)
+                answer = message["headers"] = list(message.get("headers", ()))
+                # A header the answer sets itself, in whatever case, wins.
+                present = {name.lower() for name, _ in answer}
+                answer.extend(header for header in headers if header[0] not in present)
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -122,7 +122,12 @@ class Resources:
     @classmethod
     def build(cls, settings: Settings) -> Resources:
         """Resources for ``settings``; nothing is connected yet."""
-        producer = EventProducer(settings, codec_from_settings(settings))
+        # The API's own linger (WRENCH_API_PRODUCER_LINGER_MS, none by default): a write waits
+        # for its ack, so a linger is latency on every POST; the workers keep theirs.
+        producer = EventProducer(
+            settings.model_copy(update={"producer_linger_ms": settings.api_producer_linger_ms}),
+            codec_from_settings(settings),
+        )
         # The registry and tools the agents load, WRENCH_TOOL_MODULES included, so /tools lists
         # what plans can name. Building them connects nothing; probes run on GET /tools.
         registry, tools = toolbox(settings)

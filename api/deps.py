@@ -36,7 +36,11 @@ log = structlog.get_logger(__name__)
 __all__ = ["Principal"]  # re-exported: routes import the principal from here
 
 
-def get_resources(request: Request) -> Resources:
+# Dependencies are ``async def`` even when they await nothing: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop on every request.
+
+
+async def get_resources(request: Request) -> Resources:
     """The resources the lifespan opened."""
     resources: Resources = request.app.state.resources
     return resources
@@ -45,7 +49,7 @@ def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_settings(resources: ResourcesDep) -> Settings:
+async def get_settings(resources: ResourcesDep) -> Settings:
     """The app's settings."""
     return resources.settings
 
@@ -83,12 +87,17 @@ def client_address(request: HTTPConnection) -> str | None:
     return request.client.host if request.client else None
 
 
+# authenticate and authenticate_write take what they need straight from the request rather
+# than through ResourcesDep, and authenticate_write does not depend on authenticate: every
+# dependency FastAPI resolves costs each request, and these two are on nearly every route.
+# The credential headers stay dependencies: they are what the OpenAPI document's security
+# schemes (and /docs' Authorize button) come from.
+Bearer = Annotated[str | None, Depends(_bearer)]
+ApiKeyHeader = Annotated[str | None, Depends(_api_key)]
+
+
 async def authenticate(
-    security_scopes: SecurityScopes,
-    request: Request,
-    resources: ResourcesDep,
-    bearer: Annotated[str | None, Depends(_bearer)],
-    api_key: Annotated[str | None, Depends(_api_key)],
+    security_scopes: SecurityScopes, request: Request, bearer: Bearer, api_key: ApiKeyHeader
 ) -> Principal:
     """The principal of the request's credential, holding every scope the route requires.
 
@@ -96,6 +105,29 @@ async def authenticate(
     bearer token is an access JWT. No credential or a bad one is 401 and a missing scope 403,
     each recorded as access.denied.
     """
+    return await _principal(security_scopes, request, bearer, api_key)
+
+
+async def authenticate_write(
+    security_scopes: SecurityScopes, request: Request, bearer: Bearer, api_key: ApiKeyHeader
+) -> Principal:
+    """The principal (as :func:`authenticate`), counted against its write rate limit (429
+    past it)."""
+    principal = await _principal(security_scopes, request, bearer, api_key)
+    resources: Resources = request.app.state.resources
+    retry = await resources.limits.hit(resources.limits.write, "write", principal.subject)
+    if retry is not None:
+        raise RateLimited(
+            f"too many writes; limit {resources.settings.write_rate_limit} per principal",
+            retry,
+        )
+    return principal
+
+
+async def _principal(
+    security_scopes: SecurityScopes, request: Request, bearer: str | None, api_key: str | None
+) -> Principal:
+    resources: Resources = request.app.state.resources
     api_key = api_key or None  # an empty header is no header
     token = api_key or bearer
     kind: Credential = "none"
@@ -137,19 +169,6 @@ async def authenticate(
     return principal
 
 
-async def authenticate_write(
-    principal: Annotated[Principal, Depends(authenticate)], resources: ResourcesDep
-) -> Principal:
-    """The principal, counted against its write rate limit (429 past it)."""
-    retry = await resources.limits.hit(resources.limits.write, "write", principal.subject)
-    if retry is not None:
-        raise RateLimited(
-            f"too many writes; limit {resources.settings.write_rate_limit} per principal",
-            retry,
-        )
-    return principal
-
-
 def require(scope: str, *, write: bool = False) -> Any:
     """The dependency of a route that needs ``scope``: the authenticated principal, checked
     for it (and counted against the write limit when ``write``)."""
@@ -166,7 +185,11 @@ def get_identity(resources: ResourcesDep) -> Identity:
     )
 
 
-IdentityDep = Annotated[Identity, Depends(get_identity)]
+async def _identity(resources: ResourcesDep) -> Identity:
+    return get_identity(resources)
+
+
+IdentityDep = Annotated[Identity, Depends(_identity)]
 """Any valid credential, whatever its scopes (signing out, who am I)."""
 
 

@@ -1,13 +1,13 @@
 """What the InspectorAgent's quality model costs: per evaluation, and per fit.
 
 - evaluations per second on the per-evaluation path: the checks of a web.search output
-  (:func:`processors.quality.check_agent_output`, no judge votes), the conjugate update,
+  (:func:`processors.inspector.quality.check_agent_output`, no judge votes), the conjugate update,
   its summary (mean, 90% interval, confidence) and the decision — everything the agent
   does on the event loop for one step.completed, minus the events themselves. Most of it
   is JSON Schema validation of the output (jsonschema, about 85% in a profile);
 - the baseline, in the same run: the bare Beta update and scipy's betainc alone, which is
   the floor of any exact Beta posterior summary;
-- the wall time of the hierarchical fit (:func:`processors.quality_fit.fit_in_subprocess`,
+- the wall time of the hierarchical fit (:func:`processors.inspector.quality_fit.fit_in_subprocess`,
   a fresh worker process each time, so the import of PyMC is included) for 10, 100 and
   1,000 groups on simulated checks. 10 and 100 groups use the default 500 draws per chain;
   1,000 groups use 300 (``--draws-1000``), and the printed convergence shows whether that

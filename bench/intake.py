@@ -22,10 +22,11 @@ Postgres busy the way a user's task does, without an LLM or the network. Measure
 3. how long until all N read ``completed`` (GET /tasks?status=...), with the CPU of that
    drain; when some are still open after --drain-timeout, a few of them are named;
 4. the baseline, in the same run: a bare aiokafka producer (acks=all, gzip, the batch size
-   of WrenchAI's producer and the stack's linger) on the same broker, publishing
-   task.submitted records encoded as the API encodes them to a topic of its own (so no
-   worker picks them up), one send_and_wait each: one at a time (and again with linger 0),
-   then N at once; p50, p99 and records/s.
+   of WrenchAI's producer and the linger of the API's, WRENCH_API_PRODUCER_LINGER_MS) on the
+   same broker, publishing task.submitted records encoded as the API encodes them to a topic
+   of its own (so no worker picks them up), one send_and_wait each: one at a time (and again
+   with the workers' linger, WRENCH_PRODUCER_LINGER_MS), then N at once; p50, p99 and
+   records/s.
 
 The client is aiohttp: httpx's connection pool costs the client milliseconds of CPU per
 request once hundreds are in flight (encode/httpx#3215), so a burst sent with httpx mostly
@@ -35,7 +36,7 @@ caller 5 s later).
 Diagnostics: --pause-workers suspends (SIGSTOP) the three workers and the projector over the
 burst, so only the API, the broker and Postgres run; --profile-api FILE records the API
 process with py-spy over the burst (``pip install py-spy``) and prints where its event loop
-was; --set NAME=VALUE runs the stack with a setting (producer_linger_ms=0, ...); --keep
+was; --set NAME=VALUE runs the stack with a setting (api_producer_linger_ms=5, ...); --keep
 keeps the state directory and its logs.
 
 Usage: python bench/intake.py [--requests N] [--idle N] [--client aiohttp|httpx]
@@ -83,7 +84,8 @@ from wrenchai.settings import Settings
 
 PLAYBOOK = "research_report"
 # The stack runs with no WRENCH_* variable but the rate limit, so with these defaults.
-LINGER_MS: int = Settings.model_fields["producer_linger_ms"].default
+API_LINGER_MS: int = Settings.model_fields["api_producer_linger_ms"].default
+WORKER_LINGER_MS: int = Settings.model_fields["producer_linger_ms"].default
 COMPRESSION: str = Settings.model_fields["producer_compression"].default
 RATE_LIMIT = "1000000/minute"
 WORKERS = ("super-agent", "journey-agent", "inspector-agent")
@@ -140,7 +142,7 @@ def start_stack(
             stop_stack(proc)
             raise SystemExit(f"wrenchai dev did not become ready:\n{text[-3000:]}")
         time.sleep(0.25)
-    broker = re.search(r"broker\s+(\S+)", text)
+    broker = re.search(r"^\s*broker\s+(\S+)", text, re.MULTILINE)
     assert broker is not None, text
     return Stack(
         proc, state, f"http://127.0.0.1:{api_port}", broker.group(1), key_file.read_text().strip()
@@ -384,20 +386,22 @@ async def open_tasks(client: httpx.AsyncClient, since: datetime) -> list[str]:
 # -- the baseline -------------------------------------------------------------------------------
 @dataclass
 class Baseline:
-    """A bare producer's figures: one record at a time (with WrenchAI's linger and with
-    none), and N at once."""
+    """A bare producer's figures: one record at a time (with the API's linger and with the
+    workers'), and N at once (with the API's)."""
 
     idle_ms: list[float]
-    idle_no_linger_ms: list[float]
+    idle_worker_linger_ms: list[float]
     burst_ms: list[float]
     span: float
 
 
-async def baseline(broker: str, count: int, idle: int, linger_ms: int) -> Baseline:
-    """A bare aiokafka producer, configured as WrenchAI's (acks=all, gzip, its batch size,
-    the stack's ``linger_ms``), publishing task.submitted records encoded as the API encodes
-    them (description encrypted) to a topic of its own: ``idle`` one at a time, then
-    ``count`` at once, one send_and_wait each; and ``idle`` one at a time with linger 0."""
+async def baseline(
+    broker: str, count: int, idle: int, linger_ms: int, worker_linger_ms: int
+) -> Baseline:
+    """A bare aiokafka producer, configured as the API's (acks=all, gzip, its batch size,
+    its ``linger_ms``), publishing task.submitted records encoded as the API encodes them
+    (description encrypted) to a topic of its own: ``idle`` one at a time, then ``count`` at
+    once, one send_and_wait each; and ``idle`` one at a time with the workers' linger."""
     settings = Settings(
         kafka_bootstrap=broker,
         namespace=f"intake{uuid.uuid4().hex[:6]}.",
@@ -450,7 +454,7 @@ async def baseline(broker: str, count: int, idle: int, linger_ms: int) -> Baseli
         return Baseline(alone, [], list(together), span)
 
     found = await publish(linger_ms, idle, count)
-    found.idle_no_linger_ms = (await publish(0, idle, 0)).idle_ms
+    found.idle_worker_linger_ms = (await publish(worker_linger_ms, idle, 0)).idle_ms
     return found
 
 
@@ -538,6 +542,8 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         api_pid = next(p for p, (name, _) in processes(root).items() if name == "api")
         profile = start_profile(api_pid, Path(args.profile_api)) if args.profile_api else None
         async with poster(args.client, stack.base, stack.key, args.requests) as post:
+            # Others' work on a shared machine moves every figure: say how busy it was.
+            load = os.getloadavg()
             window = CpuWindow(root)
             burst_ms, span = await burst(post, args.requests)
             burst_cpu = window.close()
@@ -550,10 +556,12 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
         drained = await drain(client, args.requests, since, args.drain_timeout)
         drain_cpu = window.close()
         stuck = await open_tasks(client, since) if drained[0] is None else []
-    linger = int(settings_of(args.set).get("WRENCH_PRODUCER_LINGER_MS", LINGER_MS))
-    base = await baseline(stack.broker, args.requests, args.idle, linger)
+    changes = settings_of(args.set)
+    linger = int(changes.get("WRENCH_API_PRODUCER_LINGER_MS", API_LINGER_MS))
+    worker_linger = int(changes.get("WRENCH_PRODUCER_LINGER_MS", WORKER_LINGER_MS))
+    base = await baseline(stack.broker, args.requests, args.idle, linger, worker_linger)
 
-    changed = "".join(f", {name}={value}" for name, value in settings_of(args.set).items())
+    changed = "".join(f", {name}={value}" for name, value in changes.items())
     print(
         f"intake: wrenchai dev (3 workers, projector, API, embedded broker and Postgres), "
         f"playbook {PLAYBOOK}; WRENCH_WRITE_RATE_LIMIT={RATE_LIMIT} for the bench{changed}"
@@ -566,6 +574,10 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
     print(
         f"  burst: {args.requests} concurrent POST /tasks ({args.client}{note}): "
         f"{figures(burst_ms)}   {args.requests / span:7.1f} accepted/s ({span:.2f} s)"
+    )
+    print(
+        f"  machine load average before the burst: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
+        f"(1, 5, 15 min; {psutil.cpu_count()} cores)"
     )
     took, by_role = burst_cpu
     print_cpu("burst", took, by_role, args.requests)
@@ -588,8 +600,8 @@ async def measure(stack: Stack, args: argparse.Namespace) -> None:
     print_cpu("drain", took, by_role, args.requests)
     print(f"  baseline: a bare aiokafka producer on the same broker (acks=all, {COMPRESSION}):")
     print(
-        f"    one at a time, linger {linger} ms as the stack's: {figures(base.idle_ms)}   "
-        f"(linger 0: {figures(base.idle_no_linger_ms)})"
+        f"    one at a time, linger {linger} ms as the API's: {figures(base.idle_ms)}   "
+        f"(the workers' {worker_linger} ms: {figures(base.idle_worker_linger_ms)})"
     )
     print(
         f"    {args.requests} send_and_wait at once:          {figures(base.burst_ms)}   "
@@ -644,6 +656,6 @@ if __name__ == "__main__":
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="run the stack with this setting (for example producer_linger_ms=0)",
+        help="run the stack with this setting (for example api_producer_linger_ms=5)",
     )
     main(parser.parse_args())

@@ -78,6 +78,7 @@ from events._inspection import (
 from events._kafka import (
     ADMIN_TYPES,
     TOPICS,
+    Delivery,
     EventProducer,
     bootstrap_topics,
     create_consumer,
@@ -174,6 +175,7 @@ __all__ = [
     "Credential",
     "Decision",
     "DecryptionError",
+    "Delivery",
     "EndStatus",
     "ErrorCategory",
     "EvaluationRecorded",

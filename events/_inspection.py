@@ -20,7 +20,9 @@ MAX_DETAIL = 2_000
 
 Decision = Literal["accept", "retry", "escalate"]
 AlertLevel = Literal["info", "warning", "critical"]
-AlertCode = Literal["STALLED", "OVERRUN_TIME", "OVERRUN_TOKENS", "LOW_QUALITY", "REPEATED_FAILURES"]
+AlertCode = Literal[
+    "STALLED", "OVERRUN_TIME", "OVERRUN_TOKENS", "LOW_QUALITY", "REPEATED_FAILURES", "JOB_FAILING"
+]
 
 
 class _Part(BaseModel):

@@ -8,7 +8,7 @@ embedded broker lacks them); consumers are idempotent instead.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from typing import Any
 
 import structlog
@@ -84,6 +84,28 @@ async def bootstrap_topics(settings: Settings) -> dict[str, int]:
     return counts
 
 
+class Delivery:
+    """The broker's answer to one record handed to the producer: await it for the
+    record's Position (BrokerUnavailable when the broker refused it)."""
+
+    __slots__ = ("_future", "_topic")
+
+    def __init__(self, future: asyncio.Future[Any], topic: str) -> None:
+        self._future, self._topic = future, topic
+
+    def __await__(self) -> Generator[Any, None, Position]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Position:
+        try:
+            metadata = await self._future
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"the broker did not accept records for {self._topic}: {exc}", topic=self._topic
+            ) from exc
+        return Position(metadata.partition, metadata.offset)
+
+
 class EventProducer:
     """Publishes events and raw records with acks=all, batching, compression and retries.
 
@@ -152,6 +174,24 @@ class EventProducer:
         name = topic or self.topic_of(batch)
         await self.codec.prepare_events(batch)
         return await self.send_records(name, [self.codec.encode(e) for e in batch])
+
+    async def enqueue(self, event: Event, topic: str | None = None) -> Delivery:
+        """Hand one event to the producer without waiting for the broker; await the
+        Delivery for its ack. Events of one key keep the order they were handed over in:
+        they share a partition, and the producer has one request in flight per broker."""
+        name = topic or self.topic_of([event])
+        await self.codec.prepare_events([event])
+        record = self.codec.encode(event)
+        producer = await self._started()
+        try:
+            future = await producer.send(
+                name, value=record.value, key=record.key, headers=list(record.headers)
+            )
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"the broker did not accept records for {name}: {exc}", topic=name
+            ) from exc
+        return Delivery(future, name)
 
     def topic_of(self, events: Sequence[Event]) -> str:
         """The one topic ``events`` belong on (ValueError when they belong on two)."""

@@ -27,7 +27,7 @@ RUN_AGAIN = ("retry", "alternate_tool", "alternate_model")
 _MOVES_A_STAGE = (StepStarted, StepCompleted, StepFailed, RecoveryPlanned, RecoveryExecuted)
 
 # The error code of a tool.returned refused by the JourneyAgent's circuit breaker: the tool
-# never ran (processors.journey.tool_usage leaves these out of its statistics too).
+# never ran (processors.shared.tool_usage leaves these out of its statistics too).
 REFUSED = "CIRCUIT_OPEN"
 
 # Every stage update records what moved it last; $1 task, $2 stage, then these four.
@@ -137,7 +137,7 @@ class ToolCallsModel:
     """Every tool.returned as a tool_calls row (never its result: that is user content), and
     the tenant's statistics of the tool for the plan's task type.
 
-    The statistics count as the agents' own do (processors.journey.tool_usage): ``calls`` are the
+    The statistics count as the agents' own do (processors.shared.tool_usage): ``calls`` are the
     calls that ran the tool, so the reliability the API reports is the one allocation and
     tool choice work with; reused results and refusals are counted apart.
     """

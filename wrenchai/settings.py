@@ -70,7 +70,20 @@ class Settings(BaseSettings):
         "arrives; the embedded broker waits the whole time when a fetch spans several "
         "partitions, so dev and tests set it low (each hop through the log waits for it).",
     )
-    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_linger_ms: int = Field(
+        5,
+        ge=0,
+        description="Producer batching delay of the workers, the projector and the commands "
+        "(the API has its own, WRENCH_API_PRODUCER_LINGER_MS).",
+    )
+    api_producer_linger_ms: int = Field(
+        0,
+        ge=0,
+        description="Batching delay of the API's producer. A write answers once the broker "
+        "has acknowledged its event, so a linger adds to every write's latency; without one, "
+        "the records that arrive while a produce request is in flight still go out together "
+        "in the next.",
+    )
     producer_compression: Literal["gzip", "none"] = Field(
         "gzip", description="Compression of produced batches."
     )
@@ -320,6 +333,19 @@ class Settings(BaseSettings):
     agent_concurrency: int = Field(
         8, ge=1, le=1024, description="Most jobs (LLM or tool calls) one agent worker runs at once."
     )
+    snapshot_interval_s: float = Field(
+        5.0,
+        ge=0.1,
+        le=3_600,
+        description="How often each agent worker saves, per partition, the records of its "
+        "tasks in flight with the offset they cover (table worker_snapshots); a restart or "
+        "a rebalance replays the log only from there.",
+    )
+    data_dir: Path | None = Field(
+        None,
+        description="Folder for a worker's local files (faust's data directory); `wrenchai "
+        "dev` puts it in its state directory. Unset: a folder in the system's temp folder.",
+    )
     heartbeat_interval_s: float = Field(
         10.0,
         ge=0.1,
@@ -327,6 +353,14 @@ class Settings(BaseSettings):
         description="How often each agent worker publishes agent.heartbeat (its partitions, "
         "lag, tasks in flight and last error) on wrench.admin; the API calls an instance "
         "stale after three intervals without one.",
+    )
+    stats_refresh_s: float = Field(
+        5.0,
+        gt=0,
+        le=3_600,
+        description="How often each agent worker reloads its decision statistics (tool "
+        "reliability, circuit breakers, evaluation counts, the newest quality fit) from the "
+        "read models of every partition in Postgres.",
     )
     max_parallel_stages: int = Field(
         4, ge=1, le=64, description="Most stages of one task that run at the same time."

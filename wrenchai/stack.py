@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -81,12 +81,20 @@ class Embedded:
             log.info("postgres stopped")
 
 
-def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
-    """Run the stack until SIGINT or SIGTERM; returns the process exit code."""
+def run_dev(
+    *,
+    state_dir: Path,
+    api_port: int,
+    broker_port: int,
+    replicas: Iterable[str] = (),
+) -> int:
+    """Run the stack until SIGINT or SIGTERM; returns the process exit code. ``replicas``
+    are ``NAME=COUNT`` options: COUNT workers of agent NAME share its partitions."""
     try:
         settings = Settings()
     except ValidationError as exc:
         raise ConfigurationError(f"invalid WRENCH_* settings: {exc}") from exc
+    counts = parse_replicas(replicas, settings)
     embed_broker = "kafka_bootstrap" not in settings.model_fields_set
     try:
         require_free_port(api_port, "--api-port", settings.api_host)
@@ -99,6 +107,8 @@ def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
     (state_dir / "logs").mkdir(parents=True, exist_ok=True)
     embedded = Embedded()
     settings = with_generated_secrets(_dev_settings(settings, api_port), state_dir)
+    if "data_dir" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"data_dir": state_dir / "data"})
     # After the secrets are known, so the log redactor knows them too.
     configure_logging(settings, process="dev")
     # The supervisor polls /health; one line per poll would drown the children's output.
@@ -109,7 +119,7 @@ def run_dev(*, state_dir: Path, api_port: int, broker_port: int) -> int:
     try:
         started = time.monotonic()
         settings = _start_embedded(settings, state_dir, broker_port, embed_broker, embedded)
-        return asyncio.run(_supervise(settings, state_dir, api_port, embedded, started))
+        return asyncio.run(_supervise(settings, state_dir, api_port, embedded, started, counts))
     except KeyboardInterrupt:
         log.info("stopped during start-up")
         return 0
@@ -185,15 +195,41 @@ def child_environment(
     return env
 
 
+def _replica_names(name: str, count: int) -> list[str]:
+    return [name if n == 1 else f"{name}-{n}" for n in range(1, count + 1)]
+
+
+def parse_replicas(values: Iterable[str], settings: Settings) -> dict[str, int]:
+    """``NAME=COUNT`` options to counts per worker; ConfigurationError naming the fix
+    otherwise."""
+    known = available_workers()
+    found: dict[str, int] = {}
+    for value in values:
+        name, _, count = value.partition("=")
+        if name not in known:
+            raise ConfigurationError(
+                f"--replicas {value}: no worker named {name!r}; one of {', '.join(known)}"
+            )
+        if not count.isdigit() or not 1 <= int(count) <= settings.partitions:
+            raise ConfigurationError(
+                f"--replicas {value}: give a count from 1 to {settings.partitions} (the "
+                "partitions of wrench.events: more workers of a kind than partitions would idle)"
+            )
+        found[name] = int(count)
+    return found
+
+
 def build_children(
-    env: Mapping[str, str], logs: Path, api_port: int
+    env: Mapping[str, str], logs: Path, api_port: int, replicas: Mapping[str, int] | None = None
 ) -> tuple[Child, list[Child], Child]:
-    """The projector, the workers and the API, as separate processes."""
+    """The projector, the workers (``replicas`` of a worker share its partitions: names
+    ``journey-agent``, ``journey-agent-2``, ...) and the API, as separate processes."""
     command = [sys.executable, "-m", "wrenchai"]
     projector = Child("projector", [*command, "projector"], env, logs / "projector.log")
     workers = [
-        Child(name, [*command, "worker", name], env, logs / f"{name}.log")
+        Child(label, [*command, "worker", name], env, logs / f"{label}.log")
         for name in available_workers()
+        for label in _replica_names(name, (replicas or {}).get(name, 1))
     ]
     api = Child("api", [*command, "api", "--port", str(api_port)], env, logs / "api.log")
     return projector, workers, api
@@ -211,7 +247,12 @@ async def _prepare(settings: Settings) -> list[RestoreReport]:
 
 
 async def _supervise(
-    settings: Settings, state_dir: Path, api_port: int, embedded: Embedded, started: float
+    settings: Settings,
+    state_dir: Path,
+    api_port: int,
+    embedded: Embedded,
+    started: float,
+    replicas: Mapping[str, int],
 ) -> int:
     """Prepare, run the children until a signal (or an embedded component dies), stop them."""
     stop = asyncio.Event()
@@ -227,7 +268,7 @@ async def _supervise(
     files = secret_files(settings, state_dir)
     record_stack(settings, state_dir, f"http://127.0.0.1:{api_port}", files)
     env = child_environment(settings, os.environ, files)
-    projector, workers, api = build_children(env, state_dir / "logs", api_port)
+    projector, workers, api = build_children(env, state_dir / "logs", api_port, replicas)
     for child in (projector, *workers, api):
         child.start()
     announce = asyncio.create_task(_announce(settings, state_dir, api_port, embedded, started))

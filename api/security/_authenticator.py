@@ -76,26 +76,62 @@ class SessionRow:
 
 
 class _TtlCache(Generic[T]):
-    """Answers of one lookup by key, each kept ``ttl_s``; absences are cached too."""
+    """Answers of one lookup by key, each kept ``ttl_s`` from when its read began; absences
+    are cached too.
+
+    Single-flight: while a key is being read, every other caller of that key waits for that
+    same read. Without it, when a busy key's entry expires every request in flight sends its
+    own query at once and they queue for the pool's few connections. The read runs as a task
+    of its own, so a caller that goes away (a client hanging up) does not cancel it for the
+    others; a read that fails fails every caller waiting on it and caches nothing.
+    """
 
     def __init__(self, ttl_s: float, load: Callable[[str], Awaitable[T | None]]) -> None:
         self.ttl_s = ttl_s
         self._load = load
         self._entries: dict[str, tuple[float, T | None]] = {}
+        self._loading: dict[str, asyncio.Task[T | None]] = {}
 
     async def get(self, key: str) -> T | None:
-        now = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
-        value = await self._load(key)
-        if len(self._entries) > 50_000:  # bounded: a flood of made-up keys cannot grow it
-            self._entries.clear()
-        self._entries[key] = (now, value)
+        task = self._loading.get(key)
+        if task is None:
+            task = loop.create_task(self._read(key, now))
+            task.add_done_callback(_retrieve)
+            self._loading[key] = task
+        return await asyncio.shield(task)
+
+    async def _read(self, key: str, started: float) -> T | None:
+        task = asyncio.current_task()
+        try:
+            value = await self._load(key)
+        finally:
+            if self._loading.get(key) is task:
+                del self._loading[key]
+                current = True
+            else:
+                current = False  # forgotten meanwhile: a newer read answers from now on
+        if current:
+            if len(self._entries) > 50_000:  # bounded: a flood of made-up keys cannot grow it
+                self._entries.clear()
+            self._entries[key] = (started, value)
         return value
 
     def forget(self, key: str) -> None:
+        """Drop the entry and any read in flight: the next get reads afresh."""
         self._entries.pop(key, None)
+        self._loading.pop(key, None)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # A read whose every caller went away has nobody awaiting it; read its outcome so
+    # asyncio does not warn that an exception was never retrieved.
+    if not task.cancelled():
+        task.exception()
 
 
 class KeyUsage:

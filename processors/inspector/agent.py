@@ -3,20 +3,22 @@
 The pure core folds a task's events into an :class:`Inspection` and decides:
 
 - :class:`Evaluate` for every step.completed not yet judged: the output's checks
-  (:func:`processors.quality.evaluate_agent_output`), the conjugate Beta update of the
+  (:func:`processors.inspector.quality.evaluate_agent_output`), the conjugate Beta update of the
   (role, tool, model) group's prior, and the decision (accept, retry, escalate), emitted as
   evaluation.recorded with an id derived from the step.completed id. The JourneyAgent acts
   on it.
-- :class:`Watch` when the task's alerts change: :mod:`processors.monitoring` says which
+- :class:`Watch` when the task's alerts change: :mod:`processors.inspector.monitoring` says which
   conditions hold (stalled, over time, over tokens, low quality, repeated failures) and
   which alerts to raise or clear; a timer finds stalled tasks when no event comes.
 
-Across tasks the worker folds every evaluation.recorded into counts per group, and the
-worker that owns partition 0 fits the hierarchical model on them in another process
-(:mod:`processors.quality_fit`) every ``WRENCH_FIT_INTERVAL_S`` or after
+Across tasks the worker loads the counts per group of every partition's evaluations from the
+read models (:mod:`processors.shared.statistics`, every ``WRENCH_STATS_REFRESH_S``), and the worker
+that owns partition 0 fits the hierarchical model on them in another process
+(:mod:`processors.inspector.quality_fit`) every ``WRENCH_FIT_INTERVAL_S`` or after
 ``WRENCH_FIT_MIN_NEW`` new evaluations. The fit is published as quality.fitted to every
-partition, so every InspectorAgent and SuperAgent worker sees it: converged fits become the
-per-evaluation priors here and Thompson sampling's posteriors in allocation.
+partition, so every InspectorAgent and SuperAgent worker sees it at once (and the read
+models have it for the next load): converged fits become the per-evaluation priors here and
+Thompson sampling's posteriors in allocation.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ from processors.inspector.quality import (
 )
 from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner, TaskBrief
 from processors.shared.planning import Stage
+from processors.shared.statistics import NewestFit, Statistics, StatisticsReader, keep_fresh
 from processors.tools import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
+    from processors.inspector.quality_fit import GroupCounts
     from processors.runtime import Worker
     from wrenchai.settings import Settings
 
@@ -232,9 +236,11 @@ class InspectorAgent:
         self.thresholds = thresholds
         self.judge_votes = judge_votes
         self.clock = clock
+        # Evaluations and passed and failed checks per group, of every partition.
         self.counts: dict[GroupKey, list[int]] = {}
         self.evaluations = 0
         self.fitted_at_evaluations = 0
+        self.newest_fit = NewestFit()
         # The interval counts from the start, so a worker does not fit on its first
         # evaluations (a fit takes the CPU for tens of seconds).
         self.last_fit = time.monotonic()
@@ -259,18 +265,29 @@ class InspectorAgent:
         )
 
     def observe(self, event: Event) -> None:
-        """Fold evaluations into the counts a fit needs, and fits into the priors."""
+        """Take a fit into the priors at once. Evaluations are counted by the next load of
+        the statistics, with every other partition's."""
         payload = event.payload
-        if isinstance(payload, EvaluationRecorded):
-            passed = sum(check.passed for check in payload.checks)
-            group = self.counts.setdefault((payload.role, payload.tool, payload.model), [0, 0, 0])
-            group[0] += 1
-            group[1] += passed
-            group[2] += len(payload.checks) - passed
-            self.evaluations += 1
-        elif isinstance(payload, QualityFitted):
-            self.fitted_at_evaluations = max(self.fitted_at_evaluations, payload.evaluations)
-            self.priors = self.priors.with_fit(payload)
+        if isinstance(payload, QualityFitted):
+            self._use_fit(payload, event.occurred_at)
+
+    def use_statistics(self, statistics: Statistics) -> None:
+        """Take the counts of every partition's evaluations and the newest fit."""
+        self.counts = {key: list(counts) for key, counts in statistics.counts.items()}
+        self.evaluations = statistics.evaluations
+        self.fitted_at_evaluations = max(self.fitted_at_evaluations, statistics.fitted_evaluations)
+        if statistics.fit is not None:
+            self._use_fit(statistics.fit.fitted, statistics.fit.fitted_at)
+
+    async def keep_statistics(self, settings: Settings) -> None:
+        """Load the statistics now and every WRENCH_STATS_REFRESH_S (a worker's background)."""
+        reader = StatisticsReader(settings, evaluations=True, fits=True)
+        await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
+
+    def _use_fit(self, fitted: QualityFitted, fitted_at: datetime) -> None:
+        self.fitted_at_evaluations = max(self.fitted_at_evaluations, fitted.evaluations)
+        if self.newest_fit.offer(fitted, fitted_at):
+            self.priors = self.priors.with_fit(fitted)
 
     def _spec(self, started: StepStarted | None) -> ToolSpec | None:
         if started is None:
@@ -372,10 +389,19 @@ class InspectorAgent:
             return True
         return now - self.last_fit >= settings.fit_interval_s
 
+    def fit_input(self) -> list[GroupCounts]:
+        """What the fit runs on: every partition's evaluations, per group in sorted order."""
+        from processors.inspector.quality_fit import GroupCounts
+
+        return [
+            GroupCounts(role, tool, model, *self.counts[(role, tool, model)])
+            for role, tool, model in sorted(self.counts, key=lambda k: (k[0], k[1], k[2] or ""))
+        ]
+
     async def fitting(self, worker: Worker[Inspection, Job], settings: Settings) -> None:
         """Fit the quality model when it is due, on the worker that owns partition 0, and
         publish the fit to every partition."""
-        from processors.inspector.quality_fit import GroupCounts, fit_in_subprocess
+        from processors.inspector.quality_fit import fit_in_subprocess
 
         while True:
             await asyncio.sleep(FIT_POLL_S)
@@ -383,10 +409,7 @@ class InspectorAgent:
             if not owner or not self.fit_due(settings, time.monotonic()):
                 continue
             self.last_fit = time.monotonic()
-            counts = [
-                GroupCounts(role, tool, model, *self.counts[(role, tool, model)])
-                for role, tool, model in sorted(self.counts, key=lambda k: (k[0], k[1], k[2] or ""))
-            ]
+            counts = self.fit_input()
             seen = self.evaluations
             try:
                 fitted = await fit_in_subprocess(counts, settings, seed=seen)
@@ -433,7 +456,7 @@ def worker(settings: Settings) -> Worker[Inspection, Job]:
         for handler in agent.handlers:
             if isinstance(handler, WebhookHandler):
                 handler.start()
-        await agent.fitting(running, settings)
+        await asyncio.gather(agent.fitting(running, settings), agent.keep_statistics(settings))
 
     return Worker(
         settings,
@@ -444,5 +467,6 @@ def worker(settings: Settings) -> Worker[Inspection, Job]:
         run=agent.run,
         observe=agent.observe,
         deadline=lambda state: next_check(state, datetime.now(UTC), thresholds),
+        closed=lambda state: state.closed is not None,
         background=background,
     )

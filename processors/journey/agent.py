@@ -1,7 +1,7 @@
 """The JourneyAgent: runs the plans the SuperAgent makes, stage by stage, with tools.
 
-Its pure core is :mod:`processors.execution` (what the log says and what to do next) and
-:mod:`processors.recovery` (what to do about a failure); this module carries the jobs out
+Its pure core is :mod:`processors.journey.execution` (what the log says and what to do next) and
+:mod:`processors.journey.recovery` (what to do about a failure); this module carries the jobs out
 and emits the events that record them. Every event takes its id from the plan.created (or,
 for a timeout before any plan, the task.submitted) id and a step name such as
 ``search/2/started``, so a job run again after a crash emits the same ids.
@@ -69,7 +69,6 @@ from processors.journey.execution import (
     evolve,
 )
 from processors.journey.recovery import classify, handle_error
-from processors.journey.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.reasoning import (
     ErrorAnalysis,
     LLMClient,
@@ -83,6 +82,8 @@ from processors.reasoning import (
 )
 from processors.shared.playbook import PlaybookError, fit_to_schema, resolve_outputs
 from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.shared.statistics import Statistics, StatisticsReader, keep_fresh
+from processors.shared.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError
@@ -126,10 +127,13 @@ class _Derive:
 
 
 class JourneyAgent:
-    """Carries out the jobs of :func:`processors.execution.decide` with tools and a reasoner.
+    """Carries out the jobs of :func:`processors.journey.execution.decide` with tools and a
+    reasoner.
 
-    ``stats`` and ``breaker`` are folded from every tool.returned the worker sees
-    (:meth:`observe`); they order a stage's tools and keep failing tools out of use.
+    ``stats`` and ``breaker`` order a stage's tools and keep failing tools out of use. Both
+    come from every partition's tool calls in the read models (:meth:`use_statistics`,
+    every WRENCH_STATS_REFRESH_S); the breaker also records at once the calls this worker
+    sees (:meth:`observe`), and counts each call once either way.
     """
 
     def __init__(
@@ -166,9 +170,19 @@ class JourneyAgent:
         return cls(reasoner, registry, tools, prices, max_event_bytes=settings.max_event_bytes)
 
     def observe(self, event: Event) -> None:
-        """Fold a tool.returned into the statistics and the circuit breaker."""
-        self.stats.observe(event)
+        """Record a tool.returned in the circuit breaker at once. The statistics wait for
+        the next load, which counts it with every other partition's calls."""
         self.breaker.observe(event)
+
+    def use_statistics(self, statistics: Statistics) -> None:
+        """Take the tool statistics and the breakers' calls of every partition."""
+        self.stats.load(statistics.tools)
+        self.breaker.record_all(statistics.outcomes)
+
+    async def keep_statistics(self, settings: Settings) -> None:
+        """Load the statistics now and every WRENCH_STATS_REFRESH_S (a worker's background)."""
+        reader = StatisticsReader(settings, tools=True, outcomes=True)
+        await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
 
     async def run(self, job: Job, emit: Emit) -> None:
         """Carry out ``job``, emitting its events in log order."""
@@ -205,10 +219,6 @@ class JourneyAgent:
         plan = journey.plan.payload if journey.plan else None
         assert isinstance(plan, PlanCreated)
         if job.recovery is not None:
-            if job.not_before is not None:
-                wait = (job.not_before - self.clock()).total_seconds()
-                if wait > 0:
-                    await asyncio.sleep(wait)
             executed = RecoveryExecuted(
                 stage_id=sid,
                 attempt=attempt - 1,
@@ -579,4 +589,6 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         observe=agent.observe,
         deadline=deadline,
+        background=lambda _: agent.keep_statistics(settings),
+        closed=lambda journey: journey.closed is not None,
     )

@@ -450,9 +450,7 @@ def decide(
         elif run.status == "recovering" and run.recovery is not None:
             if run.recovery.action == "skip":
                 jobs.append(Skip(journey, sid, run.attempt))
-            elif slots > 0:
-                assert run.recovery_at is not None
-                wait = timedelta(seconds=run.recovery.delay_s)
+            elif slots > 0 and _retry_at(run) <= now:
                 jobs.append(
                     RunStage(
                         journey,
@@ -461,7 +459,7 @@ def decide(
                         run.tool,
                         run.model,
                         recovery=run.recovery,
-                        not_before=run.recovery_at + wait,
+                        not_before=_retry_at(run),
                     )
                 )
                 slots -= 1
@@ -472,6 +470,29 @@ def decide(
     return jobs
 
 
+def _retry_at(run: StageRun) -> datetime:
+    """When a recovering stage's next attempt may start: its backoff is a wait for the
+    worker's timer, not a job sleeping in a slot."""
+    assert run.recovery is not None and run.recovery_at is not None
+    return run.recovery_at + timedelta(seconds=run.recovery.delay_s)
+
+
+def next_retry(journey: Journey) -> datetime | None:
+    """When the earliest recovery backoff of ``journey``'s stages ends, if one waits."""
+    waits = [
+        _retry_at(run)
+        for run in journey.stages.values()
+        if run.status == "recovering"
+        and run.recovery is not None
+        and run.recovery.action not in ("skip", "escalate")
+    ]
+    return min(waits) if waits and journey.closed is None else None
+
+
 def deadline(journey: Journey) -> datetime | None:
-    """When the worker must decide again for ``journey`` even if no event comes."""
-    return journey.deadline
+    """When the worker must decide again for ``journey`` even if no event comes: its
+    timeout, or sooner the end of a recovery's backoff."""
+    when, retry = journey.deadline, next_retry(journey)
+    if when is None or retry is None:
+        return when
+    return min(when, retry)

@@ -89,13 +89,14 @@ def job_error(
     if isinstance(exc, BrokerUnavailable):
         code, message = exc.code, "a job could not reach the broker; it is retried"
     elif attempt >= attempts:
-        code = "JOB_ABANDONED"
+        code = "JOB_FAILING"
         message = (
-            f"a job failed {attempts} times ({kind}) and is abandoned until the worker restarts"
+            f"a job failed {attempt} times in a row ({kind}); it is retried on a schedule "
+            "and its task is alerted"
         )
     else:
         code = exc.code if isinstance(exc, WrenchError) else "JOB_FAILED"
-        message = f"a job failed with {kind} (attempt {attempt} of {attempts}); it is retried"
+        message = f"a job failed with {kind} (attempt {attempt}); it is retried"
     return AgentError(code=code, message=message, task_id=task_id, tenant_id=tenant_id, at=at)
 
 
@@ -202,7 +203,8 @@ class Heartbeats:
         task_id: uuid.UUID,
         tenant_id: str | None,
     ) -> None:
-        """A job raised; ``attempt`` of ``attempts`` (the last one abandons it)."""
+        """A job raised for the ``attempt``-th time in a row; from ``attempts`` on its
+        task is alerted (it is retried on a schedule all the same)."""
         self.last_error = job_error(
             exc,
             attempt=attempt,

@@ -1,100 +1,114 @@
-"""The faust shell around a processor's pure core: consume, fold, start work, publish.
+"""The faust shell around a processor's pure core: consume, fold, snapshot, run jobs, publish.
 
 A processor is three functions: ``evolve(state, event)`` folds one task's events into its
-state, ``decide(state)`` lists the jobs the state calls for, and ``run(job, emit)`` does one
-job (an LLM or tool call) and emits the events that record it. This module supplies
-everything else, the same way for every agent:
+state, ``decide(state, now)`` lists the jobs the state calls for, and ``run(job, emit)``
+does one job (an LLM or tool call) and emits the events that record it. This module
+supplies everything else, the same way for every agent:
 
-- **State is folded from the log.** When the worker is given a partition it first reads that
-  partition from offset 0 up to its high watermark with a plain consumer, folding only
-  (deciding nothing while history replays), then decides for every task once. Only then does
-  the faust stream's batch of that partition go on, skipping what the replay already folded.
-  So a worker that crashed, or that takes over another's partition, continues from the
-  log, and a job whose result is in the log is never started again.
-- **Work never blocks a partition.** Jobs run as background tasks, at most
-  ``WRENCH_AGENT_CONCURRENCY`` at once; the state changes only when their events come back
-  through the log. A job stays marked while ``decide`` still lists it, so it is not started
-  twice while its events are on their way.
+- **faust does the consuming.** One faust agent reads wrench.events in the worker's
+  consumer group and hands over batches (``stream.noack_take``); the worker folds a whole
+  batch, then decides once for each task the batch touched, and acks the batch's events
+  once a snapshot covers them, so the group's committed offsets never pass the snapshot.
+  faust's assignment callbacks restore the partitions given to the worker.
+- **State comes from a snapshot and the log after it.** A worker holds only the tasks in
+  flight: once a task is closed and its state lists no job, it leaves memory. Every
+  ``WRENCH_SNAPSHOT_INTERVAL_S`` the records of each partition's tasks in flight are saved
+  with the offset they cover (:mod:`processors.runtime._snapshots`). On assignment the worker folds
+  the snapshot, then the log from its offset (faust's stream starts at the group's committed
+  offset, at or before the snapshot's; were it past, the records in between are read from
+  the log), deciding nothing until it has caught up with the high watermark it saw on
+  arrival, then decides for every task once. A partition catching up never holds up
+  another: its records wait for nothing but their own snapshot.
+- **Work never blocks a partition.** Jobs run in the background under
+  :class:`processors.runtime._scheduler.Jobs`, at most ``WRENCH_AGENT_CONCURRENCY`` at once; the
+  state changes only when their events come back through the log. A job's events are
+  handed to the producer as they are emitted and their acks awaited when the job ends.
 - **Nothing is lost.** A record of a folded type that cannot be decoded goes to wrench.dlq
-  with the reason in headers; a job that fails for want of the broker is retried with
-  backoff; an unexpected error is logged with the ids and retried a few times.
+  with the reason in headers; a failing job is retried on a schedule and, after a few
+  failures in a row, alerted (alert.raised JOB_FAILING on its task).
 - **It says how it is doing.** A background task publishes ``agent.heartbeat`` (partitions,
-  lag, tasks in flight, the last of those errors): see processors/_heartbeat.py.
-
-Faust's own consumer offsets only save the replay of records already folded; the log is the
-state's only source.
+  lag, tasks in flight, the last error): see processors/runtime/_heartbeat.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
-import random
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 import faust
 import faust.transport.drivers.aiokafka as faust_aiokafka
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from events import (
-    BrokerUnavailable,
+    Actor,
+    AlertCleared,
+    AlertRaised,
     Codec,
     Event,
     EventDecodeError,
     EventProducer,
-    KeyStoreUnavailable,
     Record,
     codec_from_settings,
     create_consumer,
     shredded_fields,
 )
 from processors.runtime._heartbeat import Heartbeats
+from processors.runtime._scheduler import ALERT_AFTER, Emit, Job, Jobs
+from processors.runtime._snapshots import Snapshot, SnapshotStore
 from wrenchai.settings import Settings
+
+__all__ = ["Emit", "Job", "Worker"]
 
 log = structlog.get_logger(__name__)
 
-RETRY_BASE_S = 0.5
-RETRY_MAX_S = 15.0
-MAX_JOB_ERRORS = 3
 STOP_GRACE_S = 2.0
-TICK_S = 0.5
+TICK_S = 0.2
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.002
+LOAD_ATTEMPTS = 5
+RETIRED_KEPT = 20_000
+"""How many retired task ids a worker remembers, so a late duplicate of a task's
+task.submitted does not start the task again."""
+
+S = TypeVar("S")
+J = TypeVar("J", bound=Job)
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class Job(Protocol):
-    """One piece of work a state calls for; ``key`` names it within its task."""
-
-    @property
-    def key(self) -> str: ...
-
-
-S = TypeVar("S")
-J = TypeVar("J", bound=Job)
-Emit = Callable[[Event], Awaitable[None]]
-
-
 @dataclass
 class _Partition(Generic[S]):
-    """One assigned partition: its tasks' states (and tenants) and how far the replay
-    folded."""
+    """One assigned partition: its tasks in flight with their states, tenants and records,
+    and how far the worker has folded it."""
 
     number: int
+    position: int = 0
+    """The next offset to fold."""
+    target: int | None = None
+    """The high watermark to catch up with before deciding (None until read)."""
+    loaded: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
-    replayed_to: int = 0
+    pending: list[tuple[int, Record]] = field(default_factory=list)
     tasks: dict[uuid.UUID, S] = field(default_factory=dict)
     tenants: dict[uuid.UUID, str] = field(default_factory=dict)
+    records: dict[uuid.UUID, list[tuple[int, Record]]] = field(default_factory=dict)
+    snapshot_at: int = -1
+    gap: asyncio.Task[None] | None = None
+    """Reading the log between the snapshot and where the stream started, if it started
+    past the snapshot."""
+    unacked: list[Any] = field(default_factory=list)
+    """The stream's events of this partition not yet covered by a snapshot."""
 
 
 class Worker(Generic[S, J]):
@@ -112,6 +126,7 @@ class Worker(Generic[S, J]):
         suppress: Callable[[S, Event], bool] | None = None,
         observe: Callable[[Event], None] | None = None,
         deadline: Callable[[S], datetime | None] | None = None,
+        closed: Callable[[S], bool] | None = None,
         background: Callable[[Worker[S, J]], Coroutine[Any, Any, None]] | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
@@ -120,277 +135,379 @@ class Worker(Generic[S, J]):
         self.group = settings.group(name)
         self.topic = settings.topic("events")
         self.folded_types = frozenset(folded_types)
-        self.evolve, self.decide, self.run, self.suppress = evolve, decide, run, suppress
-        self.observe, self.deadline, self.clock = observe, deadline, clock
+        self.evolve, self.suppress, self.observe = evolve, suppress, observe
+        self.closed, self.clock = closed, clock
         self.background = background
         self._background: asyncio.Task[None] | None = None
         self.codec: Codec = codec_from_settings(settings)
         self.producer = EventProducer(settings, self.codec)
+        self.snapshots = SnapshotStore(settings, self.group)
         self.partitions: dict[int, _Partition[S]] = {}
-        self.running: dict[tuple[uuid.UUID, str], asyncio.Task[None]] = {}
-        self.finished: set[tuple[uuid.UUID, str]] = set()
-        self._slots: asyncio.Semaphore | None = None
-        self._replays: dict[int, asyncio.Task[None]] = {}
-        # (when, partition, task) of tasks whose state wants a decision at a time, not only
-        # on an event (a task's timeout); stale entries are skipped when they come up.
-        self._timers: list[tuple[datetime, int, uuid.UUID]] = []
-        self._timer_of: dict[uuid.UUID, datetime] = {}
+        self.jobs: Jobs[S, J] = Jobs(
+            decide,
+            run,
+            concurrency=settings.agent_concurrency,
+            clock=clock,
+            deadline=deadline,
+            failures=_Failures(self),
+        )
+        self.retired: OrderedDict[uuid.UUID, None] = OrderedDict()
+        self._part_of: dict[uuid.UUID, _Partition[S]] = {}
+        self._loads: dict[int, asyncio.Task[None]] = {}
         self._observed_to: dict[int, int] = {}
         self._ticker: asyncio.Task[None] | None = None
+        self._spawned: set[asyncio.Task[None]] = set()
         self.heartbeats = Heartbeats(self)
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, held until it ends."""
+        task = asyncio.create_task(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
+    @property
+    def running(self) -> dict[tuple[uuid.UUID, str], asyncio.Task[None]]:
+        """(task, job key) → asyncio task of every running job."""
+        return {
+            (task_id, key): task
+            for task_id, jobs in self.jobs.running.items()
+            for key, task in jobs.items()
+        }
+
     # -- records -----------------------------------------------------------------------
-    def decode(self, record: Record, partition: int, offset: int) -> Event | None:
-        """The event in ``record`` when its type is folded; None otherwise (unread)."""
+    def folds(self, record: Record) -> bool:
+        """Whether ``record`` holds an event of a type this worker folds."""
         kind = record.header("type")
-        if kind is None or kind.decode(errors="replace") not in self.folded_types:
-            return None
-        return self.codec.decode(record.value, record.headers)
+        return kind is not None and kind.decode(errors="replace") in self.folded_types
 
     async def handle(self, record: Record, partition: int, offset: int) -> None:
-        """One record from the stream: fold it and start the work it calls for."""
-        part = self.partitions.get(partition)
-        if part is None:
-            part = self.assign([partition])[0]
-        await part.ready.wait()
-        if offset < part.replayed_to:
-            return
-        event = await self._decode_or_dlq(record, partition, offset)
-        if event is not None:
-            self.fold(part, event, offset, live=True)
+        """One record from the stream (see :meth:`handle_batch`)."""
+        await self.handle_batch([(partition, offset, record)])
 
-    def fold(self, part: _Partition[S], event: Event, offset: int, *, live: bool) -> None:
-        """Fold ``event`` into its task's state; when ``live``, start what it calls for."""
+    async def handle_batch(self, items: Sequence[tuple[int, int, Record]]) -> None:
+        """Records from the stream, in log order per partition: fold them all, then decide
+        once for each task they touched."""
+        by_partition: dict[int, list[tuple[int, Record]]] = {}
+        for partition, offset, record in items:
+            by_partition.setdefault(partition, []).append((offset, record))
+        for number, records in by_partition.items():
+            part = self.partitions.get(number)
+            if part is None:
+                part = self.assign([number])[0]
+            if not part.loaded.is_set():
+                part.pending.extend(records)  # folded once its snapshot is
+                continue
+            await self._apply(part, records)
+
+    async def _apply(self, part: _Partition[S], records: Sequence[tuple[int, Record]]) -> None:
+        if part.gap is not None:
+            part.pending.extend(records)  # folded once the gap before them is
+            return
+        fresh = [(offset, record) for offset, record in records if offset >= part.position]
+        if not fresh:
+            return
+        if fresh[0][0] > part.position and not part.ready.is_set():
+            # The group committed past the snapshot (there was none, or it was lost): the
+            # records in between come from the log, while the stream's wait.
+            part.pending.extend(fresh)
+            part.gap = asyncio.create_task(self._fill_gap(part, fresh[0][0]))
+            return
+        await self._fold_records(part, fresh)
+
+    async def _fold_records(
+        self, part: _Partition[S], records: Sequence[tuple[int, Record]]
+    ) -> None:
+        """Fold ``records`` (from ``part.position`` on), then decide for the tasks they
+        touched, or mark the partition caught up."""
+        await self.codec.prepare_records(r.value for _, r in records if self.folds(r))
+        touched: dict[uuid.UUID, None] = {}
+        for offset, record in records:
+            part.position = offset + 1
+            event = await self._decode_or_dlq(record, part.number, offset)
+            if event is not None:
+                task_id = self.fold(part, event, offset, record=record)
+                if task_id is not None:
+                    touched[task_id] = None
+        if part.ready.is_set():
+            for task_id in touched:
+                self.decide(part, task_id)
+        elif part.target is not None and part.position >= part.target:
+            self._caught_up(part)
+
+    async def _fill_gap(self, part: _Partition[S], end: int) -> None:
+        """Fold the log of ``part`` from its position up to ``end``, then what waited."""
+        log.info(
+            "stream ahead of the snapshot; reading the log in between",
+            partition=part.number,
+            offset=part.position,
+            stream=end,
+        )
+        tp = TopicPartition(self.topic, part.number)
+        consumer = create_consumer(self.settings)
+        await consumer.start()
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, part.position)
+            passed = False
+            while part.position < end and not passed:
+                batch = (await consumer.getmany(tp, timeout_ms=200, max_records=1000)).get(tp, [])
+                passed = any(m.offset >= end for m in batch)
+                records = [
+                    (m.offset, Record(key=m.key, value=m.value, headers=tuple(m.headers or ())))
+                    for m in batch
+                    if part.position <= m.offset < end
+                ]
+                await self._fold_records(part, records)
+        finally:
+            await consumer.stop()
+        part.gap = None
+        pending, part.pending = part.pending, []
+        await self._apply(part, pending)
+
+    def fold(
+        self, part: _Partition[S], event: Event, offset: int, *, record: Record | None = None
+    ) -> uuid.UUID | None:
+        """Fold ``event`` into its task's state; the task, when the event belongs to one the
+        worker holds (or starts one)."""
         if self.observe is not None and offset >= self._observed_to.get(part.number, 0):
             # Cross-task folds (tool statistics) outlive a partition's revocation, so a
-            # partition replayed again after a rebalance is not counted twice.
+            # partition folded again after a rebalance is not counted twice.
             self._observed_to[part.number] = offset + 1
             self.observe(event)
-        if event.task_id is None:
-            return
-        state = part.tasks.get(event.task_id)
+        task_id = event.task_id
+        if task_id is None:
+            return None
+        state = part.tasks.get(task_id)
         if state is None:
-            # Once per task: the heartbeat groups tasks in flight by tenant.
-            part.tenants[event.task_id] = event.tenant_id
-        part.tasks[event.task_id] = self.evolve(state, event)
-        if live:
-            self.schedule(part, event.task_id)
+            # A task starts with task.submitted; anything else of a task not held is of one
+            # that closed and left memory (or a duplicate of its submission).
+            if event.type != "task.submitted" or task_id in self.retired:
+                return None
+            part.tenants[task_id] = event.tenant_id
+            part.records[task_id] = []
+            self._part_of[task_id] = part
+        part.tasks[task_id] = self.evolve(state, event)
+        if record is not None:
+            part.records[task_id].append((offset, record))
+        return task_id
 
-    def schedule(self, part: _Partition[S], task_id: uuid.UUID) -> None:
-        """Start the jobs the task's state lists that are neither running nor done, and
-        cancel running jobs it no longer lists (the task was cancelled or timed out)."""
-        state = part.tasks[task_id]
-        now = self.clock()
-        jobs = self.decide(state, now)
-        due = {job.key for job in jobs}
-        self.finished = {mark for mark in self.finished if mark[0] != task_id or mark[1] in due}
-        for mark, task in list(self.running.items()):
-            if mark[0] == task_id and mark[1] not in due:
-                task.cancel()
-        for job in jobs:
-            mark = (task_id, job.key)
-            if mark in self.running or mark in self.finished:
-                continue
-            self.running[mark] = asyncio.create_task(self._perform(part, task_id, job))
-        when = self.deadline(state) if self.deadline is not None else None
-        # A deadline already passed was part of this decision; only future ones need a timer.
-        if when is not None and when > now and self._timer_of.get(task_id) != when:
-            self._timer_of[task_id] = when
-            heapq.heappush(self._timers, (when, part.number, task_id))
+    def decide(self, part: _Partition[S], task_id: uuid.UUID) -> None:
+        """Start what the task's state calls for; retire the task when it is closed and
+        calls for nothing."""
+        state = part.tasks.get(task_id)
+        if state is None:
+            return
+        listed = self.jobs.schedule(task_id, state, lambda event: self._emit(task_id, event))
+        if not listed and self.closed is not None and self.closed(state):
+            self._retire(part, task_id)
 
-    async def _tick(self) -> None:
-        """Decide again for tasks whose deadline has come."""
-        while True:
-            await asyncio.sleep(TICK_S)
-            now = self.clock()
-            due: list[tuple[int, uuid.UUID]] = []
-            while self._timers and self._timers[0][0] <= now:
-                when, number, task_id = heapq.heappop(self._timers)
-                if self._timer_of.get(task_id) != when:
-                    continue  # superseded by a later deadline
-                del self._timer_of[task_id]
-                due.append((number, task_id))
-            for number, task_id in due:
-                part = self.partitions.get(number)
-                if part is not None and part.ready.is_set() and task_id in part.tasks:
-                    self.schedule(part, task_id)
+    def _retire(self, part: _Partition[S], task_id: uuid.UUID) -> None:
+        self.jobs.forget(task_id)
+        part.tasks.pop(task_id, None)
+        part.tenants.pop(task_id, None)
+        part.records.pop(task_id, None)
+        self._part_of.pop(task_id, None)
+        self.retired[task_id] = None
+        while len(self.retired) > RETIRED_KEPT:
+            self.retired.popitem(last=False)
 
     async def _decode_or_dlq(self, record: Record, partition: int, offset: int) -> Event | None:
-        try:
-            await self.codec.prepare_records([record.value])
-            event = self.decode(record, partition, offset)
-            if event is not None and shredded_fields(event.payload):
-                # The tenant was shredded: its work stops, and nothing acts on "[shredded]".
-                log.info("event of a shredded tenant not folded", type=event.type)
-                return None
-            return event
-        except EventDecodeError as exc:
-            headers = [
-                *record.headers,
-                ("dlq.reason", exc.reason.encode()),
-                ("dlq.error", exc.message[:1000].encode()),
-                ("dlq.topic", self.topic.encode()),
-                ("dlq.partition", str(partition).encode()),
-                ("dlq.offset", str(offset).encode()),
-                ("dlq.consumer", self.group.encode()),
-            ]
-            dead = Record(key=record.key, value=record.value, headers=tuple(headers))
-            await self.producer.send_records(self.settings.topic("dlq"), [dead])
-            self.heartbeats.decode_failed(partition, offset, exc.reason)
-            log.warning(
-                "poison record sent to the DLQ",
-                partition=partition,
-                offset=offset,
-                reason=exc.reason,
-            )
+        if not self.folds(record):
             return None
-
-    # -- jobs --------------------------------------------------------------------------
-    async def _perform(self, part: _Partition[S], task_id: uuid.UUID, job: J) -> None:
-        mark = (task_id, job.key)
-        bound = log.bind(task_id=str(task_id), job=job.key, worker=self.name)
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.settings.agent_concurrency)
-        errors = 0
-        delay = RETRY_BASE_S
         try:
-            async with self._slots:
-                while True:
-                    try:
-                        await self.run(job, lambda event: self._emit(part, task_id, event))
-                        break
-                    except BrokerUnavailable as exc:
-                        bound.warning("broker unavailable; retrying the job", error=exc.message)
-                        self._failed(part, task_id, exc, errors)
-                    except Exception as exc:
-                        errors += 1
-                        bound.exception("job failed", attempt=errors)
-                        self._failed(part, task_id, exc, errors)
-                        if errors >= MAX_JOB_ERRORS:
-                            bound.error("job abandoned until the worker restarts")
-                            break
-                    await asyncio.sleep(random.uniform(0, delay))
-                    delay = min(delay * 2, RETRY_MAX_S)
-            self.finished.add(mark)
-        finally:
-            self.running.pop(mark, None)
+            event = self.codec.decode(record.value, record.headers)
+        except EventDecodeError as exc:
+            await self._dead_letter(record, partition, offset, exc)
+            return None
+        if shredded_fields(event.payload):
+            # The tenant was shredded: its work stops, and nothing acts on "[shredded]".
+            log.info("event of a shredded tenant not folded", type=event.type)
+            return None
+        return event
 
-    def _failed(
-        self, part: _Partition[S], task_id: uuid.UUID, exc: BaseException, attempt: int
+    async def _dead_letter(
+        self, record: Record, partition: int, offset: int, exc: EventDecodeError
     ) -> None:
-        self.heartbeats.job_failed(
-            exc,
-            attempt=attempt,
-            attempts=MAX_JOB_ERRORS,
-            task_id=task_id,
-            tenant_id=part.tenants.get(task_id),
+        headers = [
+            *record.headers,
+            ("dlq.reason", exc.reason.encode()),
+            ("dlq.error", exc.message[:1000].encode()),
+            ("dlq.topic", self.topic.encode()),
+            ("dlq.partition", str(partition).encode()),
+            ("dlq.offset", str(offset).encode()),
+            ("dlq.consumer", self.group.encode()),
+        ]
+        dead = Record(key=record.key, value=record.value, headers=tuple(headers))
+        await self.producer.send_records(self.settings.topic("dlq"), [dead])
+        self.heartbeats.decode_failed(partition, offset, exc.reason)
+        log.warning(
+            "poison record sent to the DLQ", partition=partition, offset=offset, reason=exc.reason
         )
 
-    async def _emit(self, part: _Partition[S], task_id: uuid.UUID, event: Event) -> None:
-        state = part.tasks.get(task_id)
+    async def _emit(self, task_id: uuid.UUID, event: Event) -> Awaitable[object] | None:
+        part = self._part_of.get(task_id)
+        if part is None and task_id in self.retired:
+            return None  # the task is over: a job cancelled with it publishes nothing
+        state = part.tasks.get(task_id) if part is not None else None
         if self.suppress is not None and state is not None and self.suppress(state, event):
             log.info(
                 "event not published: the task moved on", type=event.type, task_id=str(task_id)
             )
-            return
-        await self.producer.publish(event)
+            return None
+        return await self.producer.enqueue(event)
 
     # -- partitions --------------------------------------------------------------------
     def assign(self, partitions: Iterable[int]) -> list[_Partition[S]]:
-        """Take over ``partitions``: replay each from offset 0 in the background."""
+        """Take over ``partitions``: restore each from its snapshot in the background."""
         taken = []
         for number in partitions:
-            if number in self.partitions:
-                taken.append(self.partitions[number])
-                continue
-            part: _Partition[S] = _Partition(number)
-            self.partitions[number] = part
-            self._replays[number] = asyncio.create_task(self._replay(part))
+            part = self.partitions.get(number)
+            if part is None:
+                part = _Partition(number)
+                self.partitions[number] = part
+                self._loads[number] = asyncio.create_task(self._load(part))
             taken.append(part)
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
         return taken
 
     def revoke(self, partitions: Iterable[int]) -> None:
         """Give up ``partitions``: forget their tasks and cancel their jobs."""
         for number in partitions:
             part = self.partitions.pop(number, None)
-            replay = self._replays.pop(number, None)
-            if replay is not None:
-                replay.cancel()
+            load = self._loads.pop(number, None)
+            if load is not None:
+                load.cancel()
             if part is None:
                 continue
-            for mark, task in list(self.running.items()):
-                if mark[0] in part.tasks:
-                    task.cancel()
-            self.finished = {mark for mark in self.finished if mark[0] not in part.tasks}
+            for task_id in part.tasks:
+                self.jobs.forget(task_id)
+                self._part_of.pop(task_id, None)
 
-    async def _replay(self, part: _Partition[S]) -> None:
-        """Fold the partition from offset 0 to its high watermark, then decide for its tasks."""
-        tp = TopicPartition(self.topic, part.number)
-        delay = RETRY_BASE_S
-        while True:
+    async def _load(self, part: _Partition[S]) -> None:
+        """Fold the partition's snapshot, then what arrived meanwhile."""
+        snapshot: Snapshot | None = None
+        for attempt in range(LOAD_ATTEMPTS):
             try:
-                end = await self._fold_history(part, tp)
+                snapshot = await self.snapshots.load(part.number)
                 break
-            except (KafkaError, BrokerUnavailable, KeyStoreUnavailable) as exc:
-                log.warning("replay failed; retrying", partition=part.number, error=str(exc))
-                part.tasks.clear()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX_S)
-        part.replayed_to = end
+            except Exception as exc:
+                # Without a snapshot the log from offset 0 gives the same state, slower.
+                last = attempt == LOAD_ATTEMPTS - 1
+                log.warning(
+                    "snapshot not read; replaying the log" if last else "snapshot not read",
+                    partition=part.number,
+                    error=str(exc)[:200],
+                )
+                if not last:
+                    await asyncio.sleep(0.5 * 2**attempt)
+        if snapshot is not None:
+            await self._restore(part, snapshot)
+        part.loaded.set()
+        pending, part.pending = part.pending, []
+        if pending:
+            await self._apply(part, pending)
+        log.info(
+            "partition restored",
+            partition=part.number,
+            offset=part.position,
+            tasks=len(part.tasks),
+        )
+
+    async def _restore(self, part: _Partition[S], snapshot: Snapshot) -> None:
+        records = snapshot.records
+        await self.codec.prepare_records(r.value for _, r in records)
+        for offset, record in records:
+            event = await self._decode_or_dlq(record, part.number, offset)
+            if event is not None:
+                self.fold(part, event, offset, record=record)
+        part.position = part.snapshot_at = snapshot.offset
+        self._observed_to[part.number] = max(self._observed_to.get(part.number, 0), snapshot.offset)
+
+    async def _check_caught_up(self) -> None:
+        waiting = [
+            p for p in self.partitions.values() if p.loaded.is_set() and not p.ready.is_set()
+        ]
+        unknown = [p.number for p in waiting if p.target is None]
+        if unknown:
+            for lag in await self.heartbeats.positions.lag(unknown):
+                part = self.partitions.get(lag.partition)
+                if part is not None and lag.high_watermark is not None:
+                    part.target = lag.high_watermark
+        for part in waiting:
+            if part.target is not None and part.position >= part.target:
+                self._caught_up(part)
+
+    def _caught_up(self, part: _Partition[S]) -> None:
         part.ready.set()
-        if self.deadline is not None and self._ticker is None:
-            self._ticker = asyncio.create_task(self._tick())
         if self.background is not None and self._background is None:
             # Work of the worker as a whole (a model fit), started once history is known.
             self._background = asyncio.create_task(self.background(self))
         for task_id in list(part.tasks):
-            self.schedule(part, task_id)
-        log.info("partition replayed", partition=part.number, offset=end, tasks=len(part.tasks))
+            self.decide(part, task_id)
+        log.info("partition caught up", partition=part.number, offset=part.position)
 
-    async def _fold_history(self, part: _Partition[S], tp: TopicPartition) -> int:
-        consumer = create_consumer(self.settings)
-        await consumer.start()
-        try:
-            consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
-            end: int | None = None
-            position = 0
-            while end is None or position < end:
-                batches = await consumer.getmany(tp, timeout_ms=200, max_records=1000)
-                for message in batches.get(tp, []):
-                    record = Record(
-                        key=message.key,
-                        value=message.value,
-                        headers=tuple(message.headers or ()),
-                    )
-                    event = await self._decode_or_dlq(record, tp.partition, message.offset)
-                    if event is not None:
-                        self.fold(part, event, message.offset, live=False)
-                    position = message.offset + 1
-                if end is None:
-                    # The first high watermark seen is the end of history; later records
-                    # arrive through the stream.
-                    end = consumer.highwater(tp)
-            return position if end is None else max(position, end)
-        finally:
-            await consumer.stop()
+    # -- timers ------------------------------------------------------------------------
+    async def _tick(self) -> None:
+        """Decide again for tasks whose deadline or retry has come; mark partitions that
+        caught up; take snapshots when due."""
+        last_snapshot = asyncio.get_running_loop().time()
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                for task_id in self.jobs.due(self.clock()):
+                    part = self._part_of.get(task_id)
+                    if part is not None and part.ready.is_set():
+                        self.decide(part, task_id)
+                await self._check_caught_up()
+                now = asyncio.get_running_loop().time()
+                if now - last_snapshot >= self.settings.snapshot_interval_s:
+                    last_snapshot = now
+                    await self.snapshot()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("worker timer failed", worker=self.name)
+
+    async def snapshot(self, partitions: Iterable[int] | None = None) -> None:
+        """Save the snapshot of each (given) caught-up partition that moved since its last."""
+        numbers = list(self.partitions) if partitions is None else list(partitions)
+        for number in numbers:
+            part = self.partitions.get(number)
+            if part is None or not part.ready.is_set() or part.position == part.snapshot_at:
+                continue
+            records = sorted(
+                (item for task_records in part.records.values() for item in task_records),
+                key=lambda item: item[0],
+            )
+            position = part.position
+            try:
+                await self.snapshots.save(number, Snapshot(position, records, len(part.tasks)))
+            except Exception as exc:
+                log.warning("snapshot not saved", partition=number, error=str(exc)[:200])
+                continue
+            part.snapshot_at = position
+            covered = [item for item in part.unacked if item.message.offset < position]
+            part.unacked = [item for item in part.unacked if item.message.offset >= position]
+            for item in covered:
+                item.ack()
 
     # -- faust -------------------------------------------------------------------------
     def app(self) -> faust.App:
         """The faust app: one agent over wrench.events in this worker's consumer group."""
         s = self.settings
         _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
-        # faust makes a data directory even for memory tables (its parent must exist); never
-        # in the caller's working directory.
-        datadir = Path(tempfile.gettempdir()) / "wrenchai-faust"
-        datadir.mkdir(exist_ok=True)
+        datadir = s.data_dir or Path(tempfile.gettempdir()) / "wrenchai"
+        (datadir / "faust").mkdir(parents=True, exist_ok=True)
         app = faust.App(
             self.group,
             broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
             value_serializer="raw",
             key_serializer="raw",
             store="memory://",
-            datadir=str(datadir / self.group),
+            # faust makes a data directory even for memory tables: never in the caller's
+            # working directory.
+            datadir=str(datadir / "faust" / self.group),
             web_enabled=False,
             autodiscover=False,
             # Topics are created and checked by `wrenchai topics create`, never by a worker,
@@ -414,14 +531,21 @@ class Worker(Generic[S, J]):
         )
 
         async def consume(stream: Any) -> None:
-            async for item in stream.events():
-                message = item.message
-                record = Record(
-                    key=message.key,
-                    value=message.value,
-                    headers=_headers(message.headers),
-                )
-                await self.handle(record, message.partition, message.offset)
+            # Not acked when handled: an event is acked once a snapshot covers it, so the
+            # offsets faust commits never pass the snapshot a successor restores.
+            async for batch in stream.noack_take(BATCH_MAX, within=BATCH_WITHIN_S):
+                items = []
+                for item in batch:
+                    message = item.message
+                    record = Record(
+                        key=message.key, value=message.value, headers=_headers(message.headers)
+                    )
+                    items.append((message.partition, message.offset, record))
+                await self.handle_batch(items)
+                for item in batch:
+                    part = self.partitions.get(item.message.partition)
+                    if part is not None:
+                        part.unacked.append(item)
 
         app.agent(topic, name=f"{self.group}.consume")(consume)
 
@@ -433,13 +557,13 @@ class Worker(Generic[S, J]):
         # mode's signals call receivers as receiver(sender, *args, signal=..., **kwargs).
         async def assigned(sender: Any, *args: Any, **_: Any) -> None:
             mine = {tp.partition for tp in args[0] if tp.topic == self.topic}
-            self.revoke(set(self.partitions) - mine)
+            await self._give_up(set(self.partitions) - mine)
             self.assign(sorted(mine))
             self.heartbeats.soon()
             log.info("partitions assigned", worker=self.name, partitions=sorted(mine))
 
         async def revoked(sender: Any, *args: Any, **_: Any) -> None:
-            self.revoke({tp.partition for tp in args[0] if tp.topic == self.topic})
+            await self._give_up({tp.partition for tp in args[0] if tp.topic == self.topic})
             self.heartbeats.soon()
 
         async def shutdown(sender: Any, *_: Any, **__: Any) -> None:
@@ -450,21 +574,29 @@ class Worker(Generic[S, J]):
         app.on_before_shutdown.connect(cast(Any, shutdown), weak=False)
         return app
 
+    async def _give_up(self, partitions: set[int]) -> None:
+        """Snapshot, then revoke: the next owner replays only what came after."""
+        if partitions:
+            await self.snapshot(partitions)
+            self.revoke(partitions)
+
     async def close(self) -> None:
-        """Let running jobs finish for a moment, cancel the rest, flush the producer."""
-        jobs = list(self.running.values())
+        """Let running jobs finish for a moment, snapshot, cancel the rest, flush."""
+        jobs = self.jobs.tasks()
         if jobs:
             _, pending = await asyncio.wait(jobs, timeout=STOP_GRACE_S)
             for task in pending:
                 task.cancel()
-        for replay in self._replays.values():
-            replay.cancel()
+        for load in self._loads.values():
+            load.cancel()
         if self._ticker is not None:
             self._ticker.cancel()
         if self._background is not None:
             self._background.cancel()
+        await self.snapshot()
         await self.heartbeats.stop()
         await self.producer.stop()
+        await self.snapshots.close()
         log.info("worker stopped", worker=self.name, cancelled_jobs=len(jobs))
 
     def main(self) -> None:
@@ -480,6 +612,76 @@ class Worker(Generic[S, J]):
             quiet=True,
         )
         worker.execute_from_commandline()
+
+
+class _Failures:
+    """What a worker does about a job that keeps failing: the heartbeat names the error,
+    and after ``ALERT_AFTER`` failures in a row the task gets alert.raised JOB_FAILING (its
+    id derived from the task, the agent and the job, so a retry of the alert is the same
+    event), cleared when the job succeeds."""
+
+    def __init__(self, worker: Worker[Any, Any]) -> None:
+        self.worker = worker
+
+    def _tenant(self, task_id: uuid.UUID) -> str | None:
+        part = self.worker._part_of.get(task_id)
+        return part.tenants.get(task_id) if part is not None else None
+
+    def failed(self, task_id: uuid.UUID, key: str, error: BaseException, failures: int) -> None:
+        self.worker.heartbeats.job_failed(
+            error,
+            attempt=failures,
+            attempts=ALERT_AFTER,
+            task_id=task_id,
+            tenant_id=self._tenant(task_id),
+        )
+
+    def failing(self, task_id: uuid.UUID, key: str, error: BaseException, failures: int) -> None:
+        message = (
+            f"{self.worker.name}'s job {key} failed {failures} times in a row "
+            f"({type(error).__name__}); it is retried on a schedule"
+        )
+        payload = AlertRaised(
+            alert_id=self._alert_id(task_id, key),
+            level="critical",
+            code="JOB_FAILING",
+            message=message,
+            details={"agent": self.worker.name, "job": key, "failures": failures},
+        )
+        self._publish(task_id, payload, f"failing/{key}/{failures}")
+
+    def recovered(self, task_id: uuid.UUID, key: str, failures: int) -> None:
+        payload = AlertCleared(
+            alert_id=self._alert_id(task_id, key),
+            code="JOB_FAILING",
+            reason=f"the job succeeded after {failures} failures",
+        )
+        self._publish(task_id, payload, f"recovered/{key}/{failures}")
+
+    def _alert_id(self, task_id: uuid.UUID, key: str) -> str:
+        return f"{task_id}:JOB_FAILING:{self.worker.name}:{key}"[:200]
+
+    def _publish(self, task_id: uuid.UUID, payload: Any, step: str) -> None:
+        tenant = self._tenant(task_id)
+        if tenant is None:
+            return
+        name = f"wrench:{self.worker.name}:{task_id}:{step}"
+        event = Event.new(
+            payload,
+            tenant_id=tenant,
+            actor=Actor(kind="agent", id=self.worker.name),
+            task_id=task_id,
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, name),
+            occurred_at=self.worker.clock(),
+        )
+
+        async def send() -> None:
+            try:
+                await self.worker.producer.publish(event)
+            except Exception:
+                log.exception("alert not published", task_id=str(task_id), code=payload.code)
+
+        self.worker.spawn(send())
 
 
 def _faust_fetch_wait(milliseconds: int) -> None:

@@ -58,7 +58,6 @@ from events import (
     UsageRecorded,
 )
 from processors.inspector.quality import Priors, thompson_draws
-from processors.journey.tool_usage import CircuitBreaker
 from processors.reasoning import (
     LLMClient,
     LLMReasoner,
@@ -89,6 +88,8 @@ from processors.shared.roles import (
     load_role_catalog,
     validate_role_assignment,
 )
+from processors.shared.statistics import NewestFit, Statistics, StatisticsReader, keep_fresh
+from processors.shared.tool_usage import CircuitBreaker
 from processors.tools import Allocation, PlanningError, ToolRegistry, allocate_tools
 from processors.tools import builtin_registry as _builtin_registry
 from processors.tools.allocation import forbidden_tools
@@ -112,8 +113,8 @@ FOLDED_TYPES = frozenset(
         *TERMINAL_TYPES,
     }
 )
-"""The event types the SuperAgent folds (tool.returned for its circuit breaker); it skips
-the others unread."""
+"""The event types the SuperAgent folds (tool.returned for its circuit breaker, quality.fitted
+for Thompson sampling); it skips the others unread."""
 OPEN_CIRCUIT_PRIOR = (1.0, 19.0)
 """The reliability allocation assumes for a tool whose circuit is open (a mean of 0.05), so
 an alternative with the same capability wins while it cools down."""
@@ -281,13 +282,30 @@ class SuperAgent:
         self.clock = clock
         self.breaker = CircuitBreaker()
         self.priors = Priors()
+        self.newest_fit = NewestFit()
 
     def observe(self, event: Event) -> None:
-        """Fold tool.returned into the circuit breaker and quality.fitted into the tools'
-        posteriors that Thompson sampling draws from."""
+        """Record tool.returned in the circuit breaker and take a newer quality.fitted as
+        the tools' posteriors that Thompson sampling draws from, at once; the next load of
+        the statistics brings every partition's, and counts nothing twice."""
         self.breaker.observe(event)
         if isinstance(event.payload, QualityFitted):
-            self.priors = self.priors.with_fit(event.payload)
+            self._use_fit(event.payload, event.occurred_at)
+
+    def use_statistics(self, statistics: Statistics) -> None:
+        """Take the breakers' calls of every partition and the newest fit."""
+        self.breaker.record_all(statistics.outcomes)
+        if statistics.fit is not None:
+            self._use_fit(statistics.fit.fitted, statistics.fit.fitted_at)
+
+    async def keep_statistics(self, settings: Settings) -> None:
+        """Load the statistics now and every WRENCH_STATS_REFRESH_S (a worker's background)."""
+        reader = StatisticsReader(settings, outcomes=True, fits=True)
+        await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
+
+    def _use_fit(self, fitted: QualityFitted, fitted_at: datetime) -> None:
+        if self.newest_fit.offer(fitted, fitted_at):
+            self.priors = self.priors.with_fit(fitted)
 
     @classmethod
     def offline(cls, registry: ToolRegistry | None = None, clock: Clock = _utcnow) -> SuperAgent:
@@ -503,4 +521,6 @@ def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
         run=agent.run,
         observe=agent.observe,
         suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
+        background=lambda _: agent.keep_statistics(settings),
+        closed=lambda state: state.settled,
     )

@@ -22,7 +22,10 @@ TINY: dict[str, tuple[list[str], list[str]]] = {
         ["--events", "500", "--batch-size", "100"],
         ["projector:", "baseline", "ratio"],
     ),
-    "journey.py": (["--tasks", "3", "--concurrency", "4"], ["tasks/s", "overhead/step", "floor"]),
+    "journey.py": (
+        ["--tasks", "3"],
+        ["lone task", "tasks/s", "overhead/step", "ms/task", "peer", "floor"],
+    ),
     "inspector.py": (
         ["--evaluations", "200", "--groups", "5", "--draws-1000", "50"],
         ["per evaluation", "baseline", "converged"],

@@ -83,6 +83,7 @@ EXPECTED = {
     "Event",
     "EventDecodeError",
     "EventPayload",
+    "Delivery",
     "EventProducer",
     "EventsError",
     "FernetCipher",

@@ -1,11 +1,11 @@
 """The agents' pure cores run together on an in-memory log, as their workers run them.
 
-Each event appended to the log is folded into every processor's state of its task; then
-``decide(state, now)`` lists the task's jobs: a key neither running nor finished (while
-listed) starts ``run(job, emit)`` as an asyncio task, a running job no longer listed is
-cancelled (Worker.schedule without the broker). The clock moves only when a test moves it
-or a job waits for a backoff (it jumps to ``not_before``); tasks whose deadline has come
-are decided again every ``TICK_S``, as the worker's timer does.
+Each event appended to the log is folded into every processor's state of its task; then the
+worker's own scheduling (:class:`processors.runtime._scheduler.Jobs`) starts, cancels and retries
+the jobs ``decide(state, now)`` lists, and their events are appended to the log. The clock
+moves only when a test moves it, or when nothing runs and a stage waits out a recovery's
+backoff (it jumps to the end of the wait); tasks whose deadline has come are decided again
+every ``TICK_S``, as the worker's timer does. A job that raises fails the test.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from processors.inspector import agent as inspector_agent
 from processors.inspector.agent import InspectorAgent
 from processors.journey import execution
 from processors.journey.agent import CLOSING_TYPES, JourneyAgent
+from processors.runtime._scheduler import Jobs
 from processors.super import agent as super_agent
 from processors.super.agent import PLAN_TYPES, SuperAgent
 
 S = TypeVar("S")
-Mark = tuple[uuid.UUID, str]
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 USER = Actor(kind="user", id="alice")
 TICK_S = 0.05
@@ -57,9 +57,13 @@ class Processor(Generic[S]):
     observe: Callable[[Event], None] | None = None
     suppress: Callable[[S, Event], bool] | None = None
     deadline: Callable[[S], datetime | None] | None = None
+    retry_at: Callable[[S], datetime | None] | None = None
     states: dict[uuid.UUID, S] = field(default_factory=dict)
-    running: dict[Mark, asyncio.Task[None]] = field(default_factory=dict)
-    finished: set[Mark] = field(default_factory=set)
+    jobs: Jobs[S, Any] | None = None
+
+    def scheduler(self) -> Jobs[S, Any]:
+        assert self.jobs is not None
+        return self.jobs
 
 
 def planner(agent: SuperAgent) -> Processor[Any]:
@@ -87,6 +91,7 @@ def executor(agent: JourneyAgent, require_acceptance: bool = False) -> Processor
         observe=agent.observe,
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         deadline=execution.deadline,
+        retry_at=execution.next_retry,
     )
 
 
@@ -99,6 +104,22 @@ def inspector(agent: InspectorAgent) -> Processor[Any]:
         agent.run,
         observe=agent.observe,
     )
+
+
+class _Raise:
+    """A job that raises fails the test: settle() raises the first error."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        self.errors = errors
+
+    def failed(self, task_id: uuid.UUID, key: str, error: BaseException, failures: int) -> None:
+        self.errors.append(error)
+
+    def failing(self, task_id: uuid.UUID, key: str, error: BaseException, failures: int) -> None:
+        pass
+
+    def recovered(self, task_id: uuid.UUID, key: str, failures: int) -> None:
+        pass
 
 
 class Driver:
@@ -115,6 +136,15 @@ class Driver:
         self.log: list[Event] = list(history)
         self.errors: list[BaseException] = []
         self._wake = asyncio.Event()
+        for proc in processors:
+            proc.jobs = Jobs(
+                proc.decide,
+                proc.run,
+                concurrency=0,
+                clock=self.clock,
+                deadline=proc.deadline,
+                failures=_Raise(self.errors),
+            )
         for event in self.log:
             self._fold(event, live=False)
         self._folded = len(self.log)
@@ -163,14 +193,35 @@ class Driver:
                 self._fold(self.log[self._folded - 1], live=True)
             if self.errors:
                 raise self.errors[0]
-            tasks = [task for proc in self.processors for task in proc.running.values()]
+            tasks = [task for proc in self.processors for task in proc.scheduler().tasks()]
             if not tasks:
+                if self._backoff_over():
+                    continue
                 return self.log[start:]
             self._wake.clear()
             waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([waiter, *tasks], timeout=TICK_S, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(
+                [waiter, *tasks], timeout=TICK_S, return_when="FIRST_COMPLETED"
+            )
             waiter.cancel()
+            if not done:
+                self._backoff_over()  # the running jobs wait for something: time passes
             self._decide_all(due_only=True)
+
+    def _backoff_over(self) -> bool:
+        """Let the earliest recovery backoff pass at once."""
+        waits = [
+            when
+            for proc in self.processors
+            if proc.retry_at is not None
+            for state in proc.states.values()
+            if (when := proc.retry_at(state)) is not None and when > self.clock()
+        ]
+        if not waits:
+            return False
+        self.clock.now = min(waits)
+        self._decide_all(due_only=True)
+        return True
 
     def state(self, processor: int, task_id: uuid.UUID | None) -> Any:
         assert task_id is not None
@@ -191,38 +242,16 @@ class Driver:
     def _decide_all(self, *, due_only: bool = False) -> None:
         """Decide for every task, or only for those whose deadline has come (the ticker)."""
         for proc in self.processors:
-            for task_id, state in list(proc.states.items()):
-                when = proc.deadline(state) if proc.deadline is not None else None
-                if not due_only or (when is not None and when <= self.clock()):
+            due = set(proc.scheduler().due(self.clock())) if due_only else None
+            for task_id in list(proc.states):
+                if due is None or task_id in due:
                     self._schedule(proc, task_id)
 
     def _schedule(self, proc: Processor[Any], task_id: uuid.UUID) -> None:
-        jobs = proc.decide(proc.states[task_id], self.clock())
-        due = {job.key for job in jobs}
-        proc.finished = {m for m in proc.finished if m[0] != task_id or m[1] in due}
-        for mark, task in list(proc.running.items()):
-            if mark[0] == task_id and mark[1] not in due:
-                task.cancel()
-        for job in jobs:
-            mark = (task_id, job.key)
-            if mark not in proc.running and mark not in proc.finished:
-                proc.running[mark] = asyncio.create_task(self._perform(proc, mark, job))
+        async def send(event: Event) -> None:
+            state = proc.states.get(task_id)
+            if proc.suppress is None or state is None or not proc.suppress(state, event):
+                self.log.append(event)
+                self._wake.set()
 
-    async def _perform(self, proc: Processor[Any], mark: Mark, job: Any) -> None:
-        not_before = getattr(job, "not_before", None)
-        if not_before is not None and not_before > self.clock():
-            self.clock.now = not_before  # the backoff passes at once
-        try:
-            await proc.run(job, lambda event: self._emit(proc, mark[0], event))
-            proc.finished.add(mark)
-        except Exception as exc:  # surfaced by settle(), never swallowed
-            self.errors.append(exc)
-        finally:
-            proc.running.pop(mark, None)
-            self._wake.set()
-
-    async def _emit(self, proc: Processor[Any], task_id: uuid.UUID, event: Event) -> None:
-        state = proc.states.get(task_id)
-        if proc.suppress is None or state is None or not proc.suppress(state, event):
-            self.log.append(event)
-            self._wake.set()
+        proc.scheduler().schedule(task_id, proc.states[task_id], send)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import psutil
 import pytest
@@ -48,7 +49,13 @@ def _clean_env() -> dict[str, str]:
 class DevStack:
     """One `wrenchai dev` process, its output in a file (a full pipe would block it)."""
 
-    def __init__(self, state_dir: Path, output: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        output: Path,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.state_dir = state_dir
         self.api_port = free_port()
         self.broker_port = free_port()
@@ -57,7 +64,8 @@ class DevStack:
         with open(output, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(state_dir),
-                 "--api-port", str(self.api_port), "--broker-port", str(self.broker_port)],
+                 "--api-port", str(self.api_port), "--broker-port", str(self.broker_port),
+                 *args],
                 stdout=out, stderr=subprocess.STDOUT, env={**_clean_env(), **(env or {})},
             )  # fmt: skip
         self.started = time.monotonic()
@@ -151,8 +159,10 @@ def start_dev(tmp_path: Path) -> Iterator[Any]:
     """Starts `wrenchai dev` on a state dir; everything started is gone after the test."""
     stacks: list[DevStack] = []
 
-    def start(state_dir: Path, env: dict[str, str] | None = None) -> DevStack:
-        stack = DevStack(state_dir, tmp_path / f"dev-{len(stacks)}.out", env)
+    def start(
+        state_dir: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ) -> DevStack:
+        stack = DevStack(state_dir, tmp_path / f"dev-{len(stacks)}.out", env, args)
         stacks.append(stack)
         return stack
 
@@ -456,3 +466,56 @@ def test_code_run_by_a_task_sees_no_secret_of_the_stack(state_dir: Path, start_d
     history = stack.client.get(f"/tasks/{task_id}/events").text
     assert canary not in history
     _stop_cleanly(stack)
+
+
+def test_dev_runs_replicas_of_an_agent_that_share_its_partitions(
+    state_dir: Path, start_dev: Any
+) -> None:
+    """`--replicas journey-agent=2` runs two JourneyAgent workers, each logging to its own
+    file and holding some of the partitions (as their heartbeats say), and tasks complete."""
+    stack: DevStack = start_dev(state_dir, args=("--replicas", "journey-agent=2"))
+    stack.wait_ready()
+    journeys = [
+        child
+        for child in psutil.Process(stack.proc.pid).children()
+        if "worker journey-agent" in " ".join(child.cmdline())
+    ]
+    assert len(journeys) == 2
+    assert (state_dir / "logs" / "journey-agent-2.log").exists()
+    ids = [stack.submit(f"{REPORT} ({n})")["task_id"] for n in range(4)]
+    for task_id in ids:
+        _wait_planned(stack, task_id, "completed")
+    deadline = time.monotonic() + 30
+    while True:
+        held = asyncio.run(_partitions_of(state_dir, "journey-agent"))
+        if len(held) == 2 and sorted(p for ps in held for p in ps) == list(range(6)):
+            break
+        assert time.monotonic() < deadline, held
+        time.sleep(0.5)
+
+
+async def _partitions_of(state_dir: Path, agent_id: str) -> list[list[int]]:
+    """The partitions each live process of ``agent_id`` holds, from the dev stack's
+    Postgres (agent_instances, folded from heartbeats)."""
+    url = (state_dir / "secrets" / "database_url").read_text().strip()
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT partitions FROM agent_instances WHERE agent_id = $1 "
+            "AND heartbeat_at > now() - interval '30 seconds' AND partitions <> '{}'",
+            agent_id,
+        )
+    finally:
+        await conn.close()
+    return [list(row["partitions"]) for row in rows]
+
+
+def test_dev_refuses_replicas_of_an_unknown_agent(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "wrenchai", "dev", "--state-dir", str(tmp_path / "s"),
+         "--replicas", "nobody=2", "--api-port", str(free_port())],
+        capture_output=True, text=True, env=_clean_env(), timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "no worker named 'nobody'" in result.stderr and "journey-agent" in result.stderr
+    assert not (tmp_path / "s" / "postgres").exists()

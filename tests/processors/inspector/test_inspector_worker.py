@@ -1,6 +1,7 @@
-"""The three agents as they run, on the real broker: the InspectorAgent judges every
-completed step, the JourneyAgent waits for its verdicts and retries a rejected output with
-the suggestions, and the quality model is fitted in another process and published."""
+"""The three agents as they run, on the real broker with the projector and Postgres: the
+InspectorAgent judges every completed step, the JourneyAgent waits for its verdicts and
+retries a rejected output with the suggestions, and the quality model is fitted in another
+process, on the evaluation counts of the read models, and published."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from events import (
     AlertRaised,
@@ -20,6 +22,7 @@ from events import (
     FernetCipher,
     bootstrap_topics,
 )
+from projections import migrate_database, run_projector
 from tests.processors.journey.test_journey_agent_worker import (
     Agents,
     finished,
@@ -35,11 +38,24 @@ FIT_WAIT_S = 180.0
 
 
 @pytest.fixture
-async def three(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[tuple[EventProducer, Log]]:
+async def three(
+    broker: EmbeddedBroker, database_url: str, tmp_path: Path
+) -> AsyncIterator[tuple[EventProducer, Log]]:
+    """The three agents and the projector, whose read models give the agents their
+    statistics (evaluation counts for the fit)."""
     settings = stack_settings(
-        broker, require_acceptance=True, fit_min_new=3, fit_draws=200, fit_chains=2
+        broker,
+        require_acceptance=True,
+        fit_min_new=3,
+        fit_draws=200,
+        fit_chains=2,
+        database_url=SecretStr(database_url),
+        stats_refresh_s=0.5,
     )
     await bootstrap_topics(settings)
+    await migrate_database(settings)
+    stop = asyncio.Event()
+    projector = asyncio.create_task(run_projector(settings, stop=stop))
     agents = Agents(settings, tmp_path)
     codec = Codec(FernetCipher(settings.fernet_keys()))
     producer = EventProducer(settings, codec)
@@ -50,6 +66,8 @@ async def three(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[tuple[E
     finally:
         await producer.stop()
         agents.stop_all()
+        stop.set()
+        await asyncio.wait_for(projector, 60)
 
 
 async def test_outputs_are_judged_rejected_ones_retried_and_the_model_is_fitted(

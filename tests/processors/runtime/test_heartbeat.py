@@ -26,6 +26,7 @@ from events import (
     SYSTEM_TENANT,
     Actor,
     AgentHeartbeat,
+    AlertRaised,
     Codec,
     Event,
     EventProducer,
@@ -40,6 +41,7 @@ from processors.runtime import Worker
 from processors.runtime._heartbeat import LogPositions, tasks_in_flight
 from processors.super.agent import PlanTask, SuperAgent
 from projections import run_projector
+from tests.events.topic_reader import read_topic
 from tests.processors.super.test_super_agent_worker import Log, WorkerProcess
 from wrenchai.settings import Settings
 
@@ -127,7 +129,7 @@ async def test_the_heartbeat_groups_running_tasks_by_tenant_and_names_the_last_e
     shell: tuple[Worker[Event, Work], asyncio.Event], settings: Settings
 ) -> None:
     """Jobs running for two acme tasks and one globex task are its tasks in flight, per
-    tenant; a job that fails three times leaves JOB_ABANDONED with its task and tenant, and
+    tenant; a job that fails three times in a row leaves JOB_FAILING with its task and tenant, and
     nothing of the error's text. The heartbeat is a _system event of the agent, for
     wrench.admin, listing the partitions and their lag."""
     worker, _ = shell
@@ -135,23 +137,36 @@ async def test_the_heartbeat_groups_running_tasks_by_tenant_and_names_the_last_e
     failing = submitted("acme", description="fail")
     part = worker.partitions[0]
     for offset, event in enumerate([*tasks["acme"], *tasks["globex"], failing]):
-        worker.fold(part, event, offset, live=True)
-    mark = (failing.task_id, "work")
-    await eventually(lambda: _true(mark in worker.finished), "the failing job abandoned")
+        task_id = worker.fold(part, event, offset)
+        assert task_id is not None
+        worker.decide(part, task_id)
+    assert failing.task_id is not None
+
+    def failures() -> int:
+        waiting = worker.jobs.waiting.get(failing.task_id, {}).get("work")
+        return waiting.failures if waiting is not None else 0
+
+    await eventually(lambda: _true(failures() >= 3), "the failing job failed three times")
 
     event = await worker.heartbeats.heartbeat()
     beat = event.payload
     assert isinstance(beat, AgentHeartbeat)
     assert beat.agent_id == "test-agent" and beat.partitions == [0, 1, 2]
     assert [lag.partition for lag in beat.lag] == [0, 1, 2]
-    assert all(lag.high_watermark == 0 and lag.lag == 0 for lag in beat.lag)
+    # The only record on the log: the failing job's alert on its task's partition.
+    assert sum(lag.high_watermark or 0 for lag in beat.lag) == 1
+    [record] = await read_topic(settings, settings.topic("events"), 1)
+    alert = worker.codec.decode(record.value, tuple(record.headers))
+    assert isinstance(alert.payload, AlertRaised) and alert.payload.code == "JOB_FAILING"
+    assert alert.task_id == failing.task_id and alert.tenant_id == "acme"
+    assert alert.payload.details == {"agent": "test-agent", "job": "work", "failures": 3}
     assert beat.jobs_running == 3
     assert beat.tasks_in_flight == {
         tenant: TasksInFlight(count=len(events), task_ids=sorted(e.task_id for e in events))
         for tenant, events in tasks.items()
     }
     error = beat.last_error
-    assert error is not None and error.code == "JOB_ABANDONED"
+    assert error is not None and error.code == "JOB_FAILING"
     assert (error.task_id, error.tenant_id) == (failing.task_id, "acme")
     assert "RuntimeError" in error.message and "secret" not in event.model_dump_json()
     assert event.tenant_id == SYSTEM_TENANT and event.task_id is None

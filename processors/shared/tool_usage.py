@@ -1,29 +1,31 @@
 """Tool usage: what the log says about each tool, and which tool a stage should call.
 
-- :class:`ToolStats` folds tool.returned events into success rate, latency and cost per
-  tool and task type (the task type is the plan's playbook).
+- :class:`ToolStats` holds success rate, latency and cost per tool and task type (the task
+  type is the plan's playbook), counted from tool.returned events.
 - :class:`CircuitBreaker` opens a tool's circuit after ``threshold`` consecutive failures
   and keeps it open for ``cooldown_s``; after that calls may try it again (half-open): a
-  success closes it, and one more failure opens it again at once. Time is the events'
-  ``occurred_at``, so replaying old failures after a restart does not open a circuit that
-  has long cooled down.
+  success closes it, and one more failure opens it again at once. Calls are ordered by the
+  events' ``occurred_at``, so replaying old failures after a restart does not open a
+  circuit that has long cooled down, and each call counts once however often it is seen.
 - :func:`optimize_tool_usage` orders a stage's candidate tools (its tool, then its
   alternates) by observed success rate for the task type, then speed, keeping the plan's
   order where the history says nothing, and puts tools with an open circuit last.
 - :func:`input_hash` is the cache key of a call: identical input to an idempotent tool
   within one task reuses the earlier result instead of calling again.
 
-A worker folds these from the partitions it owns; with several workers each sees its share,
-which is a sample of the same traffic.
+The agents load both from the read models of every partition (:mod:`processors.shared.statistics`),
+so every worker of a kind ranks and refuses tools alike; a worker also records the calls it
+sees on its own partitions in its breaker at once, which the next load does not count again.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from events import Event, ToolReturned, canonical_json
 
@@ -78,43 +80,69 @@ class ToolStats:
         """What is known of ``tool`` for ``task_type`` (empty when nothing is)."""
         return self._seen.get((tool, task_type), Observed())
 
+    def load(self, seen: Mapping[tuple[str, str | None], Observed]) -> None:
+        """Replace everything known with ``seen``: the totals of every partition."""
+        self._seen = dict(seen)
+
+
+class Outcome(NamedTuple):
+    """One call that ran a tool, as its circuit sees it: the tool.returned's id and time,
+    and whether the tool succeeded."""
+
+    tool: str
+    call_id: uuid.UUID
+    occurred_at: datetime
+    ok: bool
+
 
 class CircuitBreaker:
-    """Per-tool circuit: closed, open for a cool-down after repeated failures, half-open."""
+    """Per-tool circuit: closed, open for a cool-down after repeated failures, half-open.
+
+    It keeps each tool's last ``threshold`` calls, in the order they happened: the circuit
+    is open while all of them failed and the last is younger than the cool-down. That is
+    the same whatever order calls arrive in and however often one is seen, so calls read
+    from Postgres and calls seen live on the log add up without counting one twice.
+    """
 
     def __init__(
         self, threshold: int = BREAKER_THRESHOLD, cooldown_s: float = BREAKER_COOLDOWN_S
     ) -> None:
         self.threshold = threshold
         self.cooldown = timedelta(seconds=cooldown_s)
-        self._failures: dict[str, int] = {}
-        self._opened: dict[str, datetime] = {}
+        self._recent: dict[str, list[Outcome]] = {}
 
     def observe(self, event: Event) -> None:
-        """Count a tool.returned: a success closes the circuit, a failure may open it."""
+        """Record a tool.returned: a success closes the circuit, a failure may open it."""
         payload = event.payload
-        if not isinstance(payload, ToolReturned) or payload.cached:
+        if not isinstance(payload, ToolReturned) or payload.cached or _refused(payload):
+            return  # a reused result, or a refusal by the breaker itself: the tool never ran
+        self.record(Outcome(payload.tool, event.id, event.occurred_at, payload.outcome == "ok"))
+
+    def record(self, outcome: Outcome) -> None:
+        """Record one call; a call already recorded changes nothing."""
+        recent = self._recent.setdefault(outcome.tool, [])
+        if any(seen.call_id == outcome.call_id for seen in recent):
             return
-        tool = payload.tool
-        if payload.outcome == "ok":
-            self._failures.pop(tool, None)
-            self._opened.pop(tool, None)
-            return
-        if _refused(payload):
-            return  # a refusal by the breaker itself is not a failure of the tool
-        self._failures[tool] = self._failures.get(tool, 0) + 1
-        if self._failures[tool] >= self.threshold:
-            self._opened[tool] = event.occurred_at
+        recent.append(outcome)
+        recent.sort(key=lambda seen: (seen.occurred_at, seen.call_id))
+        del recent[: -self.threshold]
+
+    def record_all(self, outcomes: Iterable[Outcome]) -> None:
+        """Record each of ``outcomes``."""
+        for outcome in outcomes:
+            self.record(outcome)
 
     def is_open(self, tool: str, now: datetime) -> bool:
         """Whether calls to ``tool`` are refused at ``now``. After the cool-down the circuit
         is half-open: calls pass, and the next failure opens it again at once."""
-        opened = self._opened.get(tool)
-        return opened is not None and now < opened + self.cooldown
+        recent = self._recent.get(tool, [])
+        if len(recent) < self.threshold or any(seen.ok for seen in recent):
+            return False
+        return now < recent[-1].occurred_at + self.cooldown
 
     def open_tools(self, now: datetime) -> set[str]:
         """Every tool whose circuit is open at ``now``."""
-        return {tool for tool in self._opened if self.is_open(tool, now)}
+        return {tool for tool in self._recent if self.is_open(tool, now)}
 
 
 def _refused(payload: ToolReturned) -> bool:
