@@ -26,6 +26,7 @@ from events import (
 )
 from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
 from projections._inspection_models import AlertsModel, EvaluationsModel, QualityModel
+from projections._statements import StatementPlan, ordering_key
 
 Statement = tuple[str, tuple[Any, ...]]
 
@@ -379,17 +380,11 @@ async def apply_all(
     names: Mapping[str, str] | None = None,
     models: Sequence[ReadModel] = READ_MODELS,
 ) -> None:
-    """Apply events in log order, sending runs of the same statement as one executemany."""
+    """Apply events in log order, each key's in order, grouped into few round trips
+    (projections._statements)."""
     names = names or {t: t for t in owned_tables(models)}
-    pending_sql: str | None = None
-    pending_args: list[tuple[Any, ...]] = []
+    plan = StatementPlan()
     for item in applied:
-        for model in models:
-            for sql, args in model.statements(item, names):
-                if sql != pending_sql and pending_args:
-                    await conn.executemany(pending_sql or "", pending_args)
-                    pending_args = []
-                pending_sql = sql
-                pending_args.append(args)
-    if pending_args and pending_sql:
-        await conn.executemany(pending_sql, pending_args)
+        statements = [s for model in models for s in model.statements(item, names)]
+        plan.add(ordering_key(item.event), statements)
+    await plan.run(conn)
