@@ -1,17 +1,20 @@
 """What one batch holds does not change what the projector writes: repeated event ids, a
-poison record between good ones and several tenants in one COPY."""
+poison record between good ones and several tenants in one COPY, and a batch thrown away
+while the next one was being read."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
 from events import Event, EventProducer, Record, TaskCancelled, create_consumer
-from projections import Projector, verify_archive
+from projections import Projector, ProjectorRunner, verify_archive
+from projections._projector import OffsetGap, ReadBatch
 from tests.events.topic_reader import read_topic
-from tests.projections.conftest import USER, submitted
+from tests.projections.conftest import USER, archived, eventually, submitted
 from wrenchai.settings import Settings
 
 
@@ -119,3 +122,43 @@ async def test_a_batch_mixing_tenants_keeps_each_tenants_rows_to_itself(
             seen = {r["tenant_id"] for r in await db.fetch("SELECT tenant_id FROM tasks")}
             logged = {r["tenant_id"] for r in await db.fetch("SELECT tenant_id FROM event_log")}
         assert seen == logged == {tenant}
+
+
+async def test_a_batch_discarded_while_the_next_was_read_is_fetched_again(
+    settings: Settings, producer: EventProducer, db: asyncpg.Connection, topics: dict[str, int]
+) -> None:
+    """When a batch's transaction is thrown away (here: its write fails once, as when another
+    projector got there first), the batch read meanwhile is dropped too and both are fetched
+    again from the stored offsets: nothing is lost, nothing is applied twice."""
+    settings = settings.model_copy(update={"projector_batch_size": 5})
+    runner = ProjectorRunner(settings)
+    write = runner.projector.write
+    failed: list[ReadBatch] = []
+
+    async def fail_the_first(conn: asyncpg.Connection, batch: ReadBatch) -> object:
+        if not failed:
+            failed.append(batch)
+            raise OffsetGap(0, 0, 1)
+        return await write(conn, batch)
+
+    runner.projector.write = fail_the_first  # type: ignore[assignment,method-assign]
+    events = [submitted(f"task {i}") for i in range(40)]
+    await producer.publish_many(events)
+    stop = asyncio.Event()
+    running = asyncio.create_task(runner.run(stop))
+    try:
+
+        async def all_archived() -> bool:
+            if running.done():
+                running.result()
+            return await archived(db) >= len(events)
+
+        await eventually(all_archived)
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 30)
+
+    assert failed
+    assert await archived(db) == len(events)
+    assert await db.fetchval("SELECT count(*) FROM event_log WHERE status <> 'applied'") == 0
+    assert await db.fetchval("SELECT count(*) FROM tasks") == len(events)
