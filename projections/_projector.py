@@ -23,7 +23,7 @@ import structlog
 from events import Codec, EventProducer, Record
 from projections._archive import GENESIS_HASH
 from projections._batch import ARCHIVE_COLUMNS, Fetched, ReadRecord, archive_row, read_batch
-from projections._read_models import owned_tables
+from projections._read_models import ModelsByType, owned_tables
 from projections._statements import StatementPlan, ordering_key
 from projections._streams import EVENTS, Stream
 from wrenchai.settings import Settings
@@ -80,6 +80,7 @@ class Projector:
         self.topic = stream.topic(settings)
         self.group = stream.group(settings)
         self.names = {t: t for t in owned_tables(stream.models)}
+        self.models = ModelsByType(stream.models)
 
     async def stored_offsets(self, conn: asyncpg.Connection) -> dict[int, int]:
         """The next offset to apply per partition, as committed with the read models."""
@@ -97,7 +98,7 @@ class Projector:
 
     async def read(self, batches: Fetched) -> dict[int, list[ReadRecord]]:
         """Everything of the batch that needs no database; see projections._batch."""
-        return await read_batch(self.codec, batches, self.stream.models, self.names)
+        return await read_batch(self.codec, batches, self.models, self.names)
 
     async def write(self, conn: asyncpg.Connection, batch: ReadBatch) -> BatchOutcome:
         """Archive and apply a batch read by :meth:`read`, in one transaction.

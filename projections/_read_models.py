@@ -56,6 +56,12 @@ class TasksModel:
     """One row per task: what was asked, its status, and the last event applied to it."""
 
     tables: tuple[str, ...] = ("tasks",)
+    event_types: tuple[str, ...] = (
+        TaskSubmitted.event_type,
+        PlanCreated.event_type,
+        ProgressUpdated.event_type,
+        *END_STATUS,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -179,6 +185,7 @@ class RolesModel:
     """The roles of each task in execution order, from roles.assigned."""
 
     tables: tuple[str, ...] = ("task_roles",)
+    event_types: tuple[str, ...] = (RolesAssigned.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -212,6 +219,7 @@ class AllocationsModel:
     """The tools of each role of each task, from tools.allocated."""
 
     tables: tuple[str, ...] = ("task_allocations",)
+    event_types: tuple[str, ...] = (ToolsAllocated.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -253,6 +261,7 @@ class PlansModel:
     see :class:`StepsModel`), from plan.created."""
 
     tables: tuple[str, ...] = ("task_plans", "task_stages")
+    event_types: tuple[str, ...] = (PlanCreated.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -321,6 +330,7 @@ class ThoughtsModel:
     """Every thought of every task, with its log position, from thought.recorded."""
 
     tables: tuple[str, ...] = ("task_thoughts",)
+    event_types: tuple[str, ...] = (ThoughtRecorded.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -374,6 +384,28 @@ def owned_tables(models: Sequence[ReadModel] = READ_MODELS) -> tuple[str, ...]:
     return tuple(t for m in models for t in m.tables)
 
 
+class ModelsByType:
+    """The read models that answer each event type, in their order. A model that declares
+    ``event_types`` (the types its statements() answer) is asked about those only, which
+    spares each event a call to every model that would ignore it; a model that declares
+    none is asked about every event."""
+
+    def __init__(self, models: Sequence[ReadModel]) -> None:
+        self.models = tuple(models)
+        self._by_type: dict[str, tuple[ReadModel, ...]] = {}
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        """Every statement the models make of ``applied``, in model order."""
+        event_type = applied.event.type
+        models = self._by_type.get(event_type)
+        if models is None:
+            models = tuple(
+                m for m in self.models if event_type in getattr(m, "event_types", (event_type,))
+            )
+            self._by_type[event_type] = models
+        return [s for model in models for s in model.statements(applied, names)]
+
+
 async def apply_all(
     conn: asyncpg.Connection,
     applied: Sequence[Applied],
@@ -383,8 +415,8 @@ async def apply_all(
     """Apply events in log order, each key's in order, grouped into few round trips
     (projections._statements)."""
     names = names or {t: t for t in owned_tables(models)}
+    by_type = ModelsByType(models)
     plan = StatementPlan()
     for item in applied:
-        statements = [s for model in models for s in model.statements(item, names)]
-        plan.add(ordering_key(item.event), statements)
+        plan.add(ordering_key(item.event), by_type.statements(item, names))
     await plan.run(conn)

@@ -7,13 +7,34 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events import Event, Position, TaskSubmitted
+from events import (
+    SYSTEM,
+    AgentHeartbeat,
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    ApiKeyUsed,
+    Event,
+    EventPayload,
+    KeyUse,
+    Position,
+    RoleChanged,
+    SessionRefreshed,
+    SessionRevoked,
+    SessionStarted,
+    TaskSubmitted,
+    TenantCreated,
+    TenantShredded,
+    UserCreated,
+    UserDisabled,
+)
+from projections import STREAMS
 from projections._read_models import READ_MODELS, Applied, apply_all, owned_tables
 from projections._statements import StatementPlan, _bulk_form, ordering_key
 from tests.events.execution_samples import executed_task
@@ -124,6 +145,41 @@ async def test_grouped_statements_build_the_tables_one_at_a_time_builds(
         grouped = await _rows(db, table)
         assert grouped, f"the log leaves {table} empty: the comparison would prove nothing"
         assert grouped == await _rows(db, reference[table]), table
+
+
+def test_each_read_model_declares_every_event_type_it_answers() -> None:
+    """A model is asked only about the event types it declares (projections._read_models.
+    ModelsByType): one that made statements of an undeclared type would miss those events."""
+    names = {t: t for stream in STREAMS for t in owned_tables(stream.models)}
+    samples = [*_busy_log(), *_admin_log()]
+    for model in (m for stream in STREAMS for m in stream.models):
+        declared = model.event_types  # type: ignore[attr-defined]
+        answered = {e.type for i, e in enumerate(samples) if _asked(model, e, i, names)}
+        assert answered <= set(declared), type(model).__name__
+        assert answered, f"no sample event for {type(model).__name__}: the check proves nothing"
+
+
+def _asked(model: Any, event: Event, offset: int, names: dict[str, str]) -> bool:
+    return bool(model.statements(Applied(event, Position(0, offset)), names))
+
+
+def _admin_log() -> list[Event]:
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    payloads: list[EventPayload] = [
+        TenantCreated(name="Acme"),
+        UserCreated(user_id="u1", username="alice", role="admin", password_hash="x"),
+        RoleChanged(user_id="u1", role="viewer"),
+        ApiKeyIssued(key_id="k1", prefix="abcdefgh2345", secret_hash="x", name="ci", scopes=[]),
+        ApiKeyUsed(uses=[KeyUse(key_id="k1", last_used_at=at)]),
+        ApiKeyRevoked(key_id="k1"),
+        SessionStarted(session_id="s1", user_id="u1", refresh_id="r1", expires_at=at),
+        SessionRefreshed(session_id="s1", previous_refresh_id="r1", refresh_id="r2", expires_at=at),
+        SessionRevoked(session_id="s1", reason="logout"),
+        UserDisabled(user_id="u1"),
+        AgentHeartbeat(agent_id="journey-agent", instance="host:1", started_at=at, interval_s=10.0),
+        TenantShredded(),
+    ]
+    return [Event.new(p, tenant_id="acme", actor=SYSTEM, occurred_at=at) for p in payloads]
 
 
 def _busy_log() -> list[Event]:
