@@ -55,6 +55,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/inspector.py
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/intake.py
+	$(BIN)/python bench/restart.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

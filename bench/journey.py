@@ -19,8 +19,8 @@ HTTP (POST /tasks with the bootstrap admin's API key) with an inline playbook of
    --task-timeout is counted as stuck: its slot moves on, and its id, status and last events
    are printed. Printed: tasks/s, overhead per step p50 and p99, and CPU milliseconds per
    task of each process (psutil user + system time, before and after the load, with the
-   children each has reaped: the broker, Postgres with all its processes, each worker and
-   the InspectorAgent's quality fits, the projector, the API, the supervisor; the bench
+   processes each has started: the broker, Postgres with all its processes, each worker (the
+   InspectorAgent with its quality fits), the projector, the API, the supervisor; the bench
    client and what else ran on the machine apart).
 
 Overhead per step: from the event that made a step runnable (plan.created for the first,
@@ -148,9 +148,9 @@ class CpuMeter:
             except psutil.Error:
                 counted = False
             if counted:
-                # A process that a child of a process starts (the quality fit's compiler)
-                # counts with that child.
-                by_name["/".join(name.split("/")[:2])] += spent
+                # A process that a worker starts (a quality fit, its compiler) counts with the
+                # worker, as it does once the worker has reaped it.
+                by_name[name.split("/")[0]] += spent
             else:
                 uncounted += spent
         client = time.process_time() - self.client

@@ -37,6 +37,7 @@ CHAIN_VERSION = 2
 CHAIN_VERSIONS = (1, 2)
 
 _NULL = b"\xff\xff\xff\xff"
+_U32 = struct.Struct(">I").pack
 _V2_TAG = b"wrench.chain.v2"
 
 
@@ -45,7 +46,7 @@ def field(value: bytes | None) -> bytes:
     (a Kafka key or value that is absent) is the length ``ffffffff`` alone."""
     if value is None:
         return _NULL
-    return struct.pack(">I", len(value)) + value
+    return _U32(len(value)) + value
 
 
 def chain_hash(prev_hash: bytes, value: bytes | None) -> bytes:
@@ -55,7 +56,7 @@ def chain_hash(prev_hash: bytes, value: bytes | None) -> bytes:
 
 def record_digest(key: bytes | None, headers: Headers, value: bytes | None) -> bytes:
     """sha256 of the record's key, headers (in log order) and value, length-prefixed."""
-    parts = [field(key), struct.pack(">I", len(headers))]
+    parts = [field(key), _U32(len(headers))]
     for name, header in headers:
         parts += [field(name.encode("utf-8")), field(header)]
     parts.append(field(value))

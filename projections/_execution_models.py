@@ -45,6 +45,7 @@ class StepsModel:
     """
 
     tables: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = tuple(p.event_type for p in _MOVES_A_STAGE)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -91,6 +92,7 @@ class RecoveriesModel:
     wins), completed by its recovery.executed."""
 
     tables: tuple[str, ...] = ("task_recoveries",)
+    event_types: tuple[str, ...] = (RecoveryPlanned.event_type, RecoveryExecuted.event_type)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -143,6 +145,7 @@ class ToolCallsModel:
     """
 
     tables: tuple[str, ...] = ("tool_calls", "tool_stats")
+    event_types: tuple[str, ...] = (ToolReturned.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position

@@ -30,6 +30,7 @@ class TenantsModel:
     """One row per tenant; shredding marks it."""
 
     tables: tuple[str, ...] = ("tenants",)
+    event_types: tuple[str, ...] = (TenantCreated.event_type, TenantShredded.event_type)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -62,6 +63,11 @@ class UsersModel:
     Disabling a user ends their sessions."""
 
     tables: tuple[str, ...] = ("users",)
+    event_types: tuple[str, ...] = (
+        UserCreated.event_type,
+        UserDisabled.event_type,
+        RoleChanged.event_type,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, p = applied.event, applied.event.payload
@@ -114,6 +120,11 @@ class ApiKeysModel:
     and when it was last used."""
 
     tables: tuple[str, ...] = ("api_keys",)
+    event_types: tuple[str, ...] = (
+        ApiKeyIssued.event_type,
+        ApiKeyRevoked.event_type,
+        ApiKeyUsed.event_type,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, p = applied.event, applied.event.payload
@@ -160,6 +171,11 @@ class SessionsModel:
     current token; spending any other one is reuse, and ends the family."""
 
     tables: tuple[str, ...] = ("auth_sessions",)
+    event_types: tuple[str, ...] = (
+        SessionStarted.event_type,
+        SessionRefreshed.event_type,
+        SessionRevoked.event_type,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, p = applied.event, applied.event.payload

@@ -22,6 +22,7 @@ class EvaluationsModel:
     """One row per evaluation.recorded."""
 
     tables: tuple[str, ...] = ("evaluations",)
+    event_types: tuple[str, ...] = (EvaluationRecorded.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -74,6 +75,11 @@ class AlertsModel:
     from its tenant; the first of each wins."""
 
     tables: tuple[str, ...] = ("alerts",)
+    event_types: tuple[str, ...] = (
+        AlertRaised.event_type,
+        AlertCleared.event_type,
+        AlertAcknowledged.event_type,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -119,6 +125,7 @@ class QualityModel:
     """
 
     tables: tuple[str, ...] = ("quality_fits", "quality_posteriors")
+    event_types: tuple[str, ...] = (QualityFitted.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event

@@ -7,7 +7,6 @@ swap them in; every statement goes through ``names`` so the same code writes eit
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import asyncpg
 
@@ -24,6 +23,7 @@ from events import (
 from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
 from projections._inspection_models import AlertsModel, EvaluationsModel, QualityModel
 from projections._read_model_types import Applied, ReadModel, Statement
+from projections._statements import StatementPlan, ordering_key
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 MAX_PLAYBOOK_NAME = 100
@@ -34,6 +34,12 @@ class TasksModel:
     """One row per task: what was asked, its status, and the last event applied to it."""
 
     tables: tuple[str, ...] = ("tasks",)
+    event_types: tuple[str, ...] = (
+        TaskSubmitted.event_type,
+        PlanCreated.event_type,
+        ProgressUpdated.event_type,
+        *END_STATUS,
+    )
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -157,6 +163,7 @@ class RolesModel:
     """The roles of each task in execution order, from roles.assigned."""
 
     tables: tuple[str, ...] = ("task_roles",)
+    event_types: tuple[str, ...] = (RolesAssigned.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -190,6 +197,7 @@ class AllocationsModel:
     """The tools of each role of each task, from tools.allocated."""
 
     tables: tuple[str, ...] = ("task_allocations",)
+    event_types: tuple[str, ...] = (ToolsAllocated.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -231,6 +239,7 @@ class PlansModel:
     see :class:`StepsModel`), from plan.created."""
 
     tables: tuple[str, ...] = ("task_plans", "task_stages")
+    event_types: tuple[str, ...] = (PlanCreated.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event
@@ -299,6 +308,7 @@ class ThoughtsModel:
     """Every thought of every task, with its log position, from thought.recorded."""
 
     tables: tuple[str, ...] = ("task_thoughts",)
+    event_types: tuple[str, ...] = (ThoughtRecorded.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event, pos = applied.event, applied.position
@@ -352,23 +362,39 @@ def owned_tables(models: Sequence[ReadModel] = READ_MODELS) -> tuple[str, ...]:
     return tuple(t for m in models for t in m.tables)
 
 
+class ModelsByType:
+    """The read models that answer each event type, in their order. A model that declares
+    ``event_types`` (the types its statements() answer) is asked about those only, which
+    spares each event a call to every model that would ignore it; a model that declares
+    none is asked about every event."""
+
+    def __init__(self, models: Sequence[ReadModel]) -> None:
+        self.models = tuple(models)
+        self._by_type: dict[str, tuple[ReadModel, ...]] = {}
+
+    def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
+        """Every statement the models make of ``applied``, in model order."""
+        event_type = applied.event.type
+        models = self._by_type.get(event_type)
+        if models is None:
+            models = tuple(
+                m for m in self.models if event_type in getattr(m, "event_types", (event_type,))
+            )
+            self._by_type[event_type] = models
+        return [s for model in models for s in model.statements(applied, names)]
+
+
 async def apply_all(
     conn: asyncpg.Connection,
     applied: Sequence[Applied],
     names: Mapping[str, str] | None = None,
     models: Sequence[ReadModel] = READ_MODELS,
 ) -> None:
-    """Apply events in log order, sending runs of the same statement as one executemany."""
+    """Apply events in log order, each key's in order, grouped into few round trips
+    (projections._statements)."""
     names = names or {t: t for t in owned_tables(models)}
-    pending_sql: str | None = None
-    pending_args: list[tuple[Any, ...]] = []
+    by_type = ModelsByType(models)
+    plan = StatementPlan()
     for item in applied:
-        for model in models:
-            for sql, args in model.statements(item, names):
-                if sql != pending_sql and pending_args:
-                    await conn.executemany(pending_sql or "", pending_args)
-                    pending_args = []
-                pending_sql = sql
-                pending_args.append(args)
-    if pending_args and pending_sql:
-        await conn.executemany(pending_sql, pending_args)
+        plan.add(ordering_key(item.event), by_type.statements(item, names))
+    await plan.run(conn)

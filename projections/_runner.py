@@ -1,8 +1,9 @@
-"""The projector's consumer loop: fetch a batch, apply it, repeat; drain on stop."""
+"""The projector's consumer loop: fetch a batch, read it, write it, repeat; drain on stop."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from typing import Any
 
@@ -15,7 +16,7 @@ from events import EventProducer, codec_from_settings, create_consumer
 from projections._checkpoints import Checkpointer
 from projections._db import connect
 from projections._migrate import migrate
-from projections._projector import BatchOutcome, OffsetGap, Projector
+from projections._projector import BatchOutcome, OffsetGap, Projector, ReadBatch
 from projections._streams import EVENTS, STREAMS, Stream
 from wrenchai.settings import Settings
 
@@ -51,6 +52,7 @@ class ProjectorRunner:
         self.projector = Projector(settings, self.codec, self.dlq, stream)
         self.consumer: AIOKafkaConsumer | None = None
         self.conn: asyncpg.Connection | None = None
+        self._writing: asyncio.Task[BatchOutcome] | None = None
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         # Its own connection: a rebalance callback may run while a batch holds self.conn.
@@ -81,24 +83,47 @@ class ProjectorRunner:
         finally:
             await self._close()
 
-    async def step(self) -> BatchOutcome | None:
-        """Fetch up to one batch and apply it; None when nothing came within the batch time."""
-        assert self.consumer is not None and self.conn is not None
+    async def step(self) -> bool:
+        """Fetch up to one batch and read it while the previous batch is still being
+        written, then start writing it. False when nothing came within the batch time.
+
+        Batches are written one after the other, on one connection, in fetch order; only
+        the reading of one overlaps the writing of the one before.
+        """
+        assert self.consumer is not None
         fetched = await self.consumer.getmany(
             timeout_ms=self.settings.projector_batch_ms,
             max_records=self.settings.projector_batch_size,
         )
         batches = {tp.partition: records for tp, records in fetched.items() if records}
         if not batches:
-            return None
+            await self.flush()
+            return False
+        read = await self.projector.read(batches)
+        if await self.flush():
+            self._writing = asyncio.create_task(self._write(read))
+        # else the consumer was sent back to the stored offsets: this batch is refetched.
+        return True
+
+    async def flush(self) -> bool:
+        """Wait for the batch being written, if any. False when it was discarded: another
+        projector got there first, or records were skipped; then every partition starts
+        again from what Postgres says, and whatever was fetched before is stale."""
+        if self._writing is None:
+            return True
+        writing, self._writing = self._writing, None
         try:
-            outcome = await self.projector.apply(self.conn, batches)
+            await writing
         except (OffsetGap, asyncpg.UniqueViolationError) as exc:
-            # Another projector got there first, or records were skipped: start again from
-            # what Postgres says.
             log.warning("batch discarded; seeking to stored offsets", error=str(exc))
-            await self.seek_to_stored([tp for tp in fetched])
-            return None
+            assert self.consumer is not None
+            await self.seek_to_stored(list(self.consumer.assignment()))
+            return False
+        return True
+
+    async def _write(self, read: ReadBatch) -> BatchOutcome:
+        assert self.conn is not None
+        outcome = await self.projector.write(self.conn, read)
         await self._commit_to_kafka(outcome)
         if self.checkpointer is not None:
             self.checkpointer.saw(outcome.applied + outcome.duplicates + outcome.poison)
@@ -118,8 +143,9 @@ class ProjectorRunner:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DRAIN_TIMEOUT_S
         while loop.time() < deadline:
-            if await self.step() is None and await self._caught_up():
+            if not await self.step() and await self._caught_up():
                 break
+        await self.flush()
         log.info("projector drained", caught_up=await self._caught_up())
 
     async def _caught_up(self) -> bool:
@@ -143,6 +169,10 @@ class ProjectorRunner:
                 log.info("kafka offset commit skipped", error=str(exc))
 
     async def _close(self) -> None:
+        if self._writing is not None:  # only when the loop failed: give up the batch
+            self._writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writing
         if self.consumer is not None:
             await self.consumer.stop()
         await self.dlq.stop()

@@ -28,6 +28,7 @@ class AgentInstancesModel:
     tenant that heartbeat named (tasks in flight, or the last error's tenant)."""
 
     tables: tuple[str, ...] = ("agent_instances", "agent_instance_tenants")
+    event_types: tuple[str, ...] = (AgentHeartbeat.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event

@@ -48,6 +48,7 @@ class ShreddingModel:
     ``[shredded]``. Applying it again changes nothing more."""
 
     tables: tuple[str, ...] = ()
+    event_types: tuple[str, ...] = (TenantShredded.event_type,)
 
     def statements(self, applied: Applied, names: Mapping[str, str]) -> list[Statement]:
         event = applied.event

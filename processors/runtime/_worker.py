@@ -222,6 +222,8 @@ class Worker(Generic[S, J]):
         await self.codec.prepare_records(r.value for _, r in records if self.folds(r))
         touched: dict[uuid.UUID, None] = {}
         for offset, record in records:
+            if offset < part.position:
+                continue  # folded meanwhile
             part.position = offset + 1
             event = await self._decode_or_dlq(record, part.number, offset)
             if event is not None:
@@ -231,7 +233,16 @@ class Worker(Generic[S, J]):
         if part.ready.is_set():
             for task_id in touched:
                 self.decide(part, task_id)
-        elif part.target is not None and part.position >= part.target:
+            return
+        # Catching up: nothing is started yet, but a task that is over and calls for
+        # nothing leaves memory now, so catching up costs the tasks in flight, not history.
+        now = self.clock()
+        for task_id in touched:
+            state = part.tasks.get(task_id)
+            if state is not None and self.closed is not None and self.closed(state):
+                if not self.jobs.decide(state, now):
+                    self._retire(part, task_id)
+        if part.target is not None and part.position >= part.target:
             self._caught_up(part)
 
     async def _fill_gap(self, part: _Partition[S], end: int) -> None:
@@ -403,10 +414,13 @@ class Worker(Generic[S, J]):
                     await asyncio.sleep(0.5 * 2**attempt)
         if snapshot is not None:
             await self._restore(part, snapshot)
-        part.loaded.set()
-        pending, part.pending = part.pending, []
-        if pending:
+        # What the stream brought meanwhile, including what it brings while this folds:
+        # only then does the stream's next batch go straight to _apply, so the two never
+        # fold the partition at once.
+        while part.pending and part.gap is None:
+            pending, part.pending = part.pending, []
             await self._apply(part, pending)
+        part.loaded.set()
         log.info(
             "partition restored",
             partition=part.number,

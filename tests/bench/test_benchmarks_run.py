@@ -34,6 +34,10 @@ TINY: dict[str, tuple[list[str], list[str]]] = {
         ["--requests", "20", "--idle", "10"],
         ["idle", "burst", "accepted/s", "CPU over the burst", "baseline", "ratios"],
     ),
+    "restart.py": (
+        ["--tasks", "300", "--small", "30"],
+        ["first start", "restart after SIGTERM", "restart after SIGKILL", "RSS", "baseline"],
+    ),
     "streams.py": (
         ["--sockets", "20", "--events", "50", "--submissions", "5"],
         ["p50", "fan-out", "baseline", "ratios"],

@@ -152,3 +152,36 @@ async def test_snapshots_of_a_group_are_never_replaced_by_older_ones(
         assert loaded is not None and (loaded.offset, loaded.records) == (10, [])
     finally:
         await store.close()
+
+
+async def test_tasks_that_are_over_leave_memory_while_a_partition_catches_up(
+    settings: Settings, codec: Codec, db: asyncpg.Connection, topics: dict[str, int]
+) -> None:
+    """No snapshot: the log is folded from offset 0 without deciding, and a task cancelled
+    in it leaves memory as it is folded, not once the partition has caught up."""
+    producer = EventProducer(settings, codec)
+    done = Event.new(
+        TaskSubmitted(description="done"), tenant_id="acme", actor=USER, task_id=uuid.uuid4()
+    )
+    cancel = Event.new(
+        TaskCancelled(reason="no"), tenant_id="acme", actor=USER, task_id=done.task_id
+    )
+    open_ = Event.new(
+        TaskSubmitted(description="open"), tenant_id="acme", actor=USER, task_id=uuid.uuid4()
+    )
+    await codec.prepare_events([done, cancel, open_])
+    records = [codec.encode(e) for e in (done, cancel, open_)]
+    await producer.send_records(settings.topic("events"), records, partition=0)
+    worker = _worker(settings)
+    try:
+        [part] = worker.assign([0])
+        await asyncio.wait_for(part.loaded.wait(), 30)
+        await worker.handle_batch([(0, 0, records[0]), (0, 1, records[1])])
+        assert not part.ready.is_set() or part.position == 3
+        assert done.task_id not in part.tasks and done.task_id in worker.retired
+        await worker.handle_batch([(0, 2, records[2])])
+        await asyncio.wait_for(part.ready.wait(), 30)
+        assert list(part.tasks) == [open_.task_id]
+    finally:
+        await worker.close()
+        await producer.stop()
