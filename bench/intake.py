@@ -628,13 +628,17 @@ def settings_of(pairs: list[str]) -> dict[str, str]:
 
 def main(args: argparse.Namespace) -> None:
     state = Path(tempfile.mkdtemp(prefix="wrench-intake-"))
-    stack = start_stack(state, args.log_level, settings_of(args.set))
+    stack: Stack | None = None
     try:
+        # Inside the try: a stack that does not start leaves no state directory behind
+        # (its log's tail is in the error).
+        stack = start_stack(state, args.log_level, settings_of(args.set))
         asyncio.run(measure(stack, args))
         if args.profile_api and Path(args.profile_api).exists():
             print_profile(Path(args.profile_api))
     finally:
-        stop_stack(stack.proc)
+        if stack is not None:
+            stop_stack(stack.proc)
         if not args.keep:
             shutil.rmtree(state, ignore_errors=True)
         else:
