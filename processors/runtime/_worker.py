@@ -104,9 +104,9 @@ class _Partition(Generic[S]):
     tenants: dict[uuid.UUID, str] = field(default_factory=dict)
     records: dict[uuid.UUID, list[tuple[int, Record]]] = field(default_factory=dict)
     snapshot_at: int = -1
-    gap: asyncio.Task[None] | None = None
-    """Reading the log between the snapshot and where the stream started, if it started
-    past the snapshot."""
+    busy: bool = False
+    """Whether a coroutine is folding the partition: records that arrive meanwhile wait in
+    ``pending`` for it, so one partition is never folded twice at once."""
     unacked: list[Any] = field(default_factory=list)
     """The stream's events of this partition not yet covered by a snapshot."""
 
@@ -194,25 +194,36 @@ class Worker(Generic[S, J]):
             part = self.partitions.get(number)
             if part is None:
                 part = self.assign([number])[0]
-            if not part.loaded.is_set():
-                part.pending.extend(records)  # folded once its snapshot is
-                continue
-            await self._apply(part, records)
+            part.pending.extend(records)
+            if part.loaded.is_set() and not part.busy:
+                await self._drain(part)
 
-    async def _apply(self, part: _Partition[S], records: Sequence[tuple[int, Record]]) -> None:
-        if part.gap is not None:
-            part.pending.extend(records)  # folded once the gap before them is
-            return
-        fresh = [(offset, record) for offset, record in records if offset >= part.position]
-        if not fresh:
-            return
-        if fresh[0][0] > part.position and not part.ready.is_set():
-            # The group committed past the snapshot (there was none, or it was lost): the
-            # records in between come from the log, while the stream's wait.
-            part.pending.extend(fresh)
-            part.gap = asyncio.create_task(self._fill_gap(part, fresh[0][0]))
-            return
-        await self._fold_records(part, fresh)
+    async def _drain(self, part: _Partition[S]) -> None:
+        """Fold the partition's pending records, and those that arrive meanwhile."""
+        part.busy = True
+        try:
+            while part.pending:
+                records, part.pending = part.pending, []
+                fresh = [(offset, record) for offset, record in records if offset >= part.position]
+                if not fresh:
+                    continue
+                if fresh[0][0] > part.position and not part.ready.is_set():
+                    # The group committed past the snapshot (there was none, or it was
+                    # lost): the records in between come from the log first.
+                    part.pending[:0] = fresh
+                    await self._fill_gap(part, fresh[0][0])
+                    if part.position < fresh[0][0]:
+                        log.warning(
+                            "the log holds no records between the snapshot and the stream",
+                            partition=part.number,
+                            offset=part.position,
+                            stream=fresh[0][0],
+                        )
+                        part.position = fresh[0][0]
+                    continue
+                await self._fold_records(part, fresh)
+        finally:
+            part.busy = False
 
     async def _fold_records(
         self, part: _Partition[S], records: Sequence[tuple[int, Record]]
@@ -246,7 +257,7 @@ class Worker(Generic[S, J]):
             self._caught_up(part)
 
     async def _fill_gap(self, part: _Partition[S], end: int) -> None:
-        """Fold the log of ``part`` from its position up to ``end``, then what waited."""
+        """Fold the log of ``part`` from its position up to ``end``."""
         log.info(
             "stream ahead of the snapshot; reading the log in between",
             partition=part.number,
@@ -271,9 +282,6 @@ class Worker(Generic[S, J]):
                 await self._fold_records(part, records)
         finally:
             await consumer.stop()
-        part.gap = None
-        pending, part.pending = part.pending, []
-        await self._apply(part, pending)
 
     def fold(
         self, part: _Partition[S], event: Event, offset: int, *, record: Record | None = None
@@ -417,10 +425,9 @@ class Worker(Generic[S, J]):
         # What the stream brought meanwhile, including what it brings while this folds:
         # only then does the stream's next batch go straight to _apply, so the two never
         # fold the partition at once.
-        while part.pending and part.gap is None:
-            pending, part.pending = part.pending, []
-            await self._apply(part, pending)
+        # What the stream brought meanwhile, then what it brings while that is folded.
         part.loaded.set()
+        await self._drain(part)
         log.info(
             "partition restored",
             partition=part.number,
