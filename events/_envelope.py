@@ -48,12 +48,17 @@ class EventPayload(BaseModel):
     @classmethod
     def sensitive_fields(cls) -> tuple[str, ...]:
         """Names of the top-level fields the codec encrypts."""
-        return tuple(
-            name
-            for name, info in cls.model_fields.items()
-            if isinstance(info.json_schema_extra, dict)
-            and info.json_schema_extra.get(SENSITIVE_KEY)
-        )
+        # Asked for every event encoded, decoded or prepared: worked out once per class.
+        found = cls.__dict__.get("_sensitive_fields")
+        if found is None:
+            found = tuple(
+                name
+                for name, info in cls.model_fields.items()
+                if isinstance(info.json_schema_extra, dict)
+                and info.json_schema_extra.get(SENSITIVE_KEY)
+            )
+            type.__setattr__(cls, "_sensitive_fields", found)
+        return found
 
 
 class Event(BaseModel):
