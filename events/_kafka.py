@@ -134,6 +134,8 @@ class EventProducer:
                     log.warning("producer stop failed", error=str(exc))
 
     async def _started(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer  # started: no lock per record
         async with self._lock:
             if self._producer is None:
                 s = self.settings
