@@ -80,6 +80,9 @@ ACTOR = Actor(kind="agent", id=NAME)
 PLATFORM_TENANT = "wrenchai"
 """The tenant of platform-wide events (quality fits), which belong to no task."""
 FIT_POLL_S = 5.0
+REFIT_GROWTH = 0.2
+"""A fit before the interval is up needs new evaluations of at least this share of those
+the last fit saw (and at least WRENCH_FIT_MIN_NEW)."""
 
 FOLDED_TYPES = frozenset(
     {
@@ -381,11 +384,14 @@ class InspectorAgent:
 
     # -- the hierarchical fit ------------------------------------------------------------
     def fit_due(self, settings: Settings, now: float) -> bool:
-        """Whether enough new evaluations arrived, or enough time passed with some new."""
+        """Whether enough new evaluations arrived, or enough time passed with some new.
+        Enough is ``WRENCH_FIT_MIN_NEW``, or a fifth of those the last fit saw when that is
+        more: a posterior over thousands of evaluations barely moves with fifty more, and
+        each fit costs seconds of CPU beside the agents."""
         new = self.evaluations - self.fitted_at_evaluations
         if new <= 0:
             return False
-        if new >= settings.fit_min_new:
+        if new >= max(settings.fit_min_new, int(self.fitted_at_evaluations * REFIT_GROWTH)):
             return True
         return now - self.last_fit >= settings.fit_interval_s
 

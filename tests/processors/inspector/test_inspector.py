@@ -298,3 +298,22 @@ def test_a_strong_fitted_prior_does_not_outvote_the_checks_of_a_bad_output() -> 
         confidence = summary(alpha, beta, THRESHOLDS.threshold).confidence
         verdicts[cap] = decide(confidence, 1, THRESHOLDS)[0]
     assert verdicts == {None: "accept", 10.0: "retry"}
+
+
+def test_a_fit_is_due_after_fifty_new_evaluations_or_a_fifth_of_those_fitted() -> None:
+    """Early on, WRENCH_FIT_MIN_NEW (50) new evaluations call for a fit; after a fit of 1,000
+    it takes 200 more, since fifty barely move a posterior over a thousand; the interval
+    still fits what is new."""
+    settings = Settings(fit_min_new=50, fit_interval_s=300)
+    agent = InspectorAgent(RuleReasoner(), builtin_registry(), Priors(), THRESHOLDS)
+    agent.last_fit = 0.0
+    agent.evaluations = 49
+    assert not agent.fit_due(settings, 1.0)
+    agent.evaluations = 50
+    assert agent.fit_due(settings, 1.0)
+    agent.fitted_at_evaluations, agent.evaluations = 1_000, 1_150
+    assert not agent.fit_due(settings, 1.0)
+    agent.evaluations = 1_200
+    assert agent.fit_due(settings, 1.0)
+    agent.evaluations = 1_001
+    assert agent.fit_due(settings, 301.0)
