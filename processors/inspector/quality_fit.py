@@ -274,11 +274,15 @@ async def fit_in_subprocess(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     except Exception as exc:
-        pool.shutdown(wait=True)
+        await _shut(loop, pool)
         return _failed(counts, draws, chains, fit_id, f"the fit failed: {exc!r}")
-    # The worker is idle now, so waiting for it to exit takes milliseconds.
-    pool.shutdown(wait=True)
+    await _shut(loop, pool)
     return result
+
+
+async def _shut(loop: asyncio.AbstractEventLoop, pool: ProcessPoolExecutor) -> None:
+    """Wait for the fit's process to exit, in a thread: joining a process blocks."""
+    await loop.run_in_executor(None, pool.shutdown, True)
 
 
 def _ignore_sigint() -> None:

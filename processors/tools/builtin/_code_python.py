@@ -175,12 +175,11 @@ class CodePython(BuiltinTool):
             raise SandboxRefused(status.detail, tool=self.spec.name, setting=_ALLOW_WEAK)
         isolated = status.mode == "isolated"
         timeout_s = float(tool_input.get("timeout_s", self._timeout_s))
-        workdir = Path(tempfile.mkdtemp(prefix="wrench-code-"))
+        # The file system and the process table are read off the event loop: a run must
+        # not stall the worker's other tasks.
+        workdir = await asyncio.to_thread(_workdir, tool_input["code"])
         cgroup = await asyncio.to_thread(_cgroups.create, self._cgroup_limits)
         try:
-            main_py = workdir / "main.py"
-            main_py.write_text(tool_input["code"], encoding="utf-8")
-            main_py.chmod(0o644)  # read by user 65534 in isolated mode
             proc, stdout_fd, stderr_fd = await self._spawn(workdir, cgroup, isolated)
             result = await self._supervise(
                 proc, stdout_fd, stderr_fd, tool_input.get("stdin", ""), timeout_s, cgroup
@@ -188,7 +187,7 @@ class CodePython(BuiltinTool):
         finally:
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.kill_all)
-            shutil.rmtree(workdir, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, workdir, ignore_errors=True)
         result["exit_code"] = _sandbox.exit_code(result["exit_code"], isolated=isolated)
         return result
 
@@ -218,8 +217,12 @@ class CodePython(BuiltinTool):
         """Start ``main.py`` inside the fences; the process and the read ends of its
         stdout and stderr."""
         argv, env, run_uid, unshare_net = await self._command(workdir, isolated)
-        fences = _sandbox.preexec(
-            self._limits, cgroup=cgroup, isolate_network=unshare_net, run_uid=run_uid
+        fences = await asyncio.to_thread(
+            _sandbox.preexec,
+            self._limits,
+            cgroup=cgroup,
+            isolate_network=unshare_net,
+            run_uid=run_uid,
         )
         # Our own pipes, not asyncio's: asyncio's Process.wait() also waits for its pipes to
         # close, which a grandchild holding stdout would put off until the timeout.
@@ -374,3 +377,12 @@ def _try_network_isolation() -> bool:
     except (OSError, subprocess.SubprocessError):
         return False
     return True
+
+
+def _workdir(code: str) -> Path:
+    """A fresh folder holding ``main.py``, readable by the sandbox's user."""
+    workdir = Path(tempfile.mkdtemp(prefix="wrench-code-"))
+    main_py = workdir / "main.py"
+    main_py.write_text(code, encoding="utf-8")
+    main_py.chmod(0o644)  # read by user 65534 in isolated mode
+    return workdir
