@@ -242,13 +242,16 @@ async def fit_in_subprocess(
     fit_id: str | None = None,
     draws: int | None = None,
 ) -> QualityFitted:
-    """Fit the model in a fresh "spawn" worker process and return its quality.fitted payload.
+    """Fit the model in a "spawn" worker process and return its quality.fitted payload.
 
     Draws and chains come from settings (``draws`` overrides for benchmarks). A fit that
     raises or whose process dies comes back as a payload with ``converged`` false and the
     error as the reason, so the caller emits it like any other fit that cannot be used.
-    One process per fit: it returns PyMC's memory when done, and its import (about two
-    seconds) is small next to the fit; compiled C code is cached on disk by PyTensor.
+
+    The process stays warm between fits and exits after :data:`KEEP_WARM_S` without one:
+    a fresh process spends most of a small fit importing PyMC and compiling the model
+    (about 6 s of CPU against 1.5 s warm, measured on this model), while a warm one holds
+    PyMC's memory only while fits keep coming.
 
     Cancelling the call (a worker shutting down) kills the fit's process at once: waiting
     for the fit to end would block the event loop for as long as it runs. The process
@@ -259,30 +262,72 @@ async def fit_in_subprocess(
     chains = settings.fit_chains
     fit_id = fit_id or fit_id_of(counts, seed)
     loop = asyncio.get_running_loop()
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_ignore_sigint)
-    pid: int | None = None
     try:
-        pid = await loop.run_in_executor(pool, os.getpid)
+        pool = await _WARM.take(loop)
         result = await loop.run_in_executor(
             pool, _fit_call, list(counts), draws, chains, seed, fit_id
         )
     except asyncio.CancelledError:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        pool.shutdown(wait=False, cancel_futures=True)
+        _WARM.kill()
         raise
     except Exception as exc:
-        await _shut(loop, pool)
+        await _WARM.discard(loop)
         return _failed(counts, draws, chains, fit_id, f"the fit failed: {exc!r}")
-    await _shut(loop, pool)
+    _WARM.give_back(loop)
     return result
 
 
-async def _shut(loop: asyncio.AbstractEventLoop, pool: ProcessPoolExecutor) -> None:
-    """Wait for the fit's process to exit, in a thread: joining a process blocks."""
-    await loop.run_in_executor(None, pool.shutdown, True)
+KEEP_WARM_S = 600.0
+"""How long the fit's process waits for the next fit before it exits."""
+
+
+class _WarmProcess:
+    """The one "spawn" process fits run in, kept between fits."""
+
+    def __init__(self) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        self.pid: int | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    async def take(self, loop: asyncio.AbstractEventLoop) -> ProcessPoolExecutor:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        if self.pool is None:
+            context = multiprocessing.get_context("spawn")
+            self.pool = ProcessPoolExecutor(
+                max_workers=1, mp_context=context, initializer=_ignore_sigint
+            )
+            self.pid = await loop.run_in_executor(self.pool, os.getpid)
+        return self.pool
+
+    def give_back(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._idle = loop.call_later(KEEP_WARM_S, self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        pool, self.pool, self.pid, self._idle = self.pool, None, None, None
+        if pool is not None:
+            # Joining a process blocks: in a thread, held until it is done.
+            closing = loop.run_in_executor(None, pool.shutdown, True)
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
+    async def discard(self, loop: asyncio.AbstractEventLoop) -> None:
+        pool, self.pool, self.pid = self.pool, None, None
+        if pool is not None:
+            await loop.run_in_executor(None, pool.shutdown, True)
+
+    def kill(self) -> None:
+        pool, pid, self.pool, self.pid = self.pool, self.pid, None, None
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+_WARM = _WarmProcess()
 
 
 def _ignore_sigint() -> None:

@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 from events import EvaluationRecorded, QualityFitted
+from processors.inspector import quality_fit
 from processors.inspector.quality import Priors
 from processors.inspector.quality_fit import (
     ESS_PER_CHAIN,
@@ -82,20 +83,15 @@ async def test_cancelling_a_fit_kills_its_process_without_blocking_the_loop() ->
     """A worker that shuts down cancels its fit; the fit's process must go at once rather
     than hold the event loop until sampling ends."""
     _, counts = _simulate(groups=200, checks=50, seed=6)
-    before = {child.pid for child in psutil.Process().children()}
     fit = asyncio.ensure_future(
         fit_in_subprocess(counts, Settings(fit_draws=5_000, fit_chains=2), seed=1)
     )
-    deadline = time.monotonic() + 30
-    started: list[psutil.Process] = []
-    while not started and time.monotonic() < deadline:
+    for _ in range(150):  # the process starts within 30 s
+        if quality_fit._WARM.pid is not None:
+            break
         await asyncio.sleep(0.2)
-        started = [
-            child
-            for child in psutil.Process().children()
-            if child.pid not in before and "resource_tracker" not in " ".join(child.cmdline())
-        ]
-    assert started, "the fit's process did not start"
+    assert quality_fit._WARM.pid is not None, "the fit's process did not start"
+    started = [psutil.Process(quality_fit._WARM.pid)]
     await asyncio.sleep(1.0)  # well inside the import or the sampling
     cancelled_at = time.monotonic()
     fit.cancel()
@@ -178,3 +174,22 @@ async def test_too_few_draws_are_reported_as_not_converged() -> None:
     assert not fit.converged
     assert "ESS" in fit.reason or "r_hat" in fit.reason
     assert Priors().with_fit(fit).prior("role0", "web.search").source == "default"
+
+
+async def test_fits_in_a_row_share_one_warm_process_that_exits_when_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second fit runs in the process of the first (PyMC imported and the model compiled
+    once); once no fit comes for KEEP_WARM_S the process exits."""
+    monkeypatch.setattr(quality_fit, "KEEP_WARM_S", 1.0)
+    _, counts = _simulate(groups=4, checks=20, seed=3)
+    settings = Settings(fit_draws=100, fit_chains=2)
+    await fit_in_subprocess(counts, settings, seed=1)
+    first = quality_fit._WARM.pid
+    assert first is not None and psutil.pid_exists(first)
+    await fit_in_subprocess(counts, settings, seed=2)
+    assert quality_fit._WARM.pid == first
+    process = psutil.Process(first)
+    await asyncio.sleep(1.5)
+    _, alive = await asyncio.to_thread(psutil.wait_procs, [process], 10)
+    assert alive == [] and quality_fit._WARM.pid is None
