@@ -12,7 +12,8 @@ neighbours' load, the CPU per record much less.
 
 The events are task.submitted by default (one read model row each); ``--workload lifecycle``
 publishes whole task lifecycles (planning, a step with its tool call, an evaluation,
-progress, completion: twelve events a task, touching every read model of wrench.events).
+progress, completion: twelve events a task, touching every read model of wrench.events),
+200 tasks interleaved at random as on a live log.
 
 The projector's progress is read from its stored offsets, which cost Postgres nothing to
 read, rather than by counting event_log, whose count(*) grows with the archive and took a
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import tempfile
 import time
 import uuid
@@ -138,17 +140,39 @@ def lifecycle(i: int) -> list[Event]:
     return [first, *(first.derive(p, step=f"{n}", actor=AGENT) for n, p in enumerate(payloads))]
 
 
+IN_FLIGHT = 200
+"""Tasks whose lifecycles interleave on the log at any moment in the lifecycle workload."""
+
+
 def workload(kind: str, count: int) -> Iterator[list[Event]]:
-    """``count`` events in chunks of about 5,000; lifecycles are interleaved step by step
-    within a chunk, as concurrent tasks interleave on a live log."""
+    """``count`` events in chunks of about 5,000. Lifecycles interleave as concurrent tasks
+    do on a live log: each next event comes from one of ``IN_FLIGHT`` tasks drawn at random
+    (seeded, so every run publishes the same mix), and a task that ends makes room for a
+    new one."""
     if kind == "submitted":
         for start in range(0, count, 5_000):
             yield [submitted(i) for i in range(start, min(start + 5_000, count))]
         return
-    tasks = [lifecycle(i) for i in range(-(-count // 12))]
-    events = [e for step in zip(*tasks, strict=True) for e in step][:count]
-    for start in range(0, len(events), 5_000):
-        yield events[start : start + 5_000]
+    draw = random.Random(0)
+    started = 0
+    in_flight: list[Iterator[Event]] = []
+    chunk: list[Event] = []
+    for _ in range(count):
+        while len(in_flight) < IN_FLIGHT:
+            in_flight.append(iter(lifecycle(started)))
+            started += 1
+        task = draw.randrange(len(in_flight))
+        event = next(in_flight[task], None)
+        if event is None:  # that task has ended: a new one takes its place
+            in_flight[task] = iter(lifecycle(started))
+            started += 1
+            event = next(in_flight[task])
+        chunk.append(event)
+        if len(chunk) == 5_000:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 async def publish(settings: Settings, kind: str, count: int) -> None:
