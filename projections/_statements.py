@@ -33,8 +33,7 @@ from typing import Any
 import asyncpg
 
 from events import Event
-
-Statement = tuple[str, tuple[Any, ...]]
+from projections._read_model_types import Statement
 
 BULK_MIN_ROWS = 4
 """Fewest rows for which a group of plain inserts runs as one INSERT ... SELECT."""
