@@ -237,7 +237,7 @@ class Heartbeats:
         """The heartbeat of this moment: partitions, their lag, tasks in flight, last error."""
         partitions = sorted(self.worker.partitions)
         lag = await self.positions.lag(partitions)
-        running = list(self.worker.running)
+        running = self.worker.jobs.jobs_running()
         payload = AgentHeartbeat(
             agent_id=self.agent_id,
             instance=self.instance,

@@ -165,15 +165,6 @@ class Worker(Generic[S, J]):
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
-    @property
-    def running(self) -> dict[tuple[uuid.UUID, str], asyncio.Task[None]]:
-        """(task, job key) → asyncio task of every running job."""
-        return {
-            (task_id, key): task
-            for task_id, jobs in self.jobs.running.items()
-            for key, task in jobs.items()
-        }
-
     # -- records -----------------------------------------------------------------------
     def folds(self, record: Record) -> bool:
         """Whether ``record`` holds an event of a type this worker folds."""
