@@ -8,12 +8,12 @@
 - the baseline, in the same run: the bare Beta update and scipy's betainc alone, which is
   the floor of any exact Beta posterior summary;
 - the wall time of the hierarchical fit (:func:`processors.inspector.quality_fit.fit_in_subprocess`,
-  a fresh worker process each time, so the import of PyMC is included) for 10, 100 and
-  1,000 groups on simulated checks. 10 and 100 groups use the default 500 draws per chain;
-  1,000 groups use 300 (``--draws-1000``), and the printed convergence shows whether that
-  was enough. PyTensor compiles the model on the first fit and caches it on disk, so the
-  first fit on a fresh machine is about 20 s slower; a warm-up fit runs first and is not
-  counted.
+  in the warm process fits share, as a running InspectorAgent has it after its first fit)
+  for 10, 100 and 1,000 groups on simulated checks. 10 and 100 groups use the default 500
+  draws per chain; 1,000 groups use 300 (``--draws-1000``), and the printed convergence
+  shows whether that was enough. PyTensor compiles the model on the first fit and caches
+  it on disk, so the first fit on a fresh machine is about 20 s slower; a warm-up fit
+  (which also starts the process and imports PyMC) runs first and is not counted.
 
 Usage: python bench/inspector.py [--evaluations N] [--groups 10,100,1000] [--draws-1000 N]
 """
@@ -109,7 +109,7 @@ def simulated(groups: int, seed: int) -> list[GroupCounts]:
 
 async def fits(sizes: list[int], draws_1000: int) -> None:
     settings = Settings()
-    print(f"\nhierarchical fit, {settings.fit_chains} chains, one worker process per fit:")
+    print(f"\nhierarchical fit, {settings.fit_chains} chains, in the warm process fits share:")
     await fit_in_subprocess(simulated(5, 0), settings, seed=0, draws=100)  # warm the cache
     for groups in sizes:
         draws = draws_1000 if groups >= 1_000 else settings.fit_draws
