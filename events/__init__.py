@@ -4,7 +4,7 @@ import structlog
 
 from events._catalog import Catalog, catalog, event
 from events._chain import ChainCheckpoint, SignatureAlgorithm, SignedHead
-from events._codec import Codec, Record, canonical_json, shredded_fields
+from events._codec import Codec, Record, canonical_json, kafka_headers, shredded_fields
 from events._crypto import (
     SHREDDED,
     Cipher,
@@ -239,6 +239,7 @@ __all__ = [
     "derive_id",
     "event",
     "generate_key",
+    "kafka_headers",
     "log_end_offsets",
     "role_scopes",
     "sensitive",

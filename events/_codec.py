@@ -33,7 +33,17 @@ from events._errors import EventDecodeError
 CONTENT_TYPE = b"application/json"
 ENCRYPTED_KEY = "encrypted_fields"
 
-Headers = tuple[tuple[str, bytes], ...]
+# Kafka allows a header without a value (null); it is kept as None, apart from an empty one.
+Headers = tuple[tuple[str, bytes | None], ...]
+
+
+def kafka_headers(raw: Any) -> Headers:
+    """A client's headers (pairs, or a mapping as faust may hand them over) as the codec's
+    pairs, in log order, a header without a value kept as None."""
+    if not raw:
+        return ()
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), None if v is None else bytes(v)) for k, v in items)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,9 @@ def headers_to_json(headers: Headers) -> list[list[Any]]:
     """Kafka headers as the archive stores them."""
     stored: list[list[Any]] = []
     for name, value in headers:
+        if value is None:
+            stored.append([name, None])
+            continue
         try:
             stored.append([name, value.decode("utf-8")])
         except UnicodeDecodeError:
@@ -96,9 +99,11 @@ def headers_to_json(headers: Headers) -> list[list[Any]]:
 
 def headers_from_json(stored: list[list[Any]] | None) -> Headers:
     """The exact Kafka headers back from the archive's form."""
-    headers: list[tuple[str, bytes]] = []
+    headers: list[tuple[str, bytes | None]] = []
     for name, value in stored or []:
-        if isinstance(value, dict):
+        if value is None:
+            headers.append((name, None))
+        elif isinstance(value, dict):
             headers.append((name, base64.b64decode(value["base64"])))
         else:
             headers.append((name, str(value).encode("utf-8")))

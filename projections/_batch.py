@@ -20,7 +20,7 @@ from typing import Any
 from aiokafka.structs import ConsumerRecord
 
 from events import Codec, Event, EventDecodeError, Position
-from events._codec import Headers
+from events._codec import Headers, kafka_headers
 from projections._archive import CHAIN_VERSION, chain_hash_v2, headers_to_json, record_digest
 from projections._read_model_types import Applied, Statement
 from projections._read_models import ModelsByType
@@ -88,7 +88,7 @@ def read_record(
 ) -> ReadRecord:
     """Decode one record and work out its statements; a record that cannot be decoded is
     returned with the reason, to be archived as poison."""
-    headers = tuple((k, bytes(v)) for k, v in (record.headers or ()))
+    headers = kafka_headers(record.headers)
     digest = record_digest(record.key, headers, record.value)
     try:
         stored = codec.parse(record.value, headers)

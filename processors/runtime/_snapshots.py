@@ -25,7 +25,7 @@ from wrenchai.settings import Settings
 log = structlog.get_logger(__name__)
 
 _RECORD = struct.Struct(">qiiH")  # offset, key length (-1: none), value length, headers
-_HEADER = struct.Struct(">HI")
+_HEADER = struct.Struct(">Hi")  # name length, value length (-1: none)
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,10 @@ def pack(records: Iterable[tuple[int, Record]]) -> bytes:
         out += record.value
         for name, value in record.headers:
             raw = name.encode()
-            out += _HEADER.pack(len(raw), len(value))
+            out += _HEADER.pack(len(raw), -1 if value is None else len(value))
             out += raw
-            out += value
+            if value is not None:
+                out += value
     return zlib.compress(bytes(out), 1)
 
 
@@ -73,8 +74,8 @@ def unpack(blob: bytes) -> Iterator[tuple[int, Record]]:
             at += _HEADER.size
             name = bytes(data[at : at + name_len]).decode()
             at += name_len
-            headers.append((name, bytes(data[at : at + header_len])))
-            at += header_len
+            headers.append((name, None if header_len < 0 else bytes(data[at : at + header_len])))
+            at += max(header_len, 0)
         yield offset, Record(key=key, value=value, headers=tuple(headers))
 
 

@@ -59,6 +59,7 @@ from events import (
     Record,
     codec_from_settings,
     create_consumer,
+    kafka_headers,
     shredded_fields,
 )
 from processors.runtime._heartbeat import Heartbeats
@@ -265,11 +266,7 @@ class Worker(Generic[S, J]):
             while part.position < end and not passed:
                 batch = (await consumer.getmany(tp, timeout_ms=200, max_records=1000)).get(tp, [])
                 passed = any(m.offset >= end for m in batch)
-                records = [
-                    (m.offset, Record(key=m.key, value=m.value, headers=tuple(m.headers or ())))
-                    for m in batch
-                    if part.position <= m.offset < end
-                ]
+                records = [(m.offset, _record(m)) for m in batch if part.position <= m.offset < end]
                 await self._fold_records(part, records)
         finally:
             await consumer.stop()
@@ -549,10 +546,7 @@ class Worker(Generic[S, J]):
                 items = []
                 for item in batch:
                     message = item.message
-                    record = Record(
-                        key=message.key, value=message.value, headers=_headers(message.headers)
-                    )
-                    items.append((message.partition, message.offset, record))
+                    items.append((message.partition, message.offset, _record(message)))
                 await self.handle_batch(items)
                 for item in batch:
                     part = self.partitions.get(item.message.partition)
@@ -712,9 +706,6 @@ def _faust_fetch_wait(milliseconds: int) -> None:
     thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def _headers(raw: Any) -> tuple[tuple[str, bytes], ...]:
-    """Faust hands headers over as a list of pairs or a mapping; the codec wants pairs."""
-    if raw is None:
-        return ()
-    items = raw.items() if isinstance(raw, dict) else raw
-    return tuple((str(key), bytes(value or b"")) for key, value in items)
+def _record(message: Any) -> Record:
+    """A consumed message (faust's or aiokafka's) as the codec's record."""
+    return Record(key=message.key, value=message.value, headers=kafka_headers(message.headers))

@@ -123,6 +123,7 @@ EXPECTED = {
     "derive_id",
     "event",
     "generate_key",
+    "kafka_headers",
     "log_end_offsets",
     "sensitive",
     "upcast_task_failed_v1_to_v2",

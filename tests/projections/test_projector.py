@@ -144,3 +144,40 @@ async def test_events_of_other_types_are_archived_but_ignored_by_tasks(
 
 
 __all__ = ["Event"]
+
+
+async def test_header_without_a_value_is_archived_as_null_and_the_event_applied(
+    settings: Settings,
+    producer: EventProducer,
+    db: asyncpg.Connection,
+    projector: asyncio.Task[None],
+) -> None:
+    """Kafka allows a header with no value: the event is applied and the archive keeps the null
+    apart from an empty value, so the record's hash is recomputed from the archive alone."""
+    event = submitted("a header from another client")
+    record = producer.codec.encode(event)
+    extra = (("traceparent", None), ("empty", b""))
+    await producer.send_records(
+        settings.topic("events"), [Record(record.key, record.value, record.headers + extra)]
+    )
+
+    async def projected() -> bool:
+        return (
+            await db.fetchval("SELECT count(*) FROM tasks WHERE task_id = $1", event.task_id) == 1
+        )
+
+    await eventually(projected)
+    log_row = await db.fetchrow("SELECT * FROM event_log WHERE id = $1", event.id)
+    assert log_row["status"] == "applied"
+    headers = headers_from_json(log_row["raw_headers"])
+    assert headers[-2:] == extra
+    assert log_row["hash"] == link_hash(
+        2, log_row["prev_hash"], log_row["raw_key"], headers, log_row["raw_value"]
+    )
+    assert log_row["hash"] != link_hash(
+        2,
+        log_row["prev_hash"],
+        log_row["raw_key"],
+        headers[:-2] + (("traceparent", b""), extra[1]),
+        log_row["raw_value"],
+    )

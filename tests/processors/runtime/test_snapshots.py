@@ -49,6 +49,7 @@ def test_records_survive_packing_with_their_keys_headers_and_offsets() -> None:
         (7, Record(key=b"k", value=b'{"a": 1}', headers=(("type", b"task.submitted"),))),
         (9, Record(key=None, value=b"", headers=())),
         (12, Record(key=b"", value=b"x" * 5000, headers=(("a", b""), ("b", b"\x00\xff")))),
+        (13, Record(key=b"k", value=b"{}", headers=(("no-value", None), ("type", b"t")))),
     ]
     assert list(unpack(pack(records))) == records
 
