@@ -178,6 +178,6 @@ async def test_header_without_a_value_is_archived_as_null_and_the_event_applied(
         2,
         log_row["prev_hash"],
         log_row["raw_key"],
-        headers[:-2] + (("traceparent", b""), extra[1]),
+        (*headers[:-2], ("traceparent", b""), extra[1]),
         log_row["raw_value"],
     )
