@@ -376,7 +376,7 @@ async def decode_history(codec: Codec, records: Sequence[ArchivedRecord]) -> lis
 
 
 def history_event(
-    codec: Codec, position: Position, value: bytes, headers: tuple[tuple[str, bytes], ...]
+    codec: Codec, position: Position, value: bytes, headers: tuple[tuple[str, bytes | None], ...]
 ) -> HistoryEvent:
     """One logged record as the history shows it (the codec must be prepared for it)."""
     event = codec.decode(value, headers)
