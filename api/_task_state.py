@@ -50,11 +50,11 @@ from events import (
     RolesAssigned,
     TaskSubmitted,
     ToolsAllocated,
+    submitted_playbook,
 )
 from projections import headers_from_json
 
 # The tasks read model's own rule for a task's playbook, so the two cannot drift apart.
-from projections._read_models import submitted_playbook
 from wrenchai.errors import WrenchError
 
 if TYPE_CHECKING:

@@ -5,6 +5,23 @@ import structlog
 from events._catalog import Catalog, catalog, event
 from events._chain import ChainCheckpoint, SignatureAlgorithm, SignedHead
 from events._codec import Codec, Record, canonical_json, kafka_headers, shredded_fields
+from events._cost import (
+    BUDGET_SCOPES,
+    BUDGET_WINDOWS,
+    DEFAULT_THRESHOLDS,
+    BudgetDeleted,
+    BudgetExceeded,
+    BudgetScope,
+    BudgetSet,
+    BudgetThresholdCrossed,
+    BudgetWindow,
+    PriceUnknown,
+    UsageRecorded,
+    UsageRecordedV1,
+    UsageSource,
+    upcast_usage_recorded_v1_to_v2,
+    window_bounds,
+)
 from events._crypto import (
     SHREDDED,
     Cipher,
@@ -112,7 +129,6 @@ from events._planning import (
     ThompsonDraw,
     ThoughtRecorded,
     ToolsAllocated,
-    UsageRecorded,
 )
 from events._runtime import (
     AGENT_ID_PATTERN,
@@ -134,12 +150,16 @@ from events._task import (
     TaskFailedV1,
     TaskSubmitted,
     TaskSubmittedV1,
+    submitted_playbook,
     upcast_task_failed_v1_to_v2,
     upcast_task_submitted_v1_to_v2,
 )
 from wrenchai.settings import Settings
 
 __all__ = [
+    "BUDGET_SCOPES",
+    "BUDGET_WINDOWS",
+    "DEFAULT_THRESHOLDS",
     "END_STATUS",
     "EXECUTION_SCOPES",
     "IDENTITY_TYPES",
@@ -166,6 +186,12 @@ __all__ = [
     "ApiKeyUsed",
     "AssignedRole",
     "BrokerUnavailable",
+    "BudgetDeleted",
+    "BudgetExceeded",
+    "BudgetScope",
+    "BudgetSet",
+    "BudgetThresholdCrossed",
+    "BudgetWindow",
     "Catalog",
     "CatalogError",
     "ChainCheckpoint",
@@ -194,6 +220,7 @@ __all__ = [
     "PlanEstimate",
     "PlanStage",
     "Position",
+    "PriceUnknown",
     "ProgressUpdated",
     "QualityFitted",
     "Record",
@@ -230,6 +257,8 @@ __all__ = [
     "ToolsAllocated",
     "TopicConfigError",
     "UsageRecorded",
+    "UsageRecordedV1",
+    "UsageSource",
     "UserCreated",
     "UserDisabled",
     "bootstrap_topics",
@@ -243,8 +272,11 @@ __all__ = [
     "log_end_offsets",
     "role_scopes",
     "sensitive",
+    "submitted_playbook",
     "upcast_task_failed_v1_to_v2",
     "upcast_task_submitted_v1_to_v2",
+    "upcast_usage_recorded_v1_to_v2",
+    "window_bounds",
 ]
 
 

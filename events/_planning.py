@@ -180,15 +180,3 @@ class ThoughtRecorded(EventPayload):
     revises: int | None = Field(None, ge=1, description="The thought this one corrects.")
     branch: str | None = Field(None, max_length=MAX_NAME)
     stage_id: str | None = Field(None, description="The stage reasoned about, if any.")
-
-
-@event("usage.recorded", version=1)
-class UsageRecorded(EventPayload):
-    """The tokens one LLM request cost, as the provider reported them."""
-
-    operation: Operation
-    model: str = Field(min_length=1, max_length=MAX_NAME)
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
-    total_tokens: int = Field(ge=0)
-    stage_id: str | None = Field(None, description="The stage the request served, if any.")

@@ -14,6 +14,8 @@ from events._identity import EXECUTION_SCOPES
 
 MAX_DESCRIPTION = 10_000
 MAX_TIMEOUT_S = 86_400
+MAX_PLAYBOOK_NAME = 100
+"""As processors.shared.playbook.Playbook.name allows."""
 
 
 @event("task.submitted", version=1)
@@ -42,6 +44,12 @@ class TaskSubmitted(EventPayload):
     grants: list[str] = Field(
         default_factory=list,
         description="The execution scopes the submitter held: what the task may run.",
+    )
+    key_id: str | None = Field(
+        None,
+        max_length=200,
+        description="The API key the task was submitted with (none for a signed-in user): "
+        "its usage counts against that key's budget.",
     )
 
     @field_validator("grants")
@@ -116,3 +124,18 @@ END_STATUS: Mapping[str, EndStatus] = MappingProxyType(
 """The status each terminal event leaves its task in."""
 TERMINAL_TYPES = frozenset(END_STATUS)
 """Event types after which a task takes no more work."""
+
+
+def submitted_playbook(constraints: object) -> str | None:
+    """The playbook ``constraints.playbook`` names: a shipped playbook's name, or an inline
+    playbook's ``name``; None when there is none (or the constraints were shredded).
+
+    Free-form constraints may hold anything there: a string longer than any playbook name
+    can be is no playbook, and kept out of the column's index (whose entries have a size
+    limit that a projector write must never hit)."""
+    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
+    if isinstance(chosen, Mapping):
+        chosen = chosen.get("name")
+    if isinstance(chosen, str) and 0 < len(chosen) <= MAX_PLAYBOOK_NAME:
+        return chosen
+    return None

@@ -19,6 +19,7 @@ from events import (
     TaskSubmitted,
     ThoughtRecorded,
     ToolsAllocated,
+    submitted_playbook,
 )
 from projections._execution_models import RecoveriesModel, StepsModel, ToolCallsModel
 from projections._inspection_models import AlertsModel, EvaluationsModel, QualityModel
@@ -26,8 +27,6 @@ from projections._read_model_types import Applied, ReadModel, Statement
 from projections._statements import StatementPlan, ordering_key
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
-MAX_PLAYBOOK_NAME = 100
-"""As processors.shared.playbook.Playbook.name allows."""
 
 
 class TasksModel:
@@ -110,21 +109,6 @@ class TasksModel:
                 ),
             )
         ]
-
-
-def submitted_playbook(constraints: object) -> str | None:
-    """The playbook ``constraints.playbook`` names: a shipped playbook's name, or an inline
-    playbook's ``name``; None when there is none (or the constraints were shredded).
-
-    Free-form constraints may hold anything there: a string longer than any playbook name
-    can be is no playbook, and kept out of the column's index (whose entries have a size
-    limit that a projector write must never hit)."""
-    chosen = constraints.get("playbook") if isinstance(constraints, Mapping) else None
-    if isinstance(chosen, Mapping):
-        chosen = chosen.get("name")
-    if isinstance(chosen, str) and 0 < len(chosen) <= MAX_PLAYBOOK_NAME:
-        return chosen
-    return None
 
 
 def _progress(table: str, applied: Applied, p: ProgressUpdated) -> Statement:

@@ -306,8 +306,9 @@ def _usage(view: WatchView, payload: Mapping[str, Any]) -> WatchView:
     return replace(
         view,
         tokens=view.tokens + _int(payload.get("total_tokens")),
-        prompt_tokens=view.prompt_tokens + _int(payload.get("prompt_tokens")),
-        completion_tokens=view.completion_tokens + _int(payload.get("completion_tokens")),
+        # v2's input and output tokens; a v1 record (upcast on the server) never reaches here.
+        prompt_tokens=view.prompt_tokens + _int(payload.get("input_tokens")),
+        completion_tokens=view.completion_tokens + _int(payload.get("output_tokens")),
     )
 
 

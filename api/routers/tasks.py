@@ -129,6 +129,7 @@ async def submit_task(
             constraints=body.constraints,
             timeout=body.timeout,
             grants=sorted(principal.scopes & EXECUTION_SCOPES),
+            key_id=principal.key_id if principal.credential == "api_key" else None,
         ),
         tenant_id=principal.tenant_id,
         actor=principal.actor,

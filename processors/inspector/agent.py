@@ -45,7 +45,6 @@ from events import (
     StepCompleted,
     StepStarted,
     TaskSubmitted,
-    UsageRecorded,
 )
 from processors.inspector import monitoring
 from processors.inspector.alerts import (
@@ -64,7 +63,9 @@ from processors.inspector.quality import (
     summary,
 )
 from processors.reasoning import LLMClient, LLMReasoner, Reasoner, RuleReasoner, TaskBrief
+from processors.shared.metering import Payer, usage_recorded
 from processors.shared.planning import Stage
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, price_table
 from processors.shared.statistics import NewestFit, Statistics, StatisticsReader, keep_fresh
 from processors.tools import ToolRegistry, ToolSpec
 
@@ -231,9 +232,11 @@ class InspectorAgent:
         thresholds: Thresholds,
         *,
         judge_votes: int = 0,
+        prices: PriceTable = DEFAULT_PRICES,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.reasoner = reasoner
+        self.prices = prices
         self.registry = registry
         self.priors = priors
         self.thresholds = thresholds
@@ -265,6 +268,7 @@ class InspectorAgent:
             # The rule reasoner's verdict is a keyword check of the criteria, which the
             # checks already make: as a judge it would count the same evidence twice.
             judge_votes=settings.judge_votes if llm else 0,
+            prices=price_table(settings.price_table),
         )
 
     def observe(self, event: Event) -> None:
@@ -347,13 +351,14 @@ class InspectorAgent:
         )
         now = self.clock()
         for number, item in enumerate(checked.usage, start=1):
-            spent = UsageRecorded(
-                operation="evaluate",
-                model=item.model,
-                prompt_tokens=item.prompt_tokens,
-                completion_tokens=item.completion_tokens,
-                total_tokens=item.total_tokens,
+            spent = usage_recorded(
+                item,
+                "evaluate",
+                self.prices,
+                Payer.of(state.submitted),
                 stage_id=sid,
+                role=stage.role,
+                playbook=state.plan.playbook,
             )
             await emit(cause.derive(spent, step=f"judge/{number}", actor=ACTOR, occurred_at=now))
         tool = started.tool if started else stage.tools[0]

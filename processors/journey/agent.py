@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import ValidationError
 
 from events import (
     Actor,
@@ -80,13 +81,15 @@ from processors.reasoning import (
     Thought,
     Usage,
 )
+from processors.shared.metering import Payer, usage_recorded
 from processors.shared.playbook import PlaybookError, fit_to_schema, resolve_outputs
-from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, price_table
 from processors.shared.statistics import Statistics, StatisticsReader, keep_fresh
 from processors.shared.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError
+from wrenchai import metrics
 
 if TYPE_CHECKING:
     from processors.runtime import Worker
@@ -166,7 +169,7 @@ class JourneyAgent:
         registry, tools = toolbox(settings)
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()
-        prices = load_price_table(settings.price_table) if settings.price_table else DEFAULT_PRICES
+        prices = price_table(settings.price_table)
         return cls(reasoner, registry, tools, prices, max_event_bytes=settings.max_event_bytes)
 
     def observe(self, event: Event) -> None:
@@ -246,6 +249,7 @@ class JourneyAgent:
                 StepFailed(stage_id=sid, attempt=attempt, error=failure, duration_s=0.0),
                 f"{sid}/{attempt}/failed",
             )
+            metrics.observe_step(spec.name, "failed", 0.0)
             return
         if spec.uses_llm and job.model:
             tool_input = {**tool_input, "model": job.model}
@@ -287,8 +291,11 @@ class JourneyAgent:
         )
         await derive(returned, f"{sid}/{attempt}/tool.returned")
         if error is None and spec.uses_llm and not cached and isinstance(result, dict):
-            await derive(self._llm_usage(sid, result), f"{sid}/{attempt}/usage")
+            spent = self._llm_usage(journey, run.stage.role, spec.name, sid, result)
+            if spent is not None:
+                await derive(spent, f"{sid}/{attempt}/usage")
         duration = round(time.monotonic() - started, 6)
+        metrics.observe_step(spec.name, "completed" if error is None else "failed", duration)
         if error is None:
             completed = StepCompleted(
                 stage_id=sid, attempt=attempt, output=result, duration_s=duration
@@ -382,25 +389,36 @@ class JourneyAgent:
         return result, None, False, seconds
 
     def _cost(self, spec: ToolSpec, result: Any) -> float:
+        """The tool's price per call, plus what its LLM request cost when the table prices
+        the model (an unpriced model's usage says so; the step counts the call alone)."""
         cost = self.prices.tool_price(spec.name, spec.cost.usd_per_call)
-        usage = result.get("usage") if isinstance(result, dict) else None
-        if spec.uses_llm and isinstance(usage, dict):
-            price = self.prices.model_price(result.get("model"))
-            cost += int(usage.get("prompt_tokens", 0)) / 1000 * price.input_per_1k
-            cost += int(usage.get("completion_tokens", 0)) / 1000 * price.output_per_1k
+        usage = _tool_usage(result) if spec.uses_llm else None
+        if usage is not None:
+            llm = self.prices.cost(
+                usage.model,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_tokens,
+                usage.reasoning_tokens,
+            )
+            cost += llm or 0.0
         return round(cost, 8)
 
-    def _llm_usage(self, stage_id: str, result: dict[str, Any]) -> UsageRecorded:
-        usage = result.get("usage") or {}
-        prompt = int(usage.get("prompt_tokens", 0))
-        completion = int(usage.get("completion_tokens", 0))
-        return UsageRecorded(
-            operation="execute",
-            model=str(result.get("model") or "unknown"),
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            total_tokens=prompt + completion,
+    def _llm_usage(
+        self, journey: Journey, role: str, tool: str, stage_id: str, result: Any
+    ) -> UsageRecorded | None:
+        usage = _tool_usage(result)
+        if usage is None:
+            return None
+        return usage_recorded(
+            usage,
+            "execute",
+            self.prices,
+            Payer.of(journey.submitted),
             stage_id=stage_id,
+            role=role,
+            tool=tool,
+            playbook=_playbook(journey),
         )
 
     # -- recovery ------------------------------------------------------------------------
@@ -443,13 +461,14 @@ class JourneyAgent:
             usage = list(exc.details.get("usage", []))
             log.warning("error analysis failed; recovering by the error's category", code=exc.code)
         for number, item in enumerate(usage, start=1):
-            spent = UsageRecorded(
-                operation="analyse_error",
-                model=item.model,
-                prompt_tokens=item.prompt_tokens,
-                completion_tokens=item.completion_tokens,
-                total_tokens=item.total_tokens,
+            spent = usage_recorded(
+                item,
+                "analyse_error",
+                self.prices,
+                Payer.of(journey.submitted),
                 stage_id=sid,
+                role=run.stage.role,
+                playbook=_playbook(journey),
             )
             await derive(spent, f"{sid}/{attempt}/analysis-usage/{number}")
         planned = handle_error(
@@ -592,3 +611,23 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
         background=lambda _: agent.keep_statistics(settings),
         closed=lambda journey: journey.closed is not None,
     )
+
+
+def _tool_usage(result: Any) -> Usage | None:
+    """The usage an LLM tool's result reports (llm.complete's ``model`` and ``usage``), or
+    None when it reports none that reads as usage."""
+    if not isinstance(result, dict) or not isinstance(result.get("usage"), dict):
+        return None
+    try:
+        return Usage.model_validate(
+            {"model": str(result.get("model") or "unknown"), **result["usage"]}
+        )
+    except ValidationError:
+        log.warning("an LLM tool reported usage that does not read as usage; not recorded")
+        return None
+
+
+def _playbook(journey: Journey) -> str | None:
+    """The playbook the task's plan was built from, if it names one."""
+    plan = journey.plan.payload if journey.plan is not None else None
+    return plan.playbook if isinstance(plan, PlanCreated) else None

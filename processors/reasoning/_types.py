@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,15 +27,34 @@ class Thought(BaseModel):
     )
 
 
+UsageSource = Literal["provider", "estimated"]
+"""Where token counts come from: the server's report, or counted here with tiktoken."""
+
+
 class Usage(BaseModel):
-    """Tokens one LLM request cost, as the provider reported them, and the model that answered."""
+    """The tokens one LLM request cost, and the model that answered.
+
+    Counts follow the OpenAI usage report: ``input_tokens`` holds every prompt token, the
+    ``cached_tokens`` read from the provider's prompt cache among them; ``output_tokens``
+    holds every completion token, the hidden ``reasoning_tokens`` among them. ``source`` is
+    ``provider`` when the server reported the counts and ``estimated`` when they were counted
+    here from the request as sent.
+    """
 
     model_config = ConfigDict(frozen=True)
 
     model: str
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
-    total_tokens: int = Field(ge=0)
+    provider: str | None = Field(None, description="Who served the request (the host).")
+    input_tokens: int = Field(ge=0)
+    output_tokens: int = Field(ge=0)
+    cached_tokens: int = Field(0, ge=0)
+    reasoning_tokens: int = Field(0, ge=0)
+    source: UsageSource = "provider"
+
+    @property
+    def total_tokens(self) -> int:
+        """Input and output tokens together."""
+        return self.input_tokens + self.output_tokens
 
 
 class Reasoned(BaseModel, Generic[T]):

@@ -223,12 +223,7 @@ def _estimate(
     prompt_tokens = count_tokens(prompt)
     max_tokens = tool_input.get("max_tokens")
     completion = max_tokens if isinstance(max_tokens, int) else spec.cost.tokens_per_call
-    price = prices.model_price(model)
-    cost = (
-        prompt_tokens / 1000 * price.input_per_1k
-        + completion / 1000 * price.output_per_1k
-        + per_call
-    )
+    cost = prices.model_price(model).cost(prompt_tokens, completion) + per_call
     return Estimate(
         tokens=prompt_tokens + completion,
         prompt_tokens=prompt_tokens,

@@ -55,7 +55,6 @@ from events import (
     ThompsonDraw,
     ThoughtRecorded,
     ToolsAllocated,
-    UsageRecorded,
 )
 from processors.inspector.quality import Priors, thompson_draws
 from processors.reasoning import (
@@ -70,6 +69,7 @@ from processors.reasoning import (
     Usage,
     proposed_playbook,
 )
+from processors.shared.metering import Payer, usage_recorded
 from processors.shared.planning import Plan, create_execution_plan
 from processors.shared.playbook import (
     Playbook,
@@ -80,7 +80,7 @@ from processors.shared.playbook import (
     playbook_tools,
     validate_playbook,
 )
-from processors.shared.pricing import DEFAULT_PRICES, PriceTable, load_price_table
+from processors.shared.pricing import DEFAULT_PRICES, PriceTable, price_table
 from processors.shared.roles import (
     RoleAssignmentError,
     RoleCatalog,
@@ -190,8 +190,9 @@ def decide(state: TaskState, now: datetime | None = None) -> list[PlanTask]:
 class _Recorder:
     """Turns thoughts and token usage into events derived from the task.submitted event."""
 
-    def __init__(self, cause: Event, emit: Emit, clock: Clock) -> None:
+    def __init__(self, cause: Event, emit: Emit, clock: Clock, prices: PriceTable) -> None:
         self.cause, self.emit, self.clock = cause, emit, clock
+        self.prices, self.payer = prices, Payer.of(cause)
         self.operation: Operation = "assign_roles"
         self._counts: dict[str, int] = {}
 
@@ -224,13 +225,7 @@ class _Recorder:
     async def usage(self, operation: Operation, usage: Sequence[Usage]) -> None:
         for item in usage:
             number = self._next(f"{operation}/usage")
-            payload = UsageRecorded(
-                operation=operation,
-                model=item.model,
-                prompt_tokens=item.prompt_tokens,
-                completion_tokens=item.completion_tokens,
-                total_tokens=item.total_tokens,
-            )
+            payload = usage_recorded(item, operation, self.prices, self.payer)
             await self.derive(payload, f"{operation}/usage/{number}")
 
 
@@ -336,7 +331,7 @@ class SuperAgent:
             load_role_catalog(settings.roles_file),
             toolbox(settings)[0],
             load_playbooks(settings.playbooks_dir),
-            load_price_table(settings.price_table) if settings.price_table else DEFAULT_PRICES,
+            price_table(settings.price_table),
             reasoner_kind="llm" if llm else "rule",
             offline_only=not llm,
             model=models[0] if llm else None,
@@ -348,7 +343,7 @@ class SuperAgent:
         cause = job.submitted
         submitted = cause.payload
         assert isinstance(submitted, TaskSubmitted)
-        recorder = _Recorder(cause, emit, self.clock)
+        recorder = _Recorder(cause, emit, self.clock, self.prices)
         brief = TaskBrief(
             task_id=str(cause.task_id),
             description=submitted.description,

@@ -155,10 +155,14 @@ LLM_COMPLETE = ToolSpec(
             "model": _STR,
             "usage": _object(
                 {
-                    "prompt_tokens": {"type": "integer"},
-                    "completion_tokens": {"type": "integer"},
+                    "provider": {"type": ["string", "null"]},
+                    "input_tokens": {"type": "integer"},
+                    "output_tokens": {"type": "integer"},
+                    "cached_tokens": {"type": "integer"},
+                    "reasoning_tokens": {"type": "integer"},
+                    "source": {"enum": ["provider", "estimated"]},
                 },
-                ["prompt_tokens", "completion_tokens"],
+                ["input_tokens", "output_tokens"],
             ),
         },
         ["text", "model", "usage"],

@@ -132,9 +132,13 @@ THOUGHTS = [
 USAGE = UsageRecorded(
     operation="plan",
     model="gpt-4o-mini",
-    prompt_tokens=120,
-    completion_tokens=80,
+    provider="api.openai.com",
+    input_tokens=120,
+    output_tokens=80,
+    cached_tokens=20,
     total_tokens=200,
+    cost_usd=0.0000645,
+    price_version="2026-11",
 )
 
 PLANNING_PAYLOADS: dict[str, EventPayload] = {

@@ -17,7 +17,8 @@ ANNOTATIONS = {"$schema", "$id", "$defs", "title", "description", "default"}
 CHECKED = {
     "$ref", "type", "const", "enum", "anyOf", "allOf", "if", "then", "properties", "required",
     "additionalProperties", "items", "contains", "minItems", "uniqueItems", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "maxItems", "format", "pattern",
+    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "maxItems", "format", "pattern",
 }  # fmt: skip
 SUPPORTED = ANNOTATIONS | CHECKED
 
@@ -90,6 +91,8 @@ def errors(instance: Any, schema: dict[str, Any], root: dict[str, Any] | None = 
             problems.append(f"{path}: above {schema['maximum']}")
         if "exclusiveMinimum" in schema and instance <= schema["exclusiveMinimum"]:
             problems.append(f"{path}: not above {schema['exclusiveMinimum']}")
+        if "exclusiveMaximum" in schema and instance >= schema["exclusiveMaximum"]:
+            problems.append(f"{path}: not below {schema['exclusiveMaximum']}")
     return problems
 
 

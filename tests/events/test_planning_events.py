@@ -47,9 +47,10 @@ def sample_event(event_type: str) -> Event:
     )
 
 
-def test_the_planning_types_are_in_the_catalog_at_v1() -> None:
+def test_the_planning_types_are_in_the_catalog_at_their_versions() -> None:
     for event_type in PLANNING_TYPES:
-        assert catalog.latest(event_type) == 1
+        # usage.recorded gained prices and whose work it was at v2.
+        assert catalog.latest(event_type) == (2 if event_type == "usage.recorded" else 1)
 
 
 @pytest.mark.parametrize("event_type", PLANNING_TYPES)

@@ -4,6 +4,21 @@ import events
 import events.schema
 
 EXPECTED = {
+    "BUDGET_SCOPES",
+    "BUDGET_WINDOWS",
+    "DEFAULT_THRESHOLDS",
+    "BudgetDeleted",
+    "BudgetExceeded",
+    "BudgetScope",
+    "BudgetSet",
+    "BudgetThresholdCrossed",
+    "BudgetWindow",
+    "PriceUnknown",
+    "UsageSource",
+    "UsageRecordedV1",
+    "upcast_usage_recorded_v1_to_v2",
+    "window_bounds",
+    "submitted_playbook",
     "EXECUTION_SCOPES",
     "IDENTITY_TYPES",
     "PLATFORM_SCOPES",

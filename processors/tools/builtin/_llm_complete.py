@@ -1,9 +1,9 @@
 """llm.complete: a prompt in, a completion out, through the configured LLM server.
 
 The call goes through :class:`~processors.reasoning.LLMClient`, so it gets the same
-retries, backoff, Retry-After handling and fallback models as the reasoners. Without
-WRENCH_LLM_BASE_URL the tool still exists (the registry lists it), but a call raises
-:class:`ToolLLMNotConfigured` and its health says why.
+retries, Retry-After handling, fallback models and usage (reported or counted) as the
+reasoners. Without WRENCH_LLM_BASE_URL the tool still exists (the registry lists it), but a
+call raises :class:`ToolLLMNotConfigured` and its health says why.
 """
 
 from __future__ import annotations
@@ -29,21 +29,20 @@ class LLMComplete(BuiltinTool):
 
     spec = LLM_COMPLETE
 
-    def __init__(self, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         super().__init__(max_result_bytes=settings.max_event_bytes)
         self._settings = settings
-        self._http = http
         self._client: LLMClient | None = None
 
     def _llm(self) -> LLMClient:
         if self._settings.llm_base_url is None:
             raise ToolLLMNotConfigured(_NOT_CONFIGURED, tool=self.spec.name)
         if self._client is None:
-            self._client = LLMClient(self._settings, self._http)
+            self._client = LLMClient(self._settings)
         return self._client
 
     async def aclose(self) -> None:
-        """Close the LLM client's connections, if this tool opened them."""
+        """Close the LLM client's connections, if it was opened."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -67,10 +66,7 @@ class LLMComplete(BuiltinTool):
         return {
             "text": text,
             "model": usage.model,
-            "usage": {
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-            },
+            "usage": usage.model_dump(exclude={"model"}),
         }
 
     async def _probe(self) -> tuple[bool, str]:

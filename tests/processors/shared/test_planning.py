@@ -152,8 +152,9 @@ def test_max_tokens_in_the_input_sets_the_completion_estimate() -> None:
 
 def test_cost_comes_from_the_price_table_per_model_and_per_call() -> None:
     prices = PriceTable(
+        version="test",
         default_model="house",
-        models={"house": ModelPrice(input_per_1k=1.0, output_per_1k=2.0)},
+        models={"house": ModelPrice(input_per_million=1000.0, output_per_million=2000.0)},
         tools={"llm.complete": 0.5},
     )
     stage = _plan(_llm_playbook(), prices=prices).stages[0]
@@ -371,14 +372,15 @@ def test_estimates_add_up() -> None:
 def test_a_price_table_loads_from_yaml_and_must_price_its_default(tmp_path: Path) -> None:
     path = tmp_path / "prices.yaml"
     path.write_text(
-        "default_model: m\nmodels:\n  m: {input_per_1k: 0.1, output_per_1k: 0.2}\n"
+        "version: v1\ndefault_model: m\n"
+        "models:\n  m: {input_per_million: 100, output_per_million: 200}\n"
         "tools:\n  web.search: 0.001\n"
     )
     table = load_price_table(path)
     assert table.model_price("other") == table.models["m"]
     assert table.tool_price("web.search", 0.0) == 0.001
     assert table.tool_price("code.python", 0.25) == 0.25
-    path.write_text("default_model: x\nmodels: {}\n")
+    path.write_text("version: v1\ndefault_model: x\nmodels: {}\n")
     with pytest.raises(PlanningError, match="default_model 'x' has no price"):
         load_price_table(path)
 
