@@ -514,6 +514,22 @@ class Settings(BaseSettings):
         "json", description="console for people, json for machines."
     )
 
+    # -- metrics -------------------------------------------------------------------------
+    metrics_host: str = Field(
+        "127.0.0.1",
+        description="Address a worker's and the projector's Prometheus port listens on. It "
+        "has no authentication: keep it on loopback or a network only the scraper reaches "
+        "(the API serves GET /metrics itself, to the scope metrics:read).",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Port of a worker's or the projector's Prometheus metrics (0: one the "
+        "system picks, logged); unset serves none. Each process on a host needs its own; "
+        "`wrenchai dev` gives each a free one and prints it. The API ignores it.",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _read_secret_files(cls, data: Any) -> Any:
