@@ -1,20 +1,25 @@
 """A client of the OpenAI-compatible chat completions API: structured output and thinking.
 
 Any server that speaks ``POST {base_url}/chat/completions`` works (hosted APIs, vLLM,
-Ollama, llama.cpp). httpx errors stop here and leave as the reasoning layer's errors.
-Prompts and completions are user content: they are never logged.
+Ollama, llama.cpp). The official ``openai`` SDK carries each request: the connection pool,
+the timeout (``llm_timeout_s``), and the retries of timeouts, broken connections, 408, 409,
+429 and 5xx with its own backoff, honouring Retry-After (``llm_max_retries``). This module
+adds what the SDK lacks: the fallback through the configured models, the json_schema →
+json_object → prompt fallback for servers that cannot enforce a schema, one repair attempt
+for an invalid answer, sequential thinking, and a :class:`Usage` for every answer. openai
+errors stop here and leave as the reasoning layer's errors. Prompts and completions are
+user content: they are never logged.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import random
-from collections.abc import Awaitable, Callable
-from typing import Any, Literal, TypeVar
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Literal, TypeVar, cast
 
-import httpx
+import openai
 import structlog
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, ValidationError
 
 from processors.reasoning import _prompts, _wire
@@ -26,10 +31,10 @@ from processors.reasoning._errors import (
 )
 from processors.reasoning._prompts import Message
 from processors.reasoning._types import Reasoned, Thought, Usage
+from wrenchai.metrics import observe_llm_request
 from wrenchai.settings import Settings
 
 T = TypeVar("T", bound=BaseModel)
-Sleep = Callable[[float], Awaitable[None]]
 OnThought = Callable[[Thought], Awaitable[None]]
 
 log = structlog.get_logger(__name__)
@@ -37,53 +42,44 @@ log = structlog.get_logger(__name__)
 _Format = Literal["json_schema", "json_object", "prompt"]
 _WEAKER_FORMAT: dict[_Format, _Format] = {"json_schema": "json_object", "json_object": "prompt"}
 
-# 408 and 409 are what some gateways answer under load; the rest is the issue's list.
-_RETRYABLE = frozenset({408, 409, 429})
+# The SDK insists on a key; without one it is given this and told to send no Authorization
+# header at all (local servers need none, and a made-up token only confuses a proxy).
+_NO_KEY = "unused"
 
 
 class _ModelFailed(Exception):
-    """One model gave up (retries spent, or an answer not worth repeating); try the next."""
+    """One model gave up (the SDK's retries spent, or an answer not worth repeating)."""
 
 
-class _Retryable(Exception):
-    """A failure worth another attempt, with the server's Retry-After if it sent one."""
+class _BadRequest(_ModelFailed):
+    """A 400, with the body that says why: it may name response_format."""
 
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, body: str) -> None:
         super().__init__(reason)
-        self.retry_after = retry_after
+        self.body = body
 
 
 class LLMClient:
-    """Structured answers and sequential thinking from an OpenAI-compatible server.
+    """Structured answers and sequential thinking from an OpenAI-compatible server."""
 
-    ``http`` lets the caller share a connection pool (the client then leaves it open);
-    ``sleep`` and ``rng`` make backoff testable without waiting.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        http: httpx.AsyncClient | None = None,
-        *,
-        sleep: Sleep = asyncio.sleep,
-        rng: random.Random | None = None,
-        backoff_base_s: float = 0.5,
-        backoff_max_s: float = 60.0,
-    ) -> None:
+    def __init__(self, settings: Settings) -> None:
         if settings.llm_base_url is None:
             raise LLMNotConfigured(
                 "No LLM server is configured. Set WRENCH_LLM_BASE_URL to an OpenAI-compatible "
                 "API (for example http://127.0.0.1:11434/v1), or use the rule reasoner."
             )
         self._settings = settings
-        self._url = settings.llm_base_url.rstrip("/") + "/chat/completions"
+        self._base_url = settings.llm_base_url
+        self._provider = _wire.provider(settings.llm_base_url)
         self._models = settings.llm_models()
-        self._owns_http = http is None
-        self._http = http if http is not None else httpx.AsyncClient()
-        self._sleep = sleep
-        self._rng = rng if rng is not None else random.Random()
-        self._backoff_base_s = backoff_base_s
-        self._backoff_max_s = backoff_max_s
+        key = settings.llm_api_key
+        self._openai = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=key.get_secret_value() if key else _NO_KEY,
+            timeout=settings.llm_timeout_s,
+            max_retries=settings.llm_max_retries,
+        )
+        self._headers: dict[str, Any] = {} if key else {"Authorization": openai.omit}
         # Servers without json_schema support (older vLLM, llama.cpp, some proxies) say so
         # with a 400 once; from then on this client asks them for a plain JSON object, and
         # a server that refuses response_format altogether gets the schema in the prompt only.
@@ -95,9 +91,8 @@ class LLMClient:
         return list(self._models)
 
     async def aclose(self) -> None:
-        """Close the connection pool, if this client opened it."""
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the connection pool."""
+        await self._openai.close()
 
     async def __aenter__(self) -> LLMClient:
         return self
@@ -191,145 +186,133 @@ class LLMClient:
         """Free text for ``messages``, and the usage of the request that produced it.
 
         ``model`` asks that model alone; without it the configured model and then each
-        fallback are tried, each with the same retries and backoff as structured calls.
+        fallback are tried, each with the same retries as structured calls.
         Raises :class:`LLMUnavailable` when no model answers.
         """
-        options: dict[str, Any] = {}
-        if max_tokens is not None:
-            options["max_tokens"] = max_tokens
-        if temperature is not None:
-            options["temperature"] = temperature
+        options = {"max_tokens": max_tokens, "temperature": temperature}
+        sampling = {key: value for key, value in options.items() if value is not None}
+        return await self._first_answer(
+            [model] if model else self._models,
+            name,
+            lambda asked: self._create(asked, messages, sampling),
+        )
 
-        async def request(asked: str) -> tuple[str, Usage]:
-            body = {"model": asked, "messages": messages, **options}
-            return self._answer(await self._post(body), asked)
-
-        return await self._first_answer([model] if model else self._models, name, request)
-
-    # -- transport -----------------------------------------------------------------------
+    # -- models, formats, requests -------------------------------------------------------
 
     async def _complete(
         self, messages: list[Message], result_model: type[BaseModel], name: str
     ) -> tuple[str, Usage]:
-        """The content of one answer: each model in turn, each with its retries."""
+        """The content of one structured answer: each model in turn."""
         return await self._first_answer(
-            self._models, name, lambda model: self._request(model, messages, result_model, name)
+            self._models, name, lambda model: self._structured(model, messages, result_model, name)
         )
 
     async def _first_answer(
         self, models: list[str], name: str, request: Callable[[str], Awaitable[tuple[str, Usage]]]
     ) -> tuple[str, Usage]:
-        """``request`` for each model in turn, each with its retries, until one answers."""
+        """``request`` for each model in turn (each with the SDK's retries) until one answers."""
         errors: list[str] = []
+        last: _ModelFailed | None = None
         for model in models:
             try:
-                return await self._ask(model, name, functools.partial(request, model))
+                return await request(model)
             except _ModelFailed as exc:
                 errors.append(f"{model}: {exc}")
+                last = exc
                 log.warning("llm.model_failed", name=name, model=model, error=str(exc))
         raise LLMUnavailable(
-            f"No LLM answered {name}: tried {', '.join(models)} at {self._url}. "
+            f"No LLM answered {name}: tried {', '.join(models)} at {self._base_url}. "
             f"Last error: {errors[-1]}. Check that the server is up and WRENCH_LLM_MODEL / "
             "WRENCH_LLM_FALLBACK_MODELS name models it serves.",
             name=name,
             models=list(models),
             errors=errors,
-        )
+        ) from last
 
-    async def _ask(
-        self, model: str, name: str, request: Callable[[], Awaitable[tuple[str, Usage]]]
+    async def _structured(
+        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
     ) -> tuple[str, Usage]:
-        """One model, retried with exponential backoff and full jitter."""
-        attempt = 0
+        """One structured request in the strongest format the server takes; a 400 about
+        response_format weakens the format at once, for this client's life, without a retry."""
         while True:
+            asked_format = self._format
+            sent, options = _request(asked_format, messages, result_model, name)
             try:
-                return await request()
-            except _Retryable as exc:
-                if attempt >= self._settings.llm_max_retries:
-                    raise _ModelFailed(f"{exc} (after {attempt + 1} attempts)") from exc
-                delay = self._delay(attempt, exc.retry_after)
+                return await self._create(model, sent, options)
+            except _BadRequest as exc:
+                if asked_format not in _WEAKER_FORMAT or "response_format" not in exc.body:
+                    raise
+                if self._format == asked_format:  # a concurrent call may have weakened it
+                    self._format = _WEAKER_FORMAT[asked_format]
                 log.info(
-                    "llm.retry",
-                    name=name,
-                    model=model,
-                    error=str(exc),
-                    attempt=attempt + 1,
-                    delay_s=round(delay, 3),
+                    "llm.response_format_unsupported", name=name, model=model, now=self._format
                 )
-                await self._sleep(delay)
-                attempt += 1
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Retry-After when the server sent one; otherwise full jitter over 2**attempt."""
-        if retry_after is not None:
-            return min(retry_after, self._backoff_max_s)
-        ceiling = min(self._backoff_max_s, self._backoff_base_s * 2**attempt)
-        return self._rng.uniform(0, ceiling)
-
-    async def _request(
-        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
+    async def _create(
+        self, model: str, messages: list[Message], options: Mapping[str, Any]
     ) -> tuple[str, Usage]:
-        body = self._body(model, messages, result_model, name)
-        response = await self._post(body)
-        if response.status_code == 400 and self._format_unsupported(response):
-            self._format = _WEAKER_FORMAT[self._format]
-            log.info("llm.response_format_unsupported", name=name, model=model, now=self._format)
-            return await self._request(model, messages, result_model, name)
-        return self._answer(response, model)
-
-    async def _post(self, body: dict[str, Any]) -> httpx.Response:
-        """One POST; a timeout or a broken connection is worth another attempt."""
+        """One chat completion through the SDK, its retries included: the content and usage,
+        or the reason this model failed. Its duration, answered or not, goes to the metrics."""
+        started = time.monotonic()
         try:
-            return await self._http.post(
-                self._url,
-                json=body,
-                headers=self._headers(),
-                timeout=self._settings.llm_timeout_s,
+            completion = await self._openai.chat.completions.create(
+                model=model,
+                # _prompts builds plain {role, content} dicts: the shape the SDK's types spell out.
+                messages=cast("list[ChatCompletionMessageParam]", messages),
+                extra_headers=self._headers,
+                **options,
             )
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self._settings.llm_timeout_s}s") from exc
-        except httpx.TransportError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
+            content = _wire.read_content(completion)
+        except openai.APITimeoutError as exc:
+            raise _ModelFailed(f"timed out after {self._settings.llm_timeout_s}s") from exc
+        except openai.APIConnectionError as exc:
+            cause = type(exc.__cause__).__name__ if exc.__cause__ else type(exc).__name__
+            raise _ModelFailed(f"connection failed ({cause})") from exc
+        except openai.APIStatusError as exc:
+            raise _status_failure(exc) from exc
+        except (openai.APIError, ValueError) as exc:
+            # A body the SDK cannot read as JSON, or JSON that is no chat completion.
+            raise _ModelFailed("answer is not a chat completion") from exc
+        finally:
+            observe_llm_request(model, time.monotonic() - started)
+        usage = _wire.read_usage(
+            completion,
+            asked=model,
+            provider=self._provider,
+            messages=messages,
+            response_format=options.get("response_format"),
+            content=content,
+        )
+        return content, usage
 
-    def _answer(self, response: httpx.Response, model: str) -> tuple[str, Usage]:
-        """The content and usage of a response, or the reason to retry or give up."""
-        if response.status_code in _RETRYABLE or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}", _wire.retry_after(response))
-        if response.status_code != 200:
-            raise _ModelFailed(f"HTTP {response.status_code}: {_wire.error_message(response)}")
-        try:
-            return _wire.read_completion(response, model)
-        except _wire.NotACompletion as exc:
-            raise _Retryable(str(exc)) from exc
 
-    def _body(
-        self, model: str, messages: list[Message], result_model: type[BaseModel], name: str
-    ) -> dict[str, Any]:
-        """The request: the schema enforced by the server if it can, else asked for in words."""
-        schema = result_model.model_json_schema()
-        body: dict[str, Any] = {"model": model}
-        if self._format == "json_schema":
-            body["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": _wire.schema_name(name),
-                    "schema": _wire.strict_schema(schema),
-                    "strict": True,
-                },
-            }
-        else:
-            messages = _prompts.with_json_only(messages, name, schema)
-            if self._format == "json_object":
-                body["response_format"] = {"type": "json_object"}
-        body["messages"] = messages
-        return body
+def _request(
+    response_format: _Format, messages: list[Message], result_model: type[BaseModel], name: str
+) -> tuple[list[Message], dict[str, Any]]:
+    """The messages and options of a structured request: the schema enforced by the server
+    if it can, else asked for in words."""
+    schema = result_model.model_json_schema()
+    if response_format == "json_schema":
+        json_schema = {
+            "name": _wire.schema_name(name),
+            "schema": _wire.strict_schema(schema),
+            "strict": True,
+        }
+        return messages, {"response_format": {"type": "json_schema", "json_schema": json_schema}}
+    messages = _prompts.with_json_only(messages, name, schema)
+    if response_format == "json_object":
+        return messages, {"response_format": {"type": "json_object"}}
+    return messages, {}
 
-    def _headers(self) -> dict[str, str]:
-        key = self._settings.llm_api_key
-        return {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
 
-    def _format_unsupported(self, response: httpx.Response) -> bool:
-        return self._format in _WEAKER_FORMAT and "response_format" in response.text
+def _status_failure(error: openai.APIStatusError) -> _ModelFailed:
+    """An HTTP error the SDK gave up on. The server's words are quoted for a client error
+    (401: the key; 404: the model), never for a transient one, whose body may echo a prompt."""
+    status = error.status_code
+    if status in (408, 409, 429) or status >= 500:
+        return _ModelFailed(f"HTTP {status}")
+    reason = f"HTTP {status}: {_wire.error_message(error)}"
+    return _BadRequest(reason, error.response.text) if status == 400 else _ModelFailed(reason)
 
 
 def _normalise(thought: Thought, number: int, limit: int) -> Thought:

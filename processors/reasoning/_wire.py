@@ -1,18 +1,21 @@
-"""The OpenAI chat completions wire format: the schema sent, the answer and errors read back.
+"""The chat completions wire format: the schema sent, the answer, its usage and errors read back.
 
-Pure functions of JSON and HTTP responses; the client in ``_llm`` decides what to do.
+Pure functions of JSON and of the openai SDK's objects; the client in ``_llm`` decides what
+to do with them.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-import httpx
+import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel
 
 from processors.reasoning._types import Usage
+from processors.shared.tokens import count_chat_tokens
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -55,37 +58,59 @@ def parse_content(content: str, result_model: type[T]) -> T:
     return result_model.model_validate_json(text)
 
 
-def read_completion(response: httpx.Response, model: str) -> tuple[str, Usage]:
-    """The message content and the reported usage of a 200 answer."""
+def read_content(completion: ChatCompletion) -> str:
+    """The message content of an answer.
+
+    The SDK reads answers without validating them (local servers leave fields out), so a
+    body that is JSON but no chat completion arrives here and is named so.
+    """
     try:
-        payload = response.json()
-        content = payload["choices"][0]["message"].get("content") or ""
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        content = completion.choices[0].message.content
+    except (AttributeError, IndexError, TypeError) as exc:
         raise NotACompletion("answer is not a chat completion") from exc
-    reported = payload.get("usage") or {}
-    usage = Usage(
-        model=str(payload.get("model") or model),
-        prompt_tokens=int(reported.get("prompt_tokens") or 0),
-        completion_tokens=int(reported.get("completion_tokens") or 0),
-        total_tokens=int(reported.get("total_tokens") or 0),
+    return str(content or "")
+
+
+def read_usage(
+    completion: ChatCompletion,
+    *,
+    asked: str,
+    provider: str,
+    messages: Sequence[Mapping[str, Any]],
+    response_format: Mapping[str, Any] | None,
+    content: str,
+) -> Usage:
+    """The usage of one answer: as the server reported it, with its cached and reasoning
+    details; counted with tiktoken from the request as sent and ``content`` when the server
+    reported none (``source="estimated"``)."""
+    model = getattr(completion, "model", None) or asked
+    reported = getattr(completion, "usage", None)
+    prompt_tokens = getattr(reported, "prompt_tokens", None)
+    if not isinstance(prompt_tokens, int):
+        counted = count_chat_tokens(messages, response_format=response_format, completion=content)
+        return Usage(
+            model=model,
+            provider=provider,
+            input_tokens=counted.prompt_tokens,
+            output_tokens=counted.completion_tokens,
+            source="estimated",
+        )
+    prompt_details = getattr(reported, "prompt_tokens_details", None)
+    completion_details = getattr(reported, "completion_tokens_details", None)
+    return Usage(
+        model=model,
+        provider=provider,
+        input_tokens=prompt_tokens,
+        output_tokens=getattr(reported, "completion_tokens", None) or 0,
+        cached_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+        source="provider",
     )
-    return str(content), usage
 
 
-def retry_after(response: httpx.Response) -> float | None:
-    """Retry-After in seconds, from either of its forms (delta-seconds or an HTTP date)."""
-    value = response.headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
+def provider(base_url: str) -> str:
+    """Who serves ``base_url``: its host and port as written (credentials left out)."""
+    return urlsplit(base_url).netloc.rpartition("@")[2] or base_url
 
 
 def schema_name(name: str) -> str:
@@ -94,11 +119,10 @@ def schema_name(name: str) -> str:
     return cleaned[:64] or "result"
 
 
-def error_message(response: httpx.Response, limit: int = 200) -> str:
+def error_message(error: openai.APIStatusError, limit: int = 200) -> str:
     """The server's own words for an error (OpenAI's ``error.message``), cut short: enough
     to diagnose, never a whole echoed request."""
-    try:
-        text = str(response.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        text = response.text
+    body = error.body
+    message = body.get("message") if isinstance(body, dict) else None
+    text = str(message) if message is not None else error.response.text
     return text if len(text) <= limit else text[:limit] + "…"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class Received:
     messages: list[dict[str, Any]]
     headers: dict[str, str]
     body: dict[str, Any]
+    received_at: float = 0.0
+    """``time.monotonic()`` when the request arrived: the gaps between retries."""
 
     @property
     def response_format(self) -> str:
@@ -85,27 +88,29 @@ class OpenAIServer:
         model: str | None = None,
         delay_s: float = 0.0,
         usage: bool = True,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
     ) -> None:
         """A 200 chat completion whose message content is ``content`` (models become JSON).
 
         ``model`` is the model the answer claims; by default the one that was asked.
         ``usage=False`` leaves the usage block out, as some local servers do.
+        ``cached_tokens`` and ``reasoning_tokens`` add OpenAI's usage details.
         """
         if isinstance(content, BaseModel):
             content = content.model_dump_json()
         elif isinstance(content, dict):
             content = json.dumps(content)
-        body = {
-            "content": content,
-            "model": model,
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-            if usage
-            else None,
+        reported: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
         }
+        if cached_tokens is not None:
+            reported["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+        if reasoning_tokens is not None:
+            reported["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        body = {"content": content, "model": model, "usage": reported if usage else None}
         self._script.append(Reply(200, json.dumps(body), {"x-scripted": "answer"}, delay_s))
 
     def error(
@@ -134,6 +139,7 @@ class OpenAIServer:
                 messages=list(body.get("messages", [])),
                 headers=dict(request.headers),
                 body=body,
+                received_at=time.monotonic(),
             )
         )
         if not self._script:

@@ -58,10 +58,7 @@ async def llm(server: OpenAIServer) -> AsyncIterator[LLMClient]:
         llm_timeout_s=2.0,
     )
 
-    async def no_wait(_: float) -> None:
-        return None
-
-    async with LLMClient(settings, sleep=no_wait) as client:
+    async with LLMClient(settings) as client:
         yield client
 
 
@@ -98,7 +95,7 @@ async def test_thoughts_with_a_revision_and_a_branch_then_the_answer(
     assert seen.thoughts == script
     assert reasoned.thoughts[1].revises == 1
     assert reasoned.thoughts[2].branch == "reuse"
-    assert [u.prompt_tokens for u in reasoned.usage] == [100, 101, 102, 103, 200]
+    assert [u.input_tokens for u in reasoned.usage] == [100, 101, 102, 103, 200]
     assert all(u.model == "model-a" for u in reasoned.usage)
 
 
@@ -202,7 +199,7 @@ async def test_an_unavailable_server_mid_thinking_keeps_the_usage_spent(
     with pytest.raises(LLMUnavailable) as caught:
         await llm.think(TASK, Plan, name="plan")
 
-    assert [u.prompt_tokens for u in caught.value.details["usage"]] == [50]
+    assert [u.input_tokens for u in caught.value.details["usage"]] == [50]
 
 
 async def test_instructions_lead_every_system_message(server: OpenAIServer, llm: LLMClient) -> None:

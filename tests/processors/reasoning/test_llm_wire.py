@@ -1,22 +1,23 @@
-"""The chat completions wire format, as pure functions: Retry-After, schema names, content."""
+"""The chat completions wire format, as pure functions: schema names, content, usage."""
 
 from __future__ import annotations
 
-import email.utils
-import time
+from typing import Any
 
-import httpx
 import pytest
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from processors.reasoning._wire import (
     NotACompletion,
-    error_message,
     parse_content,
-    read_completion,
-    retry_after,
+    read_content,
+    read_usage,
     schema_name,
 )
+from processors.shared.tokens import count_chat_tokens
+
+MESSAGES = [{"role": "user", "content": "What is Kafka?"}]
 
 
 class Point(BaseModel):
@@ -24,27 +25,13 @@ class Point(BaseModel):
     y: int
 
 
-def response(status: int = 200, **kwargs: object) -> httpx.Response:
-    return httpx.Response(status, **kwargs)  # type: ignore[arg-type]
+def completion(**fields: Any) -> ChatCompletion:
+    """An answer as the SDK hands it over: read without validation, fields may be missing."""
+    return ChatCompletion.construct(**fields)
 
 
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [("7", 7.0), ("1.5", 1.5), ("-3", 0.0), ("soon", None), ("", None)],
-)
-def test_retry_after_in_seconds(header: str, expected: float | None) -> None:
-    """Delta-seconds are read as given (never negative); anything unreadable is ignored."""
-    assert retry_after(response(429, headers={"Retry-After": header})) == expected
-
-
-def test_retry_after_as_a_past_http_date_is_zero() -> None:
-    """An HTTP date already past means: retry now."""
-    past = email.utils.formatdate(time.time() - 60, usegmt=True)
-    assert retry_after(response(503, headers={"Retry-After": past})) == 0.0
-
-
-def test_no_retry_after_is_none() -> None:
-    assert retry_after(response(500)) is None
+def answer(content: str | None) -> dict[str, Any]:
+    return {"index": 0, "message": {"role": "assistant", "content": content}}
 
 
 def test_schema_names_keep_to_the_allowed_characters() -> None:
@@ -63,15 +50,89 @@ def test_content_may_come_in_a_code_fence() -> None:
 
 
 def test_a_body_that_is_not_a_completion_is_named_so() -> None:
-    """HTML, or JSON without choices, is NotACompletion rather than a KeyError."""
+    """JSON without choices, or choices without a message, is NotACompletion rather than an
+    IndexError or AttributeError."""
     with pytest.raises(NotACompletion):
-        read_completion(response(text="<html></html>"), "m")
+        read_content(completion(choices=[]))
     with pytest.raises(NotACompletion):
-        read_completion(response(json={"choices": []}), "m")
+        read_content(completion())
+    with pytest.raises(NotACompletion):
+        read_content(completion(choices=[{"index": 0}]))
 
 
-def test_error_message_prefers_the_servers_words_and_stays_short() -> None:
-    """OpenAI's error.message when present, otherwise the body, cut at 200 characters."""
-    assert error_message(response(400, json={"error": {"message": "bad model"}})) == "bad model"
-    long = error_message(response(502, text="x" * 500))
-    assert len(long) == 201 and long.endswith("…")
+def test_content_is_read_from_the_first_choice() -> None:
+    """The first choice's message content; a message without content is empty text."""
+    assert read_content(ChatCompletion.model_validate(_full("hello"))) == "hello"
+    assert read_content(ChatCompletion.model_validate(_full(None))) == ""
+
+
+def test_reported_usage_is_taken_with_its_details() -> None:
+    """prompt/completion tokens become input/output tokens; cached and reasoning tokens come
+    from OpenAI's details; the model is the one the server says answered."""
+    body = _full(
+        "hi",
+        usage={
+            "prompt_tokens": 50,
+            "completion_tokens": 9,
+            "total_tokens": 59,
+            "prompt_tokens_details": {"cached_tokens": 32},
+            "completion_tokens_details": {"reasoning_tokens": 4},
+        },
+    )
+    usage = read_usage(
+        ChatCompletion.model_validate(body),
+        asked="m",
+        provider="api.openai.com",
+        messages=MESSAGES,
+        response_format=None,
+        content="hi",
+    )
+    assert usage.model_dump() == {
+        "model": "gpt-x-2026",
+        "provider": "api.openai.com",
+        "input_tokens": 50,
+        "output_tokens": 9,
+        "cached_tokens": 32,
+        "reasoning_tokens": 4,
+        "source": "provider",
+    }
+
+
+@pytest.mark.parametrize("reported", [None, {}, {"completion_tokens": 3}])
+def test_usage_missing_or_without_prompt_tokens_is_estimated(
+    reported: dict[str, Any] | None,
+) -> None:
+    """No usage, or usage without its prompt tokens, is counted here from the request and
+    the content; the model falls back to the one asked when the answer names none."""
+    fields: dict[str, Any] = {"choices": [answer("Kafka is a log.")]}
+    if reported is not None:
+        fields["usage"] = reported
+    usage = read_usage(
+        completion(**fields),
+        asked="small",
+        provider="127.0.0.1:8000",
+        messages=MESSAGES,
+        response_format=None,
+        content="Kafka is a log.",
+    )
+    counted = count_chat_tokens(MESSAGES, completion="Kafka is a log.")
+    assert (usage.model, usage.source) == ("small", "estimated")
+    assert (usage.input_tokens, usage.output_tokens) == (
+        counted.prompt_tokens,
+        counted.completion_tokens,
+    )
+    # 1 + 4 + 3 + 3 for the prompt; K|afka| is| a| log|. for the answer
+    assert (usage.input_tokens, usage.output_tokens) == (11, 6)
+
+
+def _full(content: str | None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "gpt-x-2026",
+        "choices": [{**answer(content), "finish_reason": "stop"}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body

@@ -823,16 +823,6 @@ async def test_a_named_playbook_in_the_constraints_wins_over_the_closest_templat
 
 
 # -- the LLM reasoner ------------------------------------------------------------------------
-class Sleeps:
-    """An injected sleep: retries do not wait."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
 @pytest.fixture(scope="module")
 async def server() -> AsyncIterator[OpenAIServer]:
     async with OpenAIServer() as instance:
@@ -851,7 +841,7 @@ async def llm_agent(server: OpenAIServer) -> AsyncIterator[SuperAgent]:
         llm_max_retries=1,
         llm_max_thoughts=4,
     )
-    async with LLMClient(settings, sleep=Sleeps()) as client:
+    async with LLMClient(settings) as client:
         yield SuperAgent(
             LLMReasoner(client),
             load_role_catalog(),

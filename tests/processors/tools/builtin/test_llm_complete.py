@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from processors.shared.tokens import count_chat_tokens
 from processors.tools.builtin import (
     LLMComplete,
     ToolLLMNotConfigured,
@@ -34,16 +35,43 @@ async def tool(server: OpenAIServer) -> AsyncIterator[LLMComplete]:
 
 
 async def test_returns_text_model_and_usage(tool: LLMComplete, server: OpenAIServer) -> None:
-    server.answer("Kafka is a log.", prompt_tokens=12, completion_tokens=4)
+    """The text, the model that answered, and the usage the server reported, with the
+    server's host as the provider."""
+    server.answer("Kafka is a log.", prompt_tokens=12, completion_tokens=4, cached_tokens=8)
     result = await tool.call({"prompt": "What is Kafka?"})
     assert result == {
         "text": "Kafka is a log.",
         "model": "small",
-        "usage": {"prompt_tokens": 12, "completion_tokens": 4},
+        "usage": {
+            "provider": f"127.0.0.1:{server.port}",
+            "input_tokens": 12,
+            "output_tokens": 4,
+            "cached_tokens": 8,
+            "reasoning_tokens": 0,
+            "source": "provider",
+        },
     }
     sent = server.requests[-1]
     assert sent.messages == [{"role": "user", "content": "What is Kafka?"}]
     assert "response_format" not in sent.body, "a plain completion asks for no JSON"
+
+
+async def test_usage_is_counted_when_the_server_reports_none(
+    tool: LLMComplete, server: OpenAIServer
+) -> None:
+    """A server without a usage report: the tokens of the messages sent and of the text,
+    counted with tiktoken, marked estimated."""
+    server.answer("Kafka is a log.", usage=False)
+    result = await tool.call({"prompt": "What is Kafka?", "system": "Be brief."})
+    counted = count_chat_tokens(server.requests[-1].messages, completion="Kafka is a log.")
+    usage = result["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (
+        counted.prompt_tokens,
+        counted.completion_tokens,
+    )
+    # system: 1 + 'Be brief.' 3; user: 1 + 'What is Kafka?' 4; 2 x 3 framing; 3 priming
+    assert usage["input_tokens"] == 18
+    assert usage["source"] == "estimated"
 
 
 async def test_sends_system_model_and_sampling_options(
