@@ -200,3 +200,7 @@ def window_bounds(window: BudgetWindow, at: datetime) -> tuple[datetime | None, 
     if start.month == 12:
         return start, start.replace(year=start.year + 1, month=1)
     return start, start.replace(month=start.month + 1)
+
+
+COST_ADMIN_TYPES = frozenset({"budget.set", "budget.deleted", "price.unknown"})
+"""The cost events that go to wrench.admin (key = tenant); the rest are task events."""

@@ -21,7 +21,14 @@ MAX_DETAIL = 2_000
 Decision = Literal["accept", "retry", "escalate"]
 AlertLevel = Literal["info", "warning", "critical"]
 AlertCode = Literal[
-    "STALLED", "OVERRUN_TIME", "OVERRUN_TOKENS", "LOW_QUALITY", "REPEATED_FAILURES", "JOB_FAILING"
+    "STALLED",
+    "OVERRUN_TIME",
+    "OVERRUN_TOKENS",
+    "LOW_QUALITY",
+    "REPEATED_FAILURES",
+    "JOB_FAILING",
+    "BUDGET_THRESHOLD",
+    "BUDGET_EXCEEDED",
 ]
 
 

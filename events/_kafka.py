@@ -17,18 +17,20 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from events._codec import Codec, Record
+from events._cost import COST_ADMIN_TYPES
 from events._envelope import Event, Position
 from events._errors import BrokerUnavailable, TopicConfigError
 from events._identity import IDENTITY_TYPES
 from events._runtime import RUNTIME_TYPES
+from wrenchai import metrics
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 TOPICS = ("events", "admin", "dlq")
-ADMIN_TYPES = IDENTITY_TYPES | RUNTIME_TYPES
+ADMIN_TYPES = IDENTITY_TYPES | RUNTIME_TYPES | COST_ADMIN_TYPES
 """The event types published on wrench.admin (key = tenant): identity, security and the
-platform's own running (agent heartbeats, tenant ``_system``)."""
+platform's own running (agent heartbeats, tenant ``_system``), budgets and unpriced models."""
 TOPIC_CONFIGS = {"cleanup.policy": "delete", "retention.ms": "-1"}
 _TOPIC_EXISTS = 36
 
@@ -110,12 +112,17 @@ class EventProducer:
     """Publishes events and raw records with acks=all, batching, compression and retries.
 
     Starts lazily, so a process can come up while the broker is still down; every failure
-    to publish is a BrokerUnavailable and nothing is half-written.
+    to publish is a BrokerUnavailable and nothing is half-written. ``processor`` names who
+    publishes in wrench_events_produced_total (api, super-agent, projector, ...), which counts
+    each event once the broker acknowledged it; raw records (DLQ copies, a restore's
+    republishing) are not new events and are not counted.
     """
 
-    def __init__(self, settings: Settings, codec: Codec) -> None:
+    def __init__(self, settings: Settings, codec: Codec, *, processor: str = "cli") -> None:
         self.settings = settings
         self.codec = codec
+        self.processor = processor
+        self._produced = metrics.produced(processor)
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
@@ -175,7 +182,10 @@ class EventProducer:
         batch = list(events)
         name = topic or self.topic_of(batch)
         await self.codec.prepare_events(batch)
-        return await self.send_records(name, [self.codec.encode(e) for e in batch])
+        positions = await self.send_records(name, [self.codec.encode(e) for e in batch])
+        for event in batch:
+            self._produced.add(event.type)
+        return positions
 
     async def enqueue(self, event: Event, topic: str | None = None) -> Delivery:
         """Hand one event to the producer without waiting for the broker; await the
@@ -193,6 +203,14 @@ class EventProducer:
             raise BrokerUnavailable(
                 f"the broker did not accept records for {name}: {exc}", topic=name
             ) from exc
+        kind = event.type
+
+        def acked(done: asyncio.Future[Any]) -> None:
+            # Counted when the broker acknowledges, whether or not anyone awaits the Delivery.
+            if not done.cancelled() and done.exception() is None:
+                self._produced.add(kind)
+
+        future.add_done_callback(acked)
         return Delivery(future, name)
 
     def topic_of(self, events: Sequence[Event]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from projections._cost_models import COST_READ_MODELS
 from projections._identity_models import ADMIN_READ_MODELS
 from projections._read_model_types import ReadModel
 from projections._read_models import READ_MODELS
@@ -34,7 +35,9 @@ class Stream:
 EVENTS = Stream("events", "projector", READ_MODELS)
 # Shredding last: it clears what the models before it (and those of wrench.events) hold.
 ADMIN = Stream(
-    "admin", "projector-admin", (*ADMIN_READ_MODELS, *RUNTIME_READ_MODELS, ShreddingModel())
+    "admin",
+    "projector-admin",
+    (*ADMIN_READ_MODELS, *COST_READ_MODELS, *RUNTIME_READ_MODELS, ShreddingModel()),
 )
 STREAMS: tuple[Stream, ...] = (EVENTS, ADMIN)
 """Every stream the projector runs, in the order a restore republishes them."""

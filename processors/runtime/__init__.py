@@ -5,6 +5,6 @@ An agent hands :class:`Worker` its ``evolve``, ``decide`` and ``run``; everythin
 here, the same for every agent.
 """
 
-from processors.runtime._worker import Emit, Worker
+from processors.runtime._worker import Emit, Worker, dead_letter, faust_app, record_of
 
-__all__ = ["Emit", "Worker"]
+__all__ = ["Emit", "Worker", "dead_letter", "faust_app", "record_of"]

@@ -65,6 +65,7 @@ from events import (
 from processors.runtime._heartbeat import Heartbeats
 from processors.runtime._scheduler import ALERT_AFTER, Emit, Job, Jobs
 from processors.runtime._snapshots import Snapshot, SnapshotStore
+from wrenchai import metrics
 from wrenchai.settings import Settings
 
 __all__ = ["Emit", "Job", "Worker"]
@@ -141,7 +142,8 @@ class Worker(Generic[S, J]):
         self.background = background
         self._background: asyncio.Task[None] | None = None
         self.codec: Codec = codec_from_settings(settings)
-        self.producer = EventProducer(settings, self.codec)
+        self.producer = EventProducer(settings, self.codec, processor=name)
+        self.consumed = metrics.consumed(name)
         self.snapshots = SnapshotStore(settings, self.group)
         self.partitions: dict[int, _Partition[S]] = {}
         self.jobs: Jobs[S, J] = Jobs(
@@ -224,15 +226,23 @@ class Worker(Generic[S, J]):
         touched, or mark the partition caught up."""
         await self.codec.prepare_records(r.value for _, r in records if self.folds(r))
         touched: dict[uuid.UUID, None] = {}
-        for offset, record in records:
-            if offset < part.position:
-                continue  # folded meanwhile
-            part.position = offset + 1
-            event = await self._decode_or_dlq(record, part.number, offset)
-            if event is not None:
-                task_id = self.fold(part, event, offset, record=record)
-                if task_id is not None:
-                    touched[task_id] = None
+        types: dict[str, int] = {}
+        try:
+            for offset, record in records:
+                if offset < part.position:
+                    continue  # folded meanwhile
+                part.position = offset + 1
+                kind = record.header("type")
+                label = "unknown" if kind is None else kind.decode(errors="replace")
+                types[label] = types.get(label, 0) + 1
+                event = await self._decode_or_dlq(record, part.number, offset)
+                if event is not None:
+                    task_id = self.fold(part, event, offset, record=record)
+                    if task_id is not None:
+                        touched[task_id] = None
+        finally:
+            # Once per batch and type: every record the position passed is consumed.
+            self.consumed.add_all(types)
         if part.ready.is_set():
             for task_id in touched:
                 self.decide(part, task_id)
@@ -266,7 +276,9 @@ class Worker(Generic[S, J]):
             while part.position < end and not passed:
                 batch = (await consumer.getmany(tp, timeout_ms=200, max_records=1000)).get(tp, [])
                 passed = any(m.offset >= end for m in batch)
-                records = [(m.offset, _record(m)) for m in batch if part.position <= m.offset < end]
+                records = [
+                    (m.offset, record_of(m)) for m in batch if part.position <= m.offset < end
+                ]
                 await self._fold_records(part, records)
         finally:
             await consumer.stop()
@@ -335,16 +347,7 @@ class Worker(Generic[S, J]):
     async def _dead_letter(
         self, record: Record, partition: int, offset: int, exc: EventDecodeError
     ) -> None:
-        headers = [
-            *record.headers,
-            ("dlq.reason", exc.reason.encode()),
-            ("dlq.error", exc.message[:1000].encode()),
-            ("dlq.topic", self.topic.encode()),
-            ("dlq.partition", str(partition).encode()),
-            ("dlq.offset", str(offset).encode()),
-            ("dlq.consumer", self.group.encode()),
-        ]
-        dead = Record(key=record.key, value=record.value, headers=tuple(headers))
+        dead = dead_letter(record, exc, self.topic, partition, offset, self.group)
         await self.producer.send_records(self.settings.topic("dlq"), [dead])
         self.heartbeats.decode_failed(partition, offset, exc.reason)
         log.warning(
@@ -504,33 +507,7 @@ class Worker(Generic[S, J]):
     # -- faust -------------------------------------------------------------------------
     def app(self) -> faust.App:
         """The faust app: one agent over wrench.events in this worker's consumer group."""
-        s = self.settings
-        _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
-        datadir = s.data_dir or Path(tempfile.gettempdir()) / "wrenchai"
-        (datadir / "faust").mkdir(parents=True, exist_ok=True)
-        app = faust.App(
-            self.group,
-            broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
-            value_serializer="raw",
-            key_serializer="raw",
-            store="memory://",
-            # faust makes a data directory even for memory tables: never in the caller's
-            # working directory.
-            datadir=str(datadir / "faust" / self.group),
-            web_enabled=False,
-            autodiscover=False,
-            # Topics are created and checked by `wrenchai topics create`, never by a worker,
-            # and no table or leader topic is needed.
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            consumer_auto_offset_reset="earliest",
-            broker_session_timeout=s.kafka_session_timeout_ms / 1000,
-            broker_rebalance_timeout=s.kafka_rebalance_timeout_ms / 1000,
-            broker_heartbeat_interval=max(s.kafka_session_timeout_ms / 5000, 0.5),
-            broker_request_timeout=max(s.kafka_request_timeout_ms / 1000, 40.0),
-            stream_wait_empty=False,
-            producer_acks=-1,
-        )
+        app = faust_app(self.settings, self.group)
         topic = app.topic(
             self.topic,
             key_type=bytes,
@@ -546,7 +523,7 @@ class Worker(Generic[S, J]):
                 items = []
                 for item in batch:
                     message = item.message
-                    items.append((message.partition, message.offset, _record(message)))
+                    items.append((message.partition, message.offset, record_of(message)))
                 await self.handle_batch(items)
                 for item in batch:
                     part = self.partitions.get(item.message.partition)
@@ -606,11 +583,15 @@ class Worker(Generic[S, J]):
         log.info("worker stopped", worker=self.name, cancelled_jobs=len(jobs))
 
     def main(self) -> None:
-        """Run until SIGTERM or SIGINT (``wrenchai worker <name>``)."""
+        """Run until SIGTERM or SIGINT (``wrenchai worker <name>``), serving the process's
+        metrics on WRENCH_METRICS_PORT when set (ConfigurationError when it is taken)."""
         if self.settings.log_level != "debug":
             # faust and mode narrate every service start and stop at info.
             for name in ("faust", "mode", "aiokafka"):
                 logging.getLogger(name).setLevel(logging.WARNING)
+        # From a thread of its own, up as long as the process: a scrape never waits for the
+        # event loop.
+        metrics.serve_metrics(self.settings, self.name)
         worker = faust.Worker(
             self.app(),
             loglevel=self.settings.log_level.upper(),
@@ -690,6 +671,54 @@ class _Failures:
         self.worker.spawn(send())
 
 
+def dead_letter(
+    record: Record, exc: EventDecodeError, topic: str, partition: int, offset: int, group: str
+) -> Record:
+    """The copy of a record that cannot be decoded for wrench.dlq: as it was, with where it
+    was and why it was refused in headers."""
+    headers = [
+        *record.headers,
+        ("dlq.reason", exc.reason.encode()),
+        ("dlq.error", exc.message[:1000].encode()),
+        ("dlq.topic", topic.encode()),
+        ("dlq.partition", str(partition).encode()),
+        ("dlq.offset", str(offset).encode()),
+        ("dlq.consumer", group.encode()),
+    ]
+    return Record(key=record.key, value=record.value, headers=tuple(headers))
+
+
+def faust_app(s: Settings, group: str) -> faust.App:
+    """A faust app in consumer group ``group``, configured from the settings as every
+    WrenchAI worker runs one: raw bytes, no web server, no topic declared, no table."""
+    _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
+    datadir = s.data_dir or Path(tempfile.gettempdir()) / "wrenchai"
+    (datadir / "faust").mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        group,
+        broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        # faust makes a data directory even for memory tables: never in the caller's
+        # working directory.
+        datadir=str(datadir / "faust" / group),
+        web_enabled=False,
+        autodiscover=False,
+        # Topics are created and checked by `wrenchai topics create`, never by a worker,
+        # and no table or leader topic is needed.
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=s.kafka_session_timeout_ms / 1000,
+        broker_rebalance_timeout=s.kafka_rebalance_timeout_ms / 1000,
+        broker_heartbeat_interval=max(s.kafka_session_timeout_ms / 5000, 0.5),
+        broker_request_timeout=max(s.kafka_request_timeout_ms / 1000, 40.0),
+        stream_wait_empty=False,
+        producer_acks=-1,
+    )
+
+
 def _faust_fetch_wait(milliseconds: int) -> None:
     """Make faust's consumer wait ``milliseconds`` per fetch instead of its fixed 1500 ms
     (WRENCH_KAFKA_FETCH_MAX_WAIT_MS): on the embedded broker every hop of a task through the
@@ -706,6 +735,6 @@ def _faust_fetch_wait(milliseconds: int) -> None:
     thread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def _record(message: Any) -> Record:
+def record_of(message: Any) -> Record:
     """A consumed message (faust's or aiokafka's) as the codec's record."""
     return Record(key=message.key, value=message.value, headers=kafka_headers(message.headers))

@@ -36,6 +36,7 @@ ROLES = {
     "super-agent": "worker super-agent",
     "journey-agent": "worker journey-agent",
     "inspector-agent": "worker inspector-agent",
+    "cost-guard": "worker cost-guard",
 }
 REPORT = "Research how WrenchAI recovers from errors and write a short report"
 PLAN_WAIT_S = 60.0
