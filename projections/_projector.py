@@ -56,6 +56,9 @@ class BatchOutcome:
     poison: int = 0
     skipped: int = 0
     next_offsets: dict[int, int] = field(default_factory=dict)
+    types: dict[str, int] = field(default_factory=dict)
+    """Records archived (applied, duplicate or poison) per event type: the type header,
+    'unknown' without one."""
 
 
 @dataclass
@@ -202,6 +205,8 @@ class Projector:
             prev = prev_hashes[partition]
             for read in records:
                 digest = read.link(prev)
+                kind = _type_of(read)
+                outcome.types[kind] = outcome.types.get(kind, 0) + 1
                 if read.event is None:
                     archive.dead.append(read)
                     status = "poison"
@@ -254,6 +259,15 @@ class Projector:
                 reason=read.error.reason,
                 error=read.error.message,
             )
+
+
+def _type_of(read: ReadRecord) -> str:
+    if read.event is not None:
+        return read.event.type
+    for name, value in read.headers:
+        if name == "type" and value is not None:
+            return value.decode(errors="replace")
+    return "unknown"
 
 
 class OffsetGap(Exception):

@@ -18,6 +18,7 @@ from projections._db import connect
 from projections._migrate import migrate
 from projections._projector import BatchOutcome, OffsetGap, Projector, ReadBatch
 from projections._streams import EVENTS, STREAMS, Stream
+from wrenchai import metrics
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,9 @@ class _SeekToStored(ConsumerRebalanceListener):  # type: ignore[misc]
         self.runner = runner
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+        partitions = sorted(tp.partition for tp in revoked)
+        metrics.forget_consumer_lag(self.runner.projector.group, partitions)
+        log.info("partitions revoked", partitions=partitions)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         await self.runner.seek_to_stored(list(assigned))
@@ -48,11 +51,12 @@ class ProjectorRunner:
         self.settings = settings
         self.checkpointer = checkpointer
         self.codec = codec_from_settings(settings)
-        self.dlq = EventProducer(settings, self.codec)
+        self.dlq = EventProducer(settings, self.codec, processor=stream.group_name)
         self.projector = Projector(settings, self.codec, self.dlq, stream)
         self.consumer: AIOKafkaConsumer | None = None
         self.conn: asyncpg.Connection | None = None
         self._writing: asyncio.Task[BatchOutcome] | None = None
+        self.consumed = metrics.consumed(stream.group_name)
 
     async def seek_to_stored(self, partitions: list[TopicPartition]) -> None:
         # Its own connection: a rebalance callback may run while a batch holds self.conn.
@@ -95,13 +99,14 @@ class ProjectorRunner:
             timeout_ms=self.settings.projector_batch_ms,
             max_records=self.settings.projector_batch_size,
         )
+        fetched_at = asyncio.get_running_loop().time()
         batches = {tp.partition: records for tp, records in fetched.items() if records}
         if not batches:
             await self.flush()
             return False
         read = await self.projector.read(batches)
         if await self.flush():
-            self._writing = asyncio.create_task(self._write(read))
+            self._writing = asyncio.create_task(self._write(read, fetched_at))
         # else the consumer was sent back to the stored offsets: this batch is refetched.
         return True
 
@@ -121,9 +126,10 @@ class ProjectorRunner:
             return False
         return True
 
-    async def _write(self, read: ReadBatch) -> BatchOutcome:
+    async def _write(self, read: ReadBatch, fetched_at: float) -> BatchOutcome:
         assert self.conn is not None
         outcome = await self.projector.write(self.conn, read)
+        self._measure(read, outcome, fetched_at)
         await self._commit_to_kafka(outcome)
         if self.checkpointer is not None:
             self.checkpointer.saw(outcome.applied + outcome.duplicates + outcome.poison)
@@ -135,6 +141,20 @@ class ProjectorRunner:
             skipped=outcome.skipped,
         )
         return outcome
+
+    def _measure(self, read: ReadBatch, outcome: BatchOutcome, fetched_at: float) -> None:
+        """A committed batch's metrics: its size and time, what it consumed, and the lag of
+        its partitions behind the fetch high watermark."""
+        assert self.consumer is not None
+        seconds = asyncio.get_running_loop().time() - fetched_at
+        size = sum(len(records) for records in read.values())
+        metrics.observe_projector_batch(self.projector.stream.group_name, size, seconds)
+        self.consumed.add_all(outcome.types)
+        lags: dict[int, int | None] = {}
+        for partition, next_offset in outcome.next_offsets.items():
+            mark = self.consumer.highwater(TopicPartition(self.projector.topic, partition))
+            lags[partition] = None if mark is None else max(mark - next_offset, 0)
+        metrics.set_consumer_lag(self.projector.group, lags)
 
     async def drain(self) -> None:
         """On stop, keep applying until caught up with the log end (or a short deadline), so a
@@ -174,6 +194,8 @@ class ProjectorRunner:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._writing
         if self.consumer is not None:
+            held = [tp.partition for tp in self.consumer.assignment()]
+            metrics.forget_consumer_lag(self.projector.group, held)
             await self.consumer.stop()
         await self.dlq.stop()
         if self.conn is not None:
@@ -189,7 +211,7 @@ async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-    producer = EventProducer(settings, codec_from_settings(settings))
+    producer = EventProducer(settings, codec_from_settings(settings), processor="projector")
     checkpointer = Checkpointer.from_settings(settings, producer)
     try:
         async with asyncio.TaskGroup() as group:

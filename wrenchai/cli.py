@@ -117,8 +117,14 @@ def api(host: str | None, port: int | None) -> None:
 def projector() -> None:
     """Run the projector: wrench.events into the archive and the read models."""
     from projections import run_projector
+    from wrenchai.metrics import serve_metrics
 
     settings = command_settings("projector")
+    try:
+        serve_metrics(settings, "projector")
+    except WrenchError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(1)
     run(lambda: run_projector(settings))
 
 
@@ -138,10 +144,10 @@ def worker(name: str) -> None:
     module = importlib.import_module(dict(WORKERS)[name])
     try:
         runner = module.worker(settings)
+        runner.main()
     except WrenchError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
-    runner.main()
 
 
 @main.command()

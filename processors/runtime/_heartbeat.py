@@ -40,6 +40,7 @@ from events import (
     TasksInFlight,
     create_consumer,
 )
+from wrenchai import metrics
 from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
 
@@ -192,6 +193,7 @@ class Heartbeats:
         self.positions = LogPositions(worker.settings, worker.topic, worker.group)
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._measured: set[int] = set()
 
     # -- what the shell reports ----------------------------------------------------------
     def job_failed(
@@ -237,6 +239,7 @@ class Heartbeats:
         """The heartbeat of this moment: partitions, their lag, tasks in flight, last error."""
         partitions = sorted(self.worker.partitions)
         lag = await self.positions.lag(partitions)
+        self.measured(lag)
         running = self.worker.jobs.jobs_running()
         payload = AgentHeartbeat(
             agent_id=self.agent_id,
@@ -255,6 +258,14 @@ class Heartbeats:
             actor=Actor(kind="agent", id=self.agent_id),
             occurred_at=self.worker.clock(),
         )
+
+    def measured(self, lag: Sequence[PartitionLag]) -> None:
+        """Put the lag of the partitions held now in wrench_consumer_lag, and drop the
+        series of those given up since the last heartbeat."""
+        group = self.worker.group
+        metrics.forget_consumer_lag(group, self._measured - {p.partition for p in lag})
+        metrics.set_consumer_lag(group, {p.partition: p.lag for p in lag})
+        self._measured = {p.partition for p in lag if p.lag is not None}
 
     async def beat(self) -> None:
         """Publish one heartbeat; a broker that is down costs this one only."""
@@ -290,3 +301,5 @@ class Heartbeats:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
         await self.positions.close()
+        metrics.forget_consumer_lag(self.worker.group, self._measured)
+        self._measured = set()
