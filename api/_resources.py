@@ -127,6 +127,7 @@ class Resources:
         producer = EventProducer(
             settings.model_copy(update={"producer_linger_ms": settings.api_producer_linger_ms}),
             codec_from_settings(settings),
+            processor="api",
         )
         # The registry and tools the agents load, WRENCH_TOOL_MODULES included, so /tools lists
         # what plans can name. Building them connects nothing; probes run on GET /tools.

@@ -14,7 +14,18 @@ from api._resources import Resources
 from api.errors import install_error_handlers
 from api.middleware import RequestContextMiddleware
 from api.openapi import keep_null_examples, responses_for
-from api.routers import admin, alerts, audit, auth, health, insights, streams, tasks, tools
+from api.routers import (
+    admin,
+    alerts,
+    audit,
+    auth,
+    health,
+    insights,
+    metrics,
+    streams,
+    tasks,
+    tools,
+)
 from wrenchai.settings import Settings
 
 
@@ -67,5 +78,6 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         app.include_router(router, responses=guarded)
     app.include_router(audit.router, responses=guarded)
+    app.include_router(metrics.router, responses=guarded)
     app.include_router(health.router)
     return app

@@ -73,6 +73,7 @@ SCOPE_DESCRIPTIONS = {
     "tools:code": "Run code.python in tasks.",
     "playbooks:inline": "Submit tasks with an inline playbook.",
     "tenants:admin": "Create tenants (the platform's bootstrap admin only).",
+    "metrics:read": "Scrape the API process's Prometheus metrics (GET /metrics).",
 }
 
 _bearer = OAuth2PasswordBearer(

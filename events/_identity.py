@@ -23,7 +23,7 @@ ROLES: tuple[Role, ...] = ("admin", "operator", "viewer")
 _VIEWER = frozenset(
     {"tasks:read", "alerts:read", "insights:read", "tools:read", "usage:read", "budgets:read"}
 )
-_OPERATOR = _VIEWER | {"tasks:write", "alerts:write", "playbooks:inline"}
+_OPERATOR = _VIEWER | {"tasks:write", "alerts:write", "playbooks:inline", "metrics:read"}
 _ADMIN = _OPERATOR | {"audit:read", "budgets:write", "users:admin", "keys:admin", "tools:code"}
 
 ROLE_SCOPES: dict[Role, frozenset[str]] = {

@@ -315,7 +315,7 @@ async def _sse(
     The stream is counted against the principal's limit only while this generator runs: a
     client that left before the response started never held a place."""
     try:
-        admission = resources.streams.admit(principal.subject)
+        admission = resources.streams.admit(principal.subject, "sse")
     except TooManyStreams:
         yield _sse_error("too many open streams for this credential")
         return

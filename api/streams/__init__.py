@@ -4,6 +4,7 @@ archive to the live tail, WebSocket sessions and stream tickets. See docs/stream
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from api._database import Database
 from api.security import Authenticator, CredentialRefused, Principal, TokenService
@@ -18,6 +19,7 @@ from api.streams._hub import (
     stream_message,
 )
 from events import Codec
+from wrenchai import metrics
 from wrenchai.settings import Settings
 
 
@@ -25,18 +27,25 @@ class TooManyStreams(Exception):
     """The principal holds as many open streams as it may."""
 
 
-class Admission:
-    """One open stream of a principal, counted until released (once)."""
+StreamProtocol = Literal["websocket", "sse"]
 
-    def __init__(self, streams: Streams, subject: str) -> None:
+
+class Admission:
+    """One open stream of a principal, counted until released (once), in the principal's
+    limit and in wrench_stream_connections."""
+
+    def __init__(self, streams: Streams, subject: str, protocol: StreamProtocol) -> None:
         self._streams: Streams | None = streams
         self.subject = subject
+        self.protocol: StreamProtocol = protocol
+        metrics.stream_opened(protocol)
 
     def release(self) -> None:
         """Stop counting this stream."""
         if self._streams is not None:
             self._streams._release(self.subject)
             self._streams = None
+            metrics.stream_closed(self.protocol)
 
     def __enter__(self) -> Admission:
         return self
@@ -77,13 +86,13 @@ class Streams:
             raise seen[1]
         return seen[1]
 
-    def admit(self, subject: str) -> Admission:
+    def admit(self, subject: str, protocol: StreamProtocol = "websocket") -> Admission:
         """Count one more open stream of ``subject`` until the admission is released;
         TooManyStreams past the limit."""
         if self.full(subject):
             raise TooManyStreams(subject)
         self.open[subject] = self.open.get(subject, 0) + 1
-        return Admission(self, subject)
+        return Admission(self, subject, protocol)
 
     def full(self, subject: str) -> bool:
         """Whether ``subject`` holds as many open streams as it may."""

@@ -58,6 +58,7 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("GET", "/audit/tasks/{task_id}/state"): "audit:read",
     ("GET", "/tasks/{task_id}/stream"): "tasks:read",
     ("POST", "/ws-ticket"): ANY,
+    ("GET", "/metrics"): "metrics:read",
 }
 
 # A request for each route that passes validation, so only authorisation decides.
