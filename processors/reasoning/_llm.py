@@ -48,15 +48,12 @@ _NO_KEY = "unused"
 
 
 class _ModelFailed(Exception):
-    """One model gave up (the SDK's retries spent, or an answer not worth repeating)."""
+    """One model gave up (the SDK's retries spent, or an answer not worth repeating);
+    ``format_refused`` when it was a 400 naming response_format."""
 
-
-class _BadRequest(_ModelFailed):
-    """A 400, with the body that says why: it may name response_format."""
-
-    def __init__(self, reason: str, body: str) -> None:
+    def __init__(self, reason: str, *, format_refused: bool = False) -> None:
         super().__init__(reason)
-        self.body = body
+        self.format_refused = format_refused
 
 
 class LLMClient:
@@ -239,8 +236,8 @@ class LLMClient:
             sent, options = _request(asked_format, messages, result_model, name)
             try:
                 return await self._create(model, sent, options)
-            except _BadRequest as exc:
-                if asked_format not in _WEAKER_FORMAT or "response_format" not in exc.body:
+            except _ModelFailed as exc:
+                if not exc.format_refused or asked_format not in _WEAKER_FORMAT:
                     raise
                 if self._format == asked_format:  # a concurrent call may have weakened it
                     self._format = _WEAKER_FORMAT[asked_format]
@@ -311,8 +308,8 @@ def _status_failure(error: openai.APIStatusError) -> _ModelFailed:
     status = error.status_code
     if status in (408, 409, 429) or status >= 500:
         return _ModelFailed(f"HTTP {status}")
-    reason = f"HTTP {status}: {_wire.error_message(error)}"
-    return _BadRequest(reason, error.response.text) if status == 400 else _ModelFailed(reason)
+    refused = status == 400 and "response_format" in error.response.text
+    return _ModelFailed(f"HTTP {status}: {_wire.error_message(error)}", format_refused=refused)
 
 
 def _normalise(thought: Thought, number: int, limit: int) -> Thought:

@@ -59,16 +59,12 @@ def parse_content(content: str, result_model: type[T]) -> T:
 
 
 def read_content(completion: ChatCompletion) -> str:
-    """The message content of an answer.
-
-    The SDK reads answers without validating them (local servers leave fields out), so a
-    body that is JSON but no chat completion arrives here and is named so.
-    """
+    """The message content of an answer. The SDK reads answers without validating them
+    (missing fields are None), so JSON that is no chat completion is named so here."""
     try:
-        content = completion.choices[0].message.content
+        return str(completion.choices[0].message.content or "")
     except (AttributeError, IndexError, TypeError) as exc:
         raise NotACompletion("answer is not a chat completion") from exc
-    return str(content or "")
 
 
 def read_usage(
@@ -83,10 +79,9 @@ def read_usage(
     """The usage of one answer: as the server reported it, with its cached and reasoning
     details; counted with tiktoken from the request as sent and ``content`` when the server
     reported none (``source="estimated"``)."""
-    model = getattr(completion, "model", None) or asked
-    reported = getattr(completion, "usage", None)
-    prompt_tokens = getattr(reported, "prompt_tokens", None)
-    if not isinstance(prompt_tokens, int):
+    model = completion.model or asked
+    reported = completion.usage
+    if reported is None or not isinstance(reported.prompt_tokens, int):
         counted = count_chat_tokens(messages, response_format=response_format, completion=content)
         return Usage(
             model=model,
@@ -95,16 +90,14 @@ def read_usage(
             output_tokens=counted.completion_tokens,
             source="estimated",
         )
-    prompt_details = getattr(reported, "prompt_tokens_details", None)
-    completion_details = getattr(reported, "completion_tokens_details", None)
+    prompt, answer = reported.prompt_tokens_details, reported.completion_tokens_details
     return Usage(
         model=model,
         provider=provider,
-        input_tokens=prompt_tokens,
-        output_tokens=getattr(reported, "completion_tokens", None) or 0,
-        cached_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
-        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
-        source="provider",
+        input_tokens=reported.prompt_tokens,
+        output_tokens=reported.completion_tokens or 0,
+        cached_tokens=(prompt.cached_tokens if prompt else None) or 0,
+        reasoning_tokens=(answer.reasoning_tokens if answer else None) or 0,
     )
 
 
