@@ -307,8 +307,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(
         3,
         ge=0,
-        description="Retries per model on 429, 5xx, timeouts and connection errors, with "
-        "exponential backoff, full jitter and Retry-After.",
+        description="Retries per model on 408, 409, 429, 5xx, timeouts and connection errors "
+        "(the openai SDK's: 0.5 s doubling up to 8 s, or the server's Retry-After up to two "
+        "minutes; a longer Retry-After moves on to the next model at once).",
     )
     llm_max_thoughts: int = Field(
         8, ge=1, le=64, description="Most numbered thoughts one reasoning call may take."
