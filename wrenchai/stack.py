@@ -223,16 +223,40 @@ def build_children(
     env: Mapping[str, str], logs: Path, api_port: int, replicas: Mapping[str, int] | None = None
 ) -> tuple[Child, list[Child], Child]:
     """The projector, the workers (``replicas`` of a worker share its partitions: names
-    ``journey-agent``, ``journey-agent-2``, ...) and the API, as separate processes."""
+    ``journey-agent``, ``journey-agent-2``, ...) and the API, as separate processes.
+
+    The projector and each worker get a free port of their own for their metrics
+    (WRENCH_METRICS_PORT, whatever the environment said: one port cannot serve them all);
+    a restarted child keeps its port. The API serves GET /metrics on its own port."""
     command = [sys.executable, "-m", "wrenchai"]
-    projector = Child("projector", [*command, "projector"], env, logs / "projector.log")
+    projector = Child(
+        "projector", [*command, "projector"], _with_metrics_port(env), logs / "projector.log"
+    )
     workers = [
-        Child(label, [*command, "worker", name], env, logs / f"{label}.log")
+        Child(label, [*command, "worker", name], _with_metrics_port(env), logs / f"{label}.log")
         for name in available_workers()
         for label in _replica_names(name, (replicas or {}).get(name, 1))
     ]
-    api = Child("api", [*command, "api", "--port", str(api_port)], env, logs / "api.log")
+    api_env = {k: v for k, v in env.items() if k != "WRENCH_METRICS_PORT"}
+    api = Child("api", [*command, "api", "--port", str(api_port)], api_env, logs / "api.log")
     return projector, workers, api
+
+
+def _with_metrics_port(env: Mapping[str, str]) -> dict[str, str]:
+    return {**env, "WRENCH_METRICS_PORT": str(free_port())}
+
+
+def metrics_urls(settings: Settings, children: Iterable[Child]) -> dict[str, str]:
+    """Where each child serves its metrics, by the child's name (those that serve some)."""
+    host = settings.metrics_host
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"  # listening everywhere: loopback reaches it
+    shown = f"[{host}]" if ":" in host else host
+    return {
+        child.name: f"http://{shown}:{child.env['WRENCH_METRICS_PORT']}/metrics"
+        for child in children
+        if "WRENCH_METRICS_PORT" in child.env
+    }
 
 
 async def _prepare(settings: Settings) -> list[RestoreReport]:
@@ -271,7 +295,10 @@ async def _supervise(
     projector, workers, api = build_children(env, state_dir / "logs", api_port, replicas)
     for child in (projector, *workers, api):
         child.start()
-    announce = asyncio.create_task(_announce(settings, state_dir, api_port, embedded, started))
+    urls = metrics_urls(settings, (projector, *workers))
+    announce = asyncio.create_task(
+        _announce(settings, state_dir, api_port, embedded, started, urls)
+    )
     died = asyncio.create_task(_watch_embedded(embedded, stop))
     await stop.wait()
     failed = died.done()
@@ -332,10 +359,16 @@ async def _watch_embedded(embedded: Embedded, stop: asyncio.Event) -> None:
 
 
 async def _announce(
-    settings: Settings, state_dir: Path, api_port: int, embedded: Embedded, started: float
+    settings: Settings,
+    state_dir: Path,
+    api_port: int,
+    embedded: Embedded,
+    started: float,
+    metrics: Mapping[str, str],
 ) -> None:
     """Once the API answers /health, make the bootstrap admin on a first start and print
-    where everything is, with a curl line that uses the admin key."""
+    where everything is (each process's metrics too), with a curl line that uses the admin
+    key."""
     base = f"http://127.0.0.1:{api_port}"
     ready = await _wait_healthy(f"{base}/health", READY_TIMEOUT_S)
     admin = await _bootstrap(settings, state_dir)
@@ -344,6 +377,8 @@ async def _announce(
     postgres = embedded.postgres.url() if embedded.postgres else "(WRENCH_DATABASE_URL)"
     key = admin.key_file if admin else state_dir / "admin-api-key"
     created = " (created now)" if admin and admin.created else ""
+    width = max((len(name) for name in metrics), default=0)
+    scrapes = "".join(f"    {name:<{width}}  {url}\n" for name, url in metrics.items())
     print(
         f"\nWrenchAI dev stack {status}\n"
         f"  API          {base}\n"
@@ -354,6 +389,8 @@ async def _announce(
         f"  logs         {state_dir / 'logs'}\n"
         f"  admin key    {key}{created}\n"
         f"  admin login  user 'admin', password in {state_dir / 'admin-password'}\n"
+        f"  metrics      {base}/metrics (scope metrics:read: the admin key)\n"
+        f"{scrapes}"
         f"Submit a task:\n"
         f'  curl -s -X POST {base}/tasks -H "X-API-Key: $(cat {key})" '
         f"-H 'content-type: application/json' "
