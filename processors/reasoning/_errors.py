@@ -1,4 +1,4 @@
-"""The reasoning layer's errors. HTTP errors are mapped to these at the client's edge."""
+"""The reasoning layer's errors. openai SDK errors are mapped to these at the client's edge."""
 
 from __future__ import annotations
 
