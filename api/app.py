@@ -19,6 +19,7 @@ from api.routers import (
     alerts,
     audit,
     auth,
+    cost,
     health,
     insights,
     metrics,
@@ -75,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         tools.router,
         alerts.router,
         insights.router,
+        cost.router,
     ):
         app.include_router(router, responses=guarded)
     app.include_router(audit.router, responses=guarded)

@@ -100,6 +100,13 @@ class AlertAlreadyAcknowledged(ApiError):
     status = 409
 
 
+class BudgetNotFound(ApiError):
+    """The caller's tenant has no budget for this scope (or it is not projected yet)."""
+
+    code = "BUDGET_NOT_FOUND"
+    status = 404
+
+
 class InvalidRequest(ApiError):
     """A parameter passed type checks but means nothing (a cursor this API never issued)."""
 

@@ -59,6 +59,11 @@ SCOPE_OF: dict[tuple[str, str], str] = {
     ("GET", "/tasks/{task_id}/stream"): "tasks:read",
     ("POST", "/ws-ticket"): ANY,
     ("GET", "/metrics"): "metrics:read",
+    ("PUT", "/budgets/{scope}/{scope_id}"): "budgets:write",
+    ("DELETE", "/budgets/{scope}/{scope_id}"): "budgets:write",
+    ("GET", "/budgets"): "budgets:read",
+    ("GET", "/usage"): "usage:read",
+    ("GET", "/tasks/{task_id}/cost"): "usage:read",
 }
 
 # A request for each route that passes validation, so only authorisation decides.
@@ -73,8 +78,16 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/users/{user_id}/role"): {"role": "viewer"},
     ("POST", "/tasks"): {"description": "matrix"},
     ("POST", "/tasks/"): {"description": "matrix"},
+    ("PUT", "/budgets/{scope}/{scope_id}"): {"limit_usd": 5, "window": "day"},
 }
-PATH_VALUES = {"task_id": TASK, "key_id": "nokey", "user_id": "nouser", "alert_id": "noalert"}
+PATH_VALUES = {
+    "task_id": TASK,
+    "key_id": "nokey",
+    "user_id": "nouser",
+    "alert_id": "noalert",
+    "scope": "model",
+    "scope_id": "gpt-4o",
+}
 
 
 def api_routes(app: FastAPI) -> Iterator[APIRoute]:

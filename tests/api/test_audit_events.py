@@ -62,7 +62,7 @@ async def seeded(db: asyncpg.Connection, settings: Settings, codec: Codec) -> di
         ),
         "b": Event.new(
             UsageRecorded(
-                operation="plan", model="m", prompt_tokens=1, completion_tokens=2, total_tokens=3
+                operation="plan", model="m", input_tokens=1, output_tokens=2, total_tokens=3
             ),
             tenant_id="default",
             actor=Actor(kind="agent", id="super-agent"),

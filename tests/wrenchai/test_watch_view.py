@@ -89,7 +89,7 @@ def recorded_run() -> list[Message]:
                     idempotency_key="k1"),
         ToolCalled(**search, tool="search.local", version="1.0.0", input_hash="h",
                    idempotency_key="k1"),
-        UsageRecorded(operation="execute", model="m", prompt_tokens=100, completion_tokens=20,
+        UsageRecorded(operation="execute", model="m", input_tokens=100, output_tokens=20,
                       total_tokens=120, stage_id="search"),
         ToolReturned(**search, tool="search.local", version="1.0.0", outcome="ok",
                      duration_s=0.1, result={"hits": 3}, input_hash="h", cost_usd=0.002),

@@ -129,8 +129,8 @@ def test_overrun_tokens_counts_each_usage_once() -> None:
         UsageRecorded(
             operation="execute",
             model="gpt-4o-mini",
-            prompt_tokens=1000 - planning_tokens,
-            completion_tokens=500,
+            input_tokens=1000 - planning_tokens,
+            output_tokens=500,
             total_tokens=1500 - planning_tokens,
         ),
         step="usage/1",
@@ -142,8 +142,8 @@ def test_overrun_tokens_counts_each_usage_once() -> None:
         UsageRecorded(
             operation="evaluate",
             model="gpt-4o-mini",
-            prompt_tokens=1,
-            completion_tokens=0,
+            input_tokens=1,
+            output_tokens=0,
             total_tokens=1,
         ),
         step="usage/2",

@@ -844,8 +844,8 @@ def test_a_redelivered_tool_returned_or_usage_recorded_is_counted_once() -> None
         UsageRecorded(
             operation="execute",
             model="m1",
-            prompt_tokens=40,
-            completion_tokens=12,
+            input_tokens=40,
+            output_tokens=12,
             total_tokens=52,
             stage_id="a",
         ),

@@ -920,7 +920,7 @@ async def test_with_the_llm_reasoner_roles_plan_thoughts_and_usage_come_from_the
     ]
     usage = only(events, UsageRecorded)
     assert [
-        (u.operation, u.model, u.prompt_tokens, u.completion_tokens, u.total_tokens) for u in usage
+        (u.operation, u.model, u.input_tokens, u.output_tokens, u.total_tokens) for u in usage
     ] == [
         ("assign_roles", "model-a", 11, 1, 12),
         ("assign_roles", "model-a", 11, 1, 12),
@@ -1014,7 +1014,7 @@ async def test_an_unreachable_llm_fails_the_task_and_still_records_the_spent_usa
 
     assert types(events) == ["thought.recorded", "usage.recorded", "task.failed"]
     usage = one(events, UsageRecorded)
-    assert (usage.operation, usage.model, usage.prompt_tokens, usage.total_tokens) == (
+    assert (usage.operation, usage.model, usage.input_tokens, usage.total_tokens) == (
         "assign_roles",
         "model-a",
         13,
@@ -1060,7 +1060,7 @@ async def test_an_answer_invalid_twice_fails_with_llm_invalid_output_and_its_usa
     failed = one(events, TaskFailed)
     assert failed.reason == "LLM_INVALID_OUTPUT" and failed.message
     plan_usage = [u for u in only(events, UsageRecorded) if u.operation == "plan"]
-    assert [u.prompt_tokens for u in plan_usage] == [30, 31, 32]
+    assert [u.input_tokens for u in plan_usage] == [30, 31, 32]
     assert [t.operation for t in only(events, ThoughtRecorded)] == ["assign_roles", "plan"]
 
 
