@@ -52,6 +52,7 @@ from events import (
     UsageRecorded,
     canonical_json,
 )
+from processors.cost.preflight import Preflight
 from processors.journey.execution import (
     FOLDED_TYPES,
     Complete,
@@ -85,6 +86,7 @@ from processors.shared.metering import Payer, usage_recorded
 from processors.shared.playbook import PlaybookError, fit_to_schema, resolve_outputs
 from processors.shared.pricing import DEFAULT_PRICES, PriceTable, price_table
 from processors.shared.statistics import Statistics, StatisticsReader, keep_fresh
+from processors.shared.tokens import count_prompt_tokens
 from processors.shared.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
 from processors.tools import ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
@@ -147,10 +149,12 @@ class JourneyAgent:
         prices: PriceTable = DEFAULT_PRICES,
         *,
         max_event_bytes: int = 524_288,
+        preflight: Preflight | None = None,
         clock: Clock = _utcnow,
         rng: random.Random | None = None,
     ) -> None:
         self.reasoner = reasoner
+        self.preflight = preflight
         self.registry = registry
         self.tools = dict(tools)
         self.prices = prices
@@ -170,7 +174,14 @@ class JourneyAgent:
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()
         prices = price_table(settings.price_table)
-        return cls(reasoner, registry, tools, prices, max_event_bytes=settings.max_event_bytes)
+        return cls(
+            reasoner,
+            registry,
+            tools,
+            prices,
+            max_event_bytes=settings.max_event_bytes,
+            preflight=Preflight(settings),
+        )
 
     def observe(self, event: Event) -> None:
         """Record a tool.returned in the circuit breaker at once. The statistics wait for
@@ -262,6 +273,15 @@ class JourneyAgent:
                 f"for these changes:\n{points}",
             }
         await derive(self._started(job, spec, tool_input, key), f"{sid}/{attempt}/started")
+        refused = await self._over_budget(journey, run.stage.role, spec, sid, tool_input)
+        if refused is not None:
+            failure = StepError(code="BUDGET_EXCEEDED", message=refused, category="budget")
+            await derive(
+                StepFailed(stage_id=sid, attempt=attempt, error=failure, duration_s=0.0),
+                f"{sid}/{attempt}/failed",
+            )
+            metrics.observe_step(spec.name, "failed", 0.0)
+            return
         digest = input_hash(tool_input)
         called = ToolCalled(
             stage_id=sid,
@@ -404,6 +424,41 @@ class JourneyAgent:
             cost += llm or 0.0
         return round(cost, 8)
 
+    async def _over_budget(
+        self, journey: Journey, role: str, spec: ToolSpec, stage_id: str, tool_input: Any
+    ) -> str | None:
+        """Why the LLM call ``tool_input`` asks for may not be made (a hard budget it would
+        pass), or None: estimated from its prompt and at most ``max_tokens`` of answer."""
+        if self.preflight is None or not spec.uses_llm or journey.submitted is None:
+            return None
+        messages = [
+            {"role": role_name, "content": tool_input[field]}
+            for role_name, field in (("system", "system"), ("user", "prompt"))
+            if isinstance(tool_input.get(field), str)
+        ]
+        prompt = count_prompt_tokens(messages)
+        limit = tool_input.get("max_tokens")
+        completion = limit if isinstance(limit, int) else spec.cost.tokens_per_call
+        model = str(tool_input.get("model") or self.prices.default_model)
+        estimate = usage_recorded(
+            Usage(model=model, input_tokens=prompt, output_tokens=completion, source="estimated"),
+            "execute",
+            self.prices,
+            Payer.of(journey.submitted),
+            stage_id=stage_id,
+            role=role,
+            tool=spec.name,
+            playbook=_playbook(journey),
+        )
+        # An unpriced model is estimated at the default model's price, never as free.
+        estimate = estimate.model_copy(
+            update={"cost_usd": self.prices.model_price(model).cost(prompt, completion)}
+        )
+        submitted = journey.submitted
+        assert submitted.task_id is not None
+        refused = await self.preflight.check(submitted.tenant_id, submitted.task_id, estimate)
+        return None if refused is None else refused.message
+
     def _llm_usage(
         self, journey: Journey, role: str, tool: str, stage_id: str, result: Any
     ) -> UsageRecorded | None:
@@ -452,10 +507,11 @@ class JourneyAgent:
         analysis: ErrorAnalysis | None = None
         usage: list[Usage] = []
         try:
-            reasoned = await self.reasoner.analyse_error(
-                brief, sid, error.model_dump(), on_thought=thought
-            )
-            analysis, usage = reasoned.result, list(reasoned.usage)
+            if error.category != "budget":  # asking the model would spend more of it
+                reasoned = await self.reasoner.analyse_error(
+                    brief, sid, error.model_dump(), on_thought=thought
+                )
+                analysis, usage = reasoned.result, list(reasoned.usage)
         except ReasoningError as exc:
             # Without the model's view the error's own classification still decides.
             usage = list(exc.details.get("usage", []))
@@ -490,7 +546,7 @@ class JourneyAgent:
         ]
         last = run.last_error
         failed = TaskFailed(
-            reason="STAGE_FAILED",
+            reason="BUDGET_EXCEEDED" if last and last.code == "BUDGET_EXCEEDED" else "STAGE_FAILED",
             message=f"stage {sid} failed after {len(run.errors)} attempt(s) and recovery "
             f"ran out of fallbacks; last error {last.code if last else 'unknown'}: "
             f"{last.message if last else ''}"[:10_000],

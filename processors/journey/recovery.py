@@ -109,6 +109,15 @@ def handle_error(
 ) -> RecoveryPlanned:
     """The recovery of ``run``'s failed attempt (see the module's docstring)."""
     rng = rng or random.Random()
+    if error.category == "budget":
+        # A spent budget stays spent for the task: no retry, other model or skip helps.
+        return _planned(
+            run,
+            error,
+            "escalate",
+            f"{error.code}: the budget is spent, so the task halts",
+            analysis,
+        )
     retry = _retry(run, error, analysis, rng)
     if retry is not None:
         return retry
