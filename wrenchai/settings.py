@@ -27,6 +27,7 @@ _SECRET_FIELDS = (
     "checkpoint_signing_key",
     "checkpoint_hmac_key",
     "api_key",
+    "otlp_headers",
     # Its password, when it has one, is in the URL.
     "database_url",
 )
@@ -529,6 +530,19 @@ class Settings(BaseSettings):
         description="Port of a worker's or the projector's Prometheus metrics (0: one the "
         "system picks, logged); unset serves none. Each process on a host needs its own; "
         "`wrenchai dev` gives each a free one and prints it. The API ignores it.",
+    )
+
+    # -- traces --------------------------------------------------------------------------
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP (protobuf) URL that receives every task as one trace, e.g. "
+        "http://collector:4318/v1/traces; `wrenchai worker tracer` exports there. Unset: no "
+        "tracer runs and nothing is sent.",
+    )
+    otlp_headers: SecretStr | None = Field(
+        None,
+        description="Headers sent with every export, as name=value pairs separated by commas "
+        "(e.g. authorization=Bearer abc), for a collector that asks for credentials.",
     )
 
     @model_validator(mode="before")
