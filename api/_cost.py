@@ -133,19 +133,23 @@ _SUMS = """count(*) AS calls, COALESCE(sum(input_tokens), 0) AS input_tokens,
 
 async def usage_report(
     conn: asyncpg.Connection,
-    tenant_id: str,
+    tenant_id: str | None,
     group_by: GroupBy,
     start: datetime | None,
     end: datetime | None,
 ) -> UsageReport:
-    """The tenant's usage in [start, end) per ``group_by``, costliest first."""
-    clauses, args = ["tenant_id = $1"], [tenant_id]
-    if start is not None:
-        args.append(start)  # type: ignore[arg-type]
-        clauses.append(f"occurred_at >= ${len(args)}")
-    if end is not None:
-        args.append(end)  # type: ignore[arg-type]
-        clauses.append(f"occurred_at < ${len(args)}")
+    """The tenant's usage (every tenant's for None: the platform's report) in [start, end)
+    per ``group_by``, costliest first."""
+    clauses: list[str] = ["TRUE"]
+    args: list[Any] = []
+    for condition, value in (
+        ("tenant_id = ${}", tenant_id),
+        ("occurred_at >= ${}", start),
+        ("occurred_at < ${}", end),
+    ):
+        if value is not None:
+            args.append(value)
+            clauses.append(condition.format(len(args)))
     where = " AND ".join(clauses)
     column = _GROUP_COLUMN[group_by]
     rows = await conn.fetch(

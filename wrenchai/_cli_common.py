@@ -21,7 +21,9 @@ from wrenchai.settings import Settings
 T = TypeVar("T")
 
 
-SERVICES = frozenset({"api", "projector", "super-agent", "journey-agent", "inspector-agent"})
+SERVICES = frozenset(
+    {"api", "projector", "super-agent", "journey-agent", "inspector-agent", "cost-guard"}
+)
 """Long-running processes: they read a state directory only when told to (--state-dir or
 WRENCH_STATE_DIR), never the default one found in the directory they happen to start in,
 so a service started beside a `wrenchai dev` checkout does not take that stack's secrets

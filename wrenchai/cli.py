@@ -14,6 +14,7 @@ from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_identity import keys, tenants, users
 from wrenchai._cli_replay import replay
+from wrenchai._cli_usage import usage
 from wrenchai._cli_watch import submit, watch
 from wrenchai.errors import WrenchError
 
@@ -45,6 +46,7 @@ main.add_command(audit)
 main.add_command(submit)
 main.add_command(watch)
 main.add_command(replay)
+main.add_command(usage)
 
 
 @main.command()
@@ -115,7 +117,9 @@ def api(host: str | None, port: int | None) -> None:
 
 @main.command()
 def projector() -> None:
-    """Run the projector: wrench.events into the archive and the read models."""
+    """Run the projector: wrench.events into the archive and the read models; and the
+    ResourceMonitor beside it, unless WRENCH_MONITOR_ENABLED=false."""
+    from processors.monitor import ResourceMonitor
     from projections import run_projector
     from wrenchai.metrics import serve_metrics
 
@@ -125,7 +129,12 @@ def projector() -> None:
     except WrenchError as exc:
         click.echo(f"error: {exc.message}", err=True)
         sys.exit(1)
-    run(lambda: run_projector(settings))
+
+    async def projector_and_monitor() -> None:
+        monitors = [ResourceMonitor(settings)] if settings.monitor_enabled else []
+        await run_projector(settings, companions=[m.run for m in monitors])
+
+    run(projector_and_monitor)
 
 
 @main.command()
@@ -134,14 +143,14 @@ def worker(name: str) -> None:
     """Run one agent worker (super-agent, ...) until SIGTERM."""
     import importlib
 
-    from wrenchai._workers import WORKERS, available_workers
+    from wrenchai._workers import available_workers, worker_module
 
     known = available_workers()
     if name not in known:
         click.echo(f"error: no worker called {name!r}; workers: {', '.join(known)}", err=True)
         sys.exit(2)
     settings = command_settings(name)
-    module = importlib.import_module(dict(WORKERS)[name])
+    module = importlib.import_module(worker_module(name))
     try:
         runner = module.worker(settings)
         runner.main()
