@@ -33,7 +33,7 @@ from projections._restore import RestoreReport, restore_all
 from wrenchai._bootstrap import Bootstrap, bootstrap_admin
 from wrenchai._state import record_stack, secret_files, with_generated_secrets
 from wrenchai._supervisor import Child, stop_all
-from wrenchai._workers import available_workers
+from wrenchai._workers import available_workers, workers_to_start
 from wrenchai.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, require_free_port
 from wrenchai.errors import ConfigurationError, WrenchError
 from wrenchai.logging import configure_logging
@@ -220,10 +220,15 @@ def parse_replicas(values: Iterable[str], settings: Settings) -> dict[str, int]:
 
 
 def build_children(
-    env: Mapping[str, str], logs: Path, api_port: int, replicas: Mapping[str, int] | None = None
+    env: Mapping[str, str],
+    logs: Path,
+    api_port: int,
+    replicas: Mapping[str, int] | None = None,
+    names: Iterable[str] | None = None,
 ) -> tuple[Child, list[Child], Child]:
-    """The projector, the workers (``replicas`` of a worker share its partitions: names
-    ``journey-agent``, ``journey-agent-2``, ...) and the API, as separate processes.
+    """The projector, the workers ``names`` (default: the agents; ``replicas`` of a worker
+    share its partitions: names ``journey-agent``, ``journey-agent-2``, ...) and the API, as
+    separate processes.
 
     The projector and each worker get a free port of their own for their metrics
     (WRENCH_METRICS_PORT, whatever the environment said: one port cannot serve them all);
@@ -234,7 +239,7 @@ def build_children(
     )
     workers = [
         Child(label, [*command, "worker", name], _with_metrics_port(env), logs / f"{label}.log")
-        for name in available_workers()
+        for name in (workers_to_start() if names is None else names)
         for label in _replica_names(name, (replicas or {}).get(name, 1))
     ]
     api_env = {k: v for k, v in env.items() if k != "WRENCH_METRICS_PORT"}
@@ -292,7 +297,9 @@ async def _supervise(
     files = secret_files(settings, state_dir)
     record_stack(settings, state_dir, f"http://127.0.0.1:{api_port}", files)
     env = child_environment(settings, os.environ, files)
-    projector, workers, api = build_children(env, state_dir / "logs", api_port, replicas)
+    # The tracer only with an OTLP endpoint: without one it would have nothing to do.
+    names = workers_to_start(settings)
+    projector, workers, api = build_children(env, state_dir / "logs", api_port, replicas, names)
     for child in (projector, *workers, api):
         child.start()
     urls = metrics_urls(settings, (projector, *workers))

@@ -29,6 +29,7 @@ SECRETS = {
     "jwt_private_key": "-----BEGIN PRIVATE KEY-----\ncanary-pem\n-----END PRIVATE KEY-----",
     "checkpoint_signing_key": "-----BEGIN PRIVATE KEY-----\nckpt-canary\n-----END PRIVATE KEY-----",
     "checkpoint_hmac_key": "checkpoint-hmac-canary-9e1f",
+    "otlp_headers": "authorization=Bearer otlp-canary-3d6c",
 }
 
 
