@@ -56,6 +56,7 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python bench/streams.py
 	$(BIN)/python bench/intake.py
 	$(BIN)/python bench/restart.py
+	$(BIN)/python bench/cost.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 TINY: dict[str, tuple[list[str], list[str]]] = {
     # script: (arguments, words its output must hold)
+    "cost.py": (["--events", "300", "--tasks", "12"], ["cost-guard:", "baseline", "ratio"]),
     "projector.py": (
         ["--events", "500", "--batch-size", "100"],
         ["projector:", "baseline", "ratio"],
