@@ -24,10 +24,12 @@ class _Body(BaseModel):
 
 class Alert(_Body):
     """One alert about a task: raised while its condition held, ``cleared`` once it stopped
-    (or the task ended), and acknowledged by the first person who said so."""
+    (or the task ended), and acknowledged by the first person who said so. The platform's
+    own alerts (tenant ``_system``: CONSUMER_LAG, MEMORY_HIGH, ERROR_RATE, DLQ_GROWTH) have
+    no task."""
 
     alert_id: str = Field(examples=["5f0c…:STALLED:1"])
-    task_id: uuid.UUID
+    task_id: uuid.UUID | None = Field(description="The task; null for a platform alert.")
     level: AlertLevel
     code: AlertCode
     message: str
@@ -66,7 +68,7 @@ class AlertAccepted(_Body):
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.ALERT_ACCEPTED))
 
     alert_id: str
-    task_id: uuid.UUID
+    task_id: uuid.UUID | None
     status: Literal["acknowledging"]
     position: str = Field(examples=["2:41"])
 

@@ -29,6 +29,10 @@ AlertCode = Literal[
     "JOB_FAILING",
     "BUDGET_THRESHOLD",
     "BUDGET_EXCEEDED",
+    "CONSUMER_LAG",
+    "MEMORY_HIGH",
+    "ERROR_RATE",
+    "DLQ_GROWTH",
 ]
 
 
@@ -116,7 +120,9 @@ class QualityFitted(EventPayload):
 
 @event("alert.raised", version=1)
 class AlertRaised(EventPayload):
-    """Something about a task needs attention. Raised once per task and code until cleared."""
+    """Something needs attention: a task (raised once per task and code until cleared), or
+    the platform itself (tenant ``_system``, no task: the ResourceMonitor's CONSUMER_LAG,
+    MEMORY_HIGH, ERROR_RATE and DLQ_GROWTH, raised once per code and subject until cleared)."""
 
     alert_id: str = Field(min_length=1, max_length=MAX_NAME)
     level: AlertLevel

@@ -68,7 +68,8 @@ class AgentError(_Part):
 class AgentHeartbeat(EventPayload):
     """An agent worker process (``instance``) is alive: the wrench.events partitions it
     holds, its consumer group's lag on each, the tasks it has jobs running for (per
-    tenant), and the last error it saw. Published every ``interval_s`` seconds
+    tenant), the last error it saw, its resident memory and how many jobs and records
+    failed since it started. Published every ``interval_s`` seconds
     (WRENCH_HEARTBEAT_INTERVAL_S), at start, and when its partitions change."""
 
     agent_id: str = Field(
@@ -94,6 +95,13 @@ class AgentHeartbeat(EventPayload):
         default_factory=dict, description="tenant_id: that tenant's tasks with a job running."
     )
     last_error: AgentError | None = Field(None, description="The last error; null if none.")
+    rss_bytes: int | None = Field(
+        None, ge=0, description="The process's resident memory; null where it cannot be read."
+    )
+    jobs_failed: int = Field(0, ge=0, description="Job failures since the process started.")
+    decode_failures: int = Field(
+        0, ge=0, description="Records sent to the DLQ since the process started."
+    )
 
 
 RUNTIME_TYPES = frozenset({"agent.heartbeat"})

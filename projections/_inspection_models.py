@@ -72,7 +72,8 @@ class EvaluationsModel:
 class AlertsModel:
     """One row per alert, from alert.raised, moved on by alert.cleared and
     alert.acknowledged. A clear or an acknowledgement names the alert by id and must come
-    from its tenant; the first of each wins."""
+    from its tenant; the first of each wins. A platform alert (the ResourceMonitor's, tenant
+    ``_system``) has no task: its row's task_id is null."""
 
     tables: tuple[str, ...] = ("alerts",)
     event_types: tuple[str, ...] = (
@@ -85,7 +86,7 @@ class AlertsModel:
         event, pos = applied.event, applied.position
         p = event.payload
         table = names["alerts"]
-        if isinstance(p, AlertRaised) and event.task_id is not None:
+        if isinstance(p, AlertRaised):
             sql = f"""INSERT INTO {table} (alert_id, task_id, tenant_id, level, code, message,
                     details, status, raised_at, event_id, partition, "offset")
                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11)

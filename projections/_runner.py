@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -202,10 +203,21 @@ class ProjectorRunner:
             await self.conn.close()
 
 
-async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+Companion = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+"""A task that runs beside the projector until the same ``stop`` is set (the
+ResourceMonitor's ``run``)."""
+
+
+async def run_projector(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    companions: Sequence[Companion] = (),
+) -> None:
     """Run the projector of every stream until ``stop`` is set, or until SIGTERM/SIGINT when
-    none is given, and the checkpointer that signs their chain heads when a key is set. One
-    of them failing stops the others, so the process exits and is restarted whole."""
+    none is given, the checkpointer that signs their chain heads when a key is set, and the
+    ``companions``. One of them failing stops the others, so the process exits and is
+    restarted whole."""
     if stop is None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -219,5 +231,7 @@ async def run_projector(settings: Settings, *, stop: asyncio.Event | None = None
                 group.create_task(ProjectorRunner(settings, stream, checkpointer).run(stop))
             if checkpointer is not None:
                 group.create_task(checkpointer.run(stop))
+            for companion in companions:
+                group.create_task(companion(stop))
     finally:
         await producer.stop()

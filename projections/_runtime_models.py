@@ -55,15 +55,18 @@ class AgentInstancesModel:
             (
                 f"""INSERT INTO {instances} (agent_id, instance, started_at, heartbeat_at,
                     interval_s, partitions, lag, jobs_running, tasks_in_flight,
-                    last_error_code, last_error_at, event_id)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    last_error_code, last_error_at, event_id, rss_bytes, jobs_failed,
+                    decode_failures)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                 ON CONFLICT (agent_id, instance) DO UPDATE SET
                     started_at = EXCLUDED.started_at, heartbeat_at = EXCLUDED.heartbeat_at,
                     interval_s = EXCLUDED.interval_s, partitions = EXCLUDED.partitions,
                     lag = EXCLUDED.lag, jobs_running = EXCLUDED.jobs_running,
                     tasks_in_flight = EXCLUDED.tasks_in_flight,
                     last_error_code = EXCLUDED.last_error_code,
-                    last_error_at = EXCLUDED.last_error_at, event_id = EXCLUDED.event_id
+                    last_error_at = EXCLUDED.last_error_at, event_id = EXCLUDED.event_id,
+                    rss_bytes = EXCLUDED.rss_bytes, jobs_failed = EXCLUDED.jobs_failed,
+                    decode_failures = EXCLUDED.decode_failures
                 WHERE {instances}.heartbeat_at <= EXCLUDED.heartbeat_at""",
                 (
                     p.agent_id,
@@ -78,6 +81,9 @@ class AgentInstancesModel:
                     None if error is None else error.code,
                     None if error is None else error.at,
                     event.id,
+                    p.rss_bytes,
+                    p.jobs_failed,
+                    p.decode_failures,
                 ),
             ),
             (

@@ -497,6 +497,54 @@ class Settings(BaseSettings):
         3, ge=0, le=10, description="Retries of a webhook POST that fails, with backoff."
     )
 
+    # -- resource monitoring (the ResourceMonitor, in `wrenchai projector`) ---------------
+    monitor_enabled: bool = Field(
+        True,
+        description="Run the ResourceMonitor in the projector process: platform alerts "
+        "(CONSUMER_LAG, MEMORY_HIGH, ERROR_RATE, DLQ_GROWTH) for tenant _system.",
+    )
+    monitor_interval_s: float = Field(
+        15.0, gt=0, le=3_600, description="How often the ResourceMonitor checks its thresholds."
+    )
+    monitor_window_s: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="The window ERROR_RATE and DLQ_GROWTH count over (failures, DLQ records).",
+    )
+    monitor_lag_records: int = Field(
+        10_000,
+        ge=0,
+        description="CONSUMER_LAG when a consumer group (a worker kind, the projector) is "
+        "more than this many records behind, summed over its partitions.",
+    )
+    monitor_memory_mb: float = Field(
+        2_048.0,
+        gt=0,
+        description="MEMORY_HIGH when a worker process's resident memory (from its "
+        "heartbeat) is above this many MiB.",
+    )
+    monitor_error_rate_per_min: float = Field(
+        6.0,
+        ge=0,
+        description="ERROR_RATE when a worker process's failed jobs and undecodable records, "
+        "per minute averaged over WRENCH_MONITOR_WINDOW_S, are above this.",
+    )
+    monitor_dlq_growth: int = Field(
+        20,
+        ge=0,
+        description="DLQ_GROWTH when more than this many records were added to wrench.dlq "
+        "within WRENCH_MONITOR_WINDOW_S (each consumer that meets a bad record copies it).",
+    )
+    monitor_clear_ratio: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="An alert of the ResourceMonitor clears once its figure is back at or "
+        "below this fraction of its threshold, so a figure hovering at the line does not "
+        "raise and clear on every check.",
+    )
+
     # -- the command line as the API's client (wrenchai submit, wrenchai watch) ----------
     api_url: str | None = Field(
         None,

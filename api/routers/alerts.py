@@ -18,7 +18,7 @@ from pydantic import AwareDatetime, BeforeValidator
 from api._inspection import ALERT_DEFAULT_ORDER, ALERT_ORDERS, fetch_alert, list_alerts
 from api._listing import MAX_FILTER_VALUES, check_range, page_order, split_commas
 from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_position
-from api.errors import AlertAlreadyAcknowledged, AlertNotFound
+from api.errors import AlertAlreadyAcknowledged, AlertNotFound, Forbidden
 from api.inspection_models import (
     MAX_ALERT_ID,
     AcknowledgeAlert,
@@ -28,7 +28,7 @@ from api.inspection_models import (
 )
 from api.models import CURSOR_PATTERN
 from api.openapi import responses_for
-from events import AlertAcknowledged, AlertCode, AlertLevel, Event
+from events import SYSTEM_TENANT, AlertAcknowledged, AlertCode, AlertLevel, Event
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,27 @@ CodeFilter = Annotated[
     BeforeValidator(split_commas),
     Query(max_length=MAX_FILTER_VALUES, description="Only alerts of one of these codes."),
 ]
+Platform = Annotated[
+    bool,
+    Query(
+        description="The platform's own alerts (the ResourceMonitor's: tenant _system, no "
+        "task) instead of the caller's tenant's; for the platform's admin (tenants:admin).",
+    ),
+]
+
+
+def _alert_tenant(principal: Principal, platform: bool) -> str:
+    """The tenant whose alerts the request reads: the caller's, or the platform's."""
+    if not platform:
+        return principal.tenant_id
+    if not principal.holds("tenants:admin"):
+        raise Forbidden(
+            "the platform's alerts are for the platform's admin (scope tenants:admin)",
+            required=["tenants:admin"],
+        )
+    return SYSTEM_TENANT
+
+
 StatusFilter = Annotated[
     list[AlertStatus] | None,
     BeforeValidator(split_commas),
@@ -117,18 +138,21 @@ async def list_alerts_page(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(pattern=CURSOR_PATTERN, max_length=1024)] = None,
     wait_for: WaitFor = None,
+    platform: Platform = False,
 ) -> AlertPage:
     """The caller's alerts, newest first unless ``sort`` says otherwise, a page at a time.
     Filters combine with AND (``level`` and ``severity`` are one filter: either name, or
-    both, adds values to it); pass them again with ``cursor`` for the next page."""
+    both, adds values to it); pass them again with ``cursor`` for the next page. With
+    ``platform=true``, the platform's alerts instead (the platform's admin only)."""
+    tenant = _alert_tenant(principal, platform)
     check_range(raised_after, raised_before, name="raised")
     order, after = page_order(sort, cursor, orders=ALERT_ORDERS, default=ALERT_DEFAULT_ORDER)
     levels = None if level is None and severity is None else [*(level or ()), *(severity or ())]
     await wait_for_position(resources, wait_for)
-    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
+    async with resources.tenant_database.tenant(tenant) as conn:
         alerts, next_page = await list_alerts(
             conn,
-            principal.tenant_id,
+            tenant,
             level=levels,
             code=code,
             task_id=task_id,
@@ -155,12 +179,15 @@ async def acknowledge_alert(
     principal: Writer,
     body: AcknowledgeAlert | None = None,
     wait_for: WaitFor = None,
+    platform: Platform = False,
 ) -> AlertAccepted:
     """Publish alert.acknowledged unless the alert is acknowledged already. A cleared alert
-    can still be acknowledged: someone has looked at it."""
+    can still be acknowledged: someone has looked at it. With ``platform=true``, one of the
+    platform's alerts (the platform's admin only), acknowledged under its tenant."""
+    tenant = _alert_tenant(principal, platform)
     await wait_for_position(resources, wait_for)
-    async with resources.tenant_database.tenant(principal.tenant_id) as conn:
-        alert = await fetch_alert(conn, principal.tenant_id, alert_id)
+    async with resources.tenant_database.tenant(tenant) as conn:
+        alert = await fetch_alert(conn, tenant, alert_id)
     if alert is None:
         raise AlertNotFound(
             f"no alert {alert_id}; an alert appears once it is projected", alert_id=alert_id
@@ -174,7 +201,7 @@ async def acknowledge_alert(
         )
     event = Event.new(
         AlertAcknowledged(alert_id=alert_id, note=body.note if body else None),
-        tenant_id=principal.tenant_id,
+        tenant_id=tenant,
         actor=principal.actor,
         task_id=alert.task_id,
     )
@@ -182,7 +209,7 @@ async def acknowledge_alert(
     log.info(
         "alert acknowledged",
         alert_id=alert_id,
-        task_id=str(alert.task_id),
+        task_id=str(alert.task_id) if alert.task_id else None,
         event_id=str(event.id),
         position=str(position),
     )

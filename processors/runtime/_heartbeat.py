@@ -53,6 +53,16 @@ LAG_TIMEOUT_S = 5.0
 """Longest one heartbeat waits for the broker's offsets; past it the lag is left unknown."""
 
 
+def resident_bytes() -> int | None:
+    """This process's resident memory (RSS) now, from /proc; None where there is no /proc."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def instance_name() -> str:
     """This process among the worker's instances: ``hostname:pid``."""
     return f"{socket.gethostname()[:150]}:{os.getpid()}"
@@ -190,6 +200,8 @@ class Heartbeats:
         self.started_at = worker.clock()
         self.interval_s = worker.settings.heartbeat_interval_s
         self.last_error: AgentError | None = None
+        self.jobs_failed = 0
+        self.decode_failures = 0
         self.positions = LogPositions(worker.settings, worker.topic, worker.group)
         self._due = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -207,6 +219,7 @@ class Heartbeats:
     ) -> None:
         """A job raised for the ``attempt``-th time in a row; from ``attempts`` on its
         task is alerted (it is retried on a schedule all the same)."""
+        self.jobs_failed += 1
         self.last_error = job_error(
             exc,
             attempt=attempt,
@@ -218,6 +231,7 @@ class Heartbeats:
 
     def decode_failed(self, partition: int, offset: int, reason: str) -> None:
         """A record of a folded type could not be decoded and went to the DLQ."""
+        self.decode_failures += 1
         self.last_error = decode_error(
             self.worker.topic, partition, offset, reason, self.worker.clock()
         )
@@ -236,7 +250,8 @@ class Heartbeats:
         return None
 
     async def heartbeat(self) -> Event:
-        """The heartbeat of this moment: partitions, their lag, tasks in flight, last error."""
+        """The heartbeat of this moment: partitions, their lag, tasks in flight, last error,
+        resident memory and the failures counted since start."""
         partitions = sorted(self.worker.partitions)
         lag = await self.positions.lag(partitions)
         self.measured(lag)
@@ -251,6 +266,9 @@ class Heartbeats:
             jobs_running=len(running),
             tasks_in_flight=tasks_in_flight((task_id for task_id, _ in running), self.tenant_of),
             last_error=self.last_error,
+            rss_bytes=resident_bytes(),
+            jobs_failed=self.jobs_failed,
+            decode_failures=self.decode_failures,
         )
         return Event.new(
             payload,
