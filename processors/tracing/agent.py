@@ -217,9 +217,12 @@ class Tracer:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH_MAX)
                 async with self._lock:
+                    # A partition revoked since the fetch is another tracer's now.
+                    owned = consumer.assignment()
                     spans = [
                         span
                         for tp, records in batches.items()
+                        if tp in owned
                         for record in records
                         for span in self.fold(tp.partition, record)
                     ]

@@ -198,6 +198,39 @@ async def test_a_restarted_tracer_still_ends_a_task_it_saw_start(
     assert any(s.name == "stage draft" for s in receiver.traces()[task_id.bytes])
 
 
+async def test_two_tracers_share_the_partitions_and_every_task_keeps_its_start(
+    traced: Settings, producer: EventProducer, receiver: Receiver
+) -> None:
+    """Two tracers in one group split the partitions between them (the second joining makes
+    the first give some up); every task still ends as one trace whose root starts at its
+    submission."""
+    stories = [task_events(uuid.uuid4()) for _ in range(6)]
+    halves = [story[: len(story) // 2] for story in stories]
+    for half in halves:
+        await producer.publish_many(half)
+    stop = asyncio.Event()
+    first = asyncio.create_task(Tracer(traced).run(stop))
+    await until(lambda: any(s.name.startswith("step") for s in receiver.spans), "a step span")
+    second = asyncio.create_task(Tracer(traced).run(stop))
+    for story, half in zip(stories, halves, strict=True):
+        await producer.publish_many(story[len(half) :])
+    ids = [story[0].task_id for story in stories]
+    try:
+        await until(
+            lambda: all(receiver.root_of(i) is not None for i in ids if i) or first.done(),
+            "every task's root",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+    for story in stories:
+        task_id = story[0].task_id
+        assert task_id is not None
+        root = receiver.root_of(task_id)
+        assert root is not None
+        assert root.start_time_unix_nano / 1e9 == pytest.approx(story[0].occurred_at.timestamp())
+
+
 async def test_a_collector_that_refuses_holds_the_spans_back_until_it_takes_them(
     traced: Settings, producer: EventProducer, receiver: Receiver
 ) -> None:
