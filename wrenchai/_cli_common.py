@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 
 SERVICES = frozenset(
-    {"api", "projector", "super-agent", "journey-agent", "inspector-agent", "cost-guard"}
+    {"api", "projector", "super-agent", "journey-agent", "inspector-agent", "cost-guard", "tracer"}
 )
 """Long-running processes: they read a state directory only when told to (--state-dir or
 WRENCH_STATE_DIR), never the default one found in the directory they happen to start in,

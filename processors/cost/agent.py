@@ -51,7 +51,7 @@ from wrenchai.settings import Settings
 log = structlog.get_logger(__name__)
 
 NAME = "cost-guard"
-ACTOR = Actor(kind="agent", id="cost_guard")
+ACTOR = Actor(kind="agent", id=NAME)
 USAGE = UsageRecorded.event_type
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.01

@@ -30,13 +30,24 @@ _SCOPE_COLUMN: dict[str, str] = {
     "playbook": "playbook",
 }
 
-_INSERT = """INSERT INTO cost_ledger (event_id, tenant_id, task_id, occurred_at, operation,
-        model, provider, user_id, key_id, playbook, stage_id, role, tool, input_tokens,
-        output_tokens, cached_tokens, reasoning_tokens, total_tokens, cost_usd, source,
-        price_version, "partition", "offset")
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-        $19, $20, $21, $22, $23)
+_LEDGER_TYPES = (
+    "uuid", "text", "uuid", "timestamptz", "text", "text", "text", "text", "text", "text",
+    "text", "text", "text", "bigint", "bigint", "bigint", "bigint", "bigint",
+    "double precision", "text", "text", "integer", "bigint",
+)  # fmt: skip
+# One statement per batch, the rows as arrays: the ledger grows by a batch at a time.
+_INSERT_MANY = f"""INSERT INTO cost_ledger (event_id, tenant_id, task_id, occurred_at,
+        operation, model, provider, user_id, key_id, playbook, stage_id, role, tool,
+        input_tokens, output_tokens, cached_tokens, reasoning_tokens, total_tokens, cost_usd,
+        source, price_version, "partition", "offset")
+    SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_LEDGER_TYPES, 1))})
+    ORDER BY 4, 1
     ON CONFLICT (event_id) DO NOTHING"""
+
+
+def _columns(rows: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows as one list per column, for unnest."""
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 @dataclass(frozen=True)
@@ -175,7 +186,12 @@ async def spent(
 async def meter(conn: asyncpg.Connection, usages: Sequence[tuple[Event, Position]]) -> list[Spend]:
     """Enter ``usages`` in the ledger (each event once) and say where every budget they
     count against stood before and after each. Runs in the caller's transaction: the caller
-    publishes what the spends call for, then commits."""
+    publishes what the spends call for, then commits.
+
+    A day's or a month's spend is kept running in ``budget_spend`` (started from the ledger
+    the first time a window is met), so metering costs the same on the first day of a month
+    as on its last; a task's lifetime and a rolling hour are summed from the ledger's index.
+    An event already in the ledger takes where each budget stood from ``ledger_spends``."""
     usages = [(e, p) for e, p in usages if isinstance(e.payload, UsageRecorded)]
     if not usages:
         return []
@@ -187,9 +203,16 @@ async def meter(conn: asyncpg.Connection, usages: Sequence[tuple[Event, Position
         applying[event.id] = [
             b for b in budgets if b.applies_to(event.tenant_id, payload, event.task_id)
         ]
-    for key in sorted({b.lock_key for found in applying.values() for b in found}):
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
-    await conn.executemany(_INSERT, [_row(e, p) for e, p in usages])
+    for lock in sorted({b.lock_key for found in applying.values() for b in found}):
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", lock)
+    fresh = {
+        r["event_id"]: r["seq"]
+        for r in await conn.fetch(
+            f"""WITH added AS ({_INSERT_MANY} RETURNING event_id, seq)
+            SELECT event_id, seq FROM added""",
+            *_columns([_row(e, p) for e, p in usages]),
+        )
+    }
     seqs = {
         r["event_id"]: r["seq"]
         for r in await conn.fetch(
@@ -197,14 +220,36 @@ async def meter(conn: asyncpg.Connection, usages: Sequence[tuple[Event, Position
             [e.id for e, _ in usages],
         )
     }
-    spends = []
+    known = await _known_spends(conn, [e.id for e, _ in usages if e.id not in fresh])
+    running = _Running(conn)
+    spends: list[Spend] = []
+    recorded: list[tuple[Any, ...]] = []
     for event, _ in sorted(usages, key=lambda item: seqs[item[0].id]):
         payload = event.payload
-        assert isinstance(payload, UsageRecorded)
+        assert isinstance(payload, UsageRecorded) and event.task_id is not None
         for budget in applying[event.id]:
-            usd, tokens, start, end = await spent(
-                conn, budget, event.task_id, event.occurred_at, before_seq=seqs[event.id]
-            )
+            start, end = window_bounds(budget.window, event.occurred_at)
+            key = (event.id, budget.scope, budget.scope_id, budget.window)
+            if key in known:
+                usd, tokens = known[key]
+            elif event.id not in fresh:
+                # Counted before this budget existed: where it stood is read as of its row.
+                usd, tokens, _, _ = await spent(
+                    conn, budget, event.task_id, event.occurred_at, before_seq=seqs[event.id]
+                )
+            elif budget.window in ("day", "month"):
+                assert start is not None
+                usd, tokens = await running.before(budget, start, seqs[event.id])
+            else:
+                usd, tokens, _, _ = await spent(
+                    conn, budget, event.task_id, event.occurred_at, before_seq=seqs[event.id]
+                )
+            amount_usd, amount_tokens = payload.cost_usd or 0.0, payload.total_tokens
+            if event.id in fresh:
+                if budget.window in ("day", "month"):
+                    assert start is not None
+                    running.add(budget, start, amount_usd, amount_tokens, seqs[event.id])
+                recorded.append((event.id, *key[1:], event.tenant_id, usd, tokens))
             spends.append(
                 Spend(
                     budget=budget,
@@ -213,11 +258,88 @@ async def meter(conn: asyncpg.Connection, usages: Sequence[tuple[Event, Position
                     window_end=end,
                     before_usd=usd,
                     before_tokens=tokens,
-                    after_usd=usd + (payload.cost_usd or 0.0),
-                    after_tokens=tokens + payload.total_tokens,
+                    after_usd=usd + amount_usd,
+                    after_tokens=tokens + amount_tokens,
                 )
             )
+    if recorded:
+        await conn.executemany(
+            """INSERT INTO ledger_spends (event_id, scope, scope_id, "window", tenant_id,
+                before_usd, before_tokens)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING""",
+            recorded,
+        )
+    await running.save()
     return spends
+
+
+async def _known_spends(
+    conn: asyncpg.Connection, event_ids: Sequence[uuid.UUID]
+) -> dict[tuple[uuid.UUID, str, str, str], tuple[float, int]]:
+    if not event_ids:
+        return {}
+    rows = await conn.fetch(
+        """SELECT event_id, scope, scope_id, "window", before_usd, before_tokens
+        FROM ledger_spends WHERE event_id = ANY($1)""",
+        list(event_ids),
+    )
+    return {
+        (r["event_id"], r["scope"], r["scope_id"], r["window"]): (
+            r["before_usd"],
+            r["before_tokens"],
+        )
+        for r in rows
+    }
+
+
+class _Running:
+    """The running spend of day and month windows within one metering transaction: read
+    (or started from the ledger) once, added to in memory, saved at the end."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.spend: dict[tuple[str, str, str, str, datetime], list[Any]] = {}
+
+    @staticmethod
+    def _key(budget: Budget, start: datetime) -> tuple[str, str, str, str, datetime]:
+        return (budget.tenant_id, budget.scope, budget.scope_id, budget.window, start)
+
+    async def before(self, budget: Budget, start: datetime, seq: int) -> tuple[float, int]:
+        key = self._key(budget, start)
+        if key not in self.spend:
+            row = await self.conn.fetchrow(
+                """SELECT spent_usd, spent_tokens, last_seq FROM budget_spend
+                WHERE tenant_id = $1 AND scope = $2 AND scope_id = $3 AND "window" = $4
+                    AND window_start = $5""",
+                *key,
+            )
+            if row is not None:
+                self.spend[key] = [row["spent_usd"], row["spent_tokens"], row["last_seq"]]
+            else:
+                # First met: the window's spend so far, from the ledger.
+                usd, tokens, _, _ = await spent(self.conn, budget, None, start, before_seq=seq)
+                self.spend[key] = [usd, tokens, seq - 1]
+        usd, tokens, _ = self.spend[key]
+        return float(usd), int(tokens)
+
+    def add(self, budget: Budget, start: datetime, usd: float, tokens: int, seq: int) -> None:
+        entry = self.spend[self._key(budget, start)]
+        entry[0] += usd
+        entry[1] += tokens
+        entry[2] = max(entry[2], seq)
+
+    async def save(self) -> None:
+        if not self.spend:
+            return
+        await self.conn.executemany(
+            """INSERT INTO budget_spend (tenant_id, scope, scope_id, "window", window_start,
+                spent_usd, spent_tokens, last_seq)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            ON CONFLICT (tenant_id, scope, scope_id, "window", window_start) DO UPDATE SET
+                spent_usd = EXCLUDED.spent_usd, spent_tokens = EXCLUDED.spent_tokens,
+                last_seq = EXCLUDED.last_seq""",
+            [(*key, *value) for key, value in self.spend.items()],
+        )
 
 
 def _row(event: Event, position: Position) -> tuple[Any, ...]:

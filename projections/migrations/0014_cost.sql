@@ -54,4 +54,33 @@ CREATE INDEX cost_ledger_key_idx ON cost_ledger (tenant_id, key_id, occurred_at)
 CREATE INDEX cost_ledger_model_idx ON cost_ledger (tenant_id, model, occurred_at);
 CREATE INDEX cost_ledger_playbook_idx ON cost_ledger (tenant_id, playbook, occurred_at);
 
-SELECT wrench_isolate(t::regclass) FROM unnest(ARRAY['budgets', 'cost_ledger']) AS t;
+-- The running spend of each budget scope in each UTC day or month window, up to the ledger
+-- row ``last_seq``: metering adds to it instead of summing the window again. (A task's
+-- lifetime and a rolling hour are summed from the ledger: both are small.)
+CREATE TABLE budget_spend (
+    tenant_id     text             NOT NULL,
+    scope         text             NOT NULL,
+    scope_id      text             NOT NULL,
+    "window"      text             NOT NULL,
+    window_start  timestamptz      NOT NULL,
+    spent_usd     double precision NOT NULL,
+    spent_tokens  bigint           NOT NULL,
+    last_seq      bigint           NOT NULL,
+    PRIMARY KEY (tenant_id, scope, scope_id, "window", window_start)
+);
+
+-- Where each budget stood just before each usage event counted against it, so metering an
+-- event again (redelivered, or replayed after a crash) finds the same crossings.
+CREATE TABLE ledger_spends (
+    event_id       uuid             NOT NULL,
+    tenant_id      text             NOT NULL,
+    scope          text             NOT NULL,
+    scope_id       text             NOT NULL,
+    "window"       text             NOT NULL,
+    before_usd     double precision NOT NULL,
+    before_tokens  bigint           NOT NULL,
+    PRIMARY KEY (event_id, scope, scope_id, "window")
+);
+
+SELECT wrench_isolate(t::regclass)
+FROM unnest(ARRAY['budgets', 'cost_ledger', 'budget_spend', 'ledger_spends']) AS t;
