@@ -329,8 +329,9 @@ class Settings(BaseSettings):
     )
     price_table: Path | None = Field(
         None,
-        description="YAML price table (models per 1k tokens, tools per call) for plan "
-        "estimates; unset uses the built-in table.",
+        description="YAML price table (models per million tokens of each kind, tools per call) "
+        "that replaces the shipped one (processors/shared/prices.yaml) for usage and "
+        "estimates; see docs/cost.md.",
     )
     agent_concurrency: int = Field(
         8, ge=1, le=1024, description="Most jobs (LLM or tool calls) one agent worker runs at once."

@@ -92,11 +92,7 @@ async def test_a_hard_budget_stops_the_next_llm_call_and_its_task(
             second = submitted("Explain it once more")
             await producer.publish(second)
             second_events = await finished(log, second.task_id)
-            spent = [
-                e
-                for e in await log.events(first.task_id)
-                if e.type.startswith("budget.")
-            ]
+            spent = [e for e in await log.events(first.task_id) if e.type.startswith("budget.")]
         finally:
             await producer.stop()
             agents.stop_all()
