@@ -275,7 +275,7 @@ class _Judge:
             findings=[finding],
             suggestions=[] if vote else ["say more about cost"],
         )
-        usage = Usage(model="m", prompt_tokens=10, completion_tokens=5, total_tokens=15)
+        usage = Usage(model="m", input_tokens=10, output_tokens=5)
         return Reasoned(result=evaluation, usage=[usage])
 
 
