@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -45,6 +47,8 @@ from events import (
 from processors.cost.ledger import Spend, meter
 from processors.inspector.alerts import AlertHandler, dispatch, handlers_from_settings
 from processors.runtime import dead_letter, faust_app, record_of
+from processors.runtime._heartbeat import Heartbeats
+from processors.runtime._scheduler import ALERT_AFTER
 from wrenchai import metrics
 from wrenchai.settings import Settings
 
@@ -58,6 +62,10 @@ BATCH_WITHIN_S = 0.01
 RETRY_BASE_S = 0.5
 RETRY_MAX_S = 30.0
 _PRICE_NAMESPACE = uuid.UUID("0b8f5d3e-93a1-4c3f-8f61-6c1bb2f5a7d0")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def verdicts(spends: Sequence[Spend]) -> list[Event]:
@@ -131,19 +139,41 @@ def unpriced(usages: Sequence[Event]) -> list[Event]:
     return list(seen.values())
 
 
-class CostGuard:
-    """Meters batches of wrench.events records into the ledger and publishes the verdicts."""
+@dataclass(frozen=True)
+class _Held:
+    """A partition the CostGuard reads: it holds no task of it (heartbeats ask)."""
 
-    def __init__(self, settings: Settings) -> None:
+    tenants: Mapping[uuid.UUID, str] = field(default_factory=dict)
+
+
+class _NoJobs:
+    """The CostGuard runs no jobs: it meters in the batch's own transaction."""
+
+    def jobs_running(self) -> list[tuple[uuid.UUID, str]]:
+        return []
+
+
+class CostGuard:
+    """Meters batches of wrench.events records into the ledger and publishes the verdicts;
+    publishes agent.heartbeat like every worker (its partitions, their lag, its last
+    error), so its status and lag are watched like theirs."""
+
+    name = NAME
+
+    def __init__(self, settings: Settings, clock: Callable[[], datetime] = _utcnow) -> None:
         self.settings = settings
+        self.clock = clock
         self.group = settings.group(NAME)
         self.topic = settings.topic("events")
         self.codec = codec_from_settings(settings)
-        self.producer = EventProducer(settings, self.codec)
+        self.producer = EventProducer(settings, self.codec, processor=NAME)
         self.handlers: list[AlertHandler] = handlers_from_settings(settings)
         self.consumed = metrics.consumed(NAME)
         self._pool: asyncpg.Pool | None = None
         self._announced: set[uuid.UUID] = set()
+        self.partitions: dict[int, _Held] = {}
+        self.jobs = _NoJobs()
+        self.heartbeats = Heartbeats(self)
 
     async def _connect(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -168,6 +198,7 @@ class CostGuard:
             except EventDecodeError as exc:
                 dead = dead_letter(record, exc, self.topic, partition, offset, self.group)
                 await self.producer.send_records(self.settings.topic("dlq"), [dead])
+                self.heartbeats.decode_failed(partition, offset, exc.reason)
                 log.warning("usage record sent to the DLQ", reason=exc.reason, offset=offset)
                 continue
             usages.append((event, Position(partition, offset)))
@@ -201,21 +232,28 @@ class CostGuard:
         """Meter one batch, trying again (never dropping it) until Postgres and the broker
         take it."""
         usages = await self.decode(items)
-        delay = RETRY_BASE_S
+        delay, attempt = RETRY_BASE_S, 0
         while True:
             try:
                 await self.meter(usages)
                 return
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                error = exc
-            except Exception as exc:  # the broker, or a bug: the batch waits either way
-                error = exc
-            log.warning("batch not metered; trying again", error=str(error)[:200], in_s=delay)
+            except Exception as exc:  # Postgres, the broker, or a bug: the batch waits
+                attempt += 1
+                first = usages[0][0] if usages else None
+                self.heartbeats.job_failed(
+                    exc,
+                    attempt=attempt,
+                    attempts=ALERT_AFTER,
+                    task_id=first.task_id if first and first.task_id else uuid.UUID(int=0),
+                    tenant_id=first.tenant_id if first else None,
+                )
+                log.warning("batch not metered; trying again", error=str(exc)[:200], in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
     async def close(self) -> None:
-        """Flush the producer and close the pool."""
+        """Stop the heartbeats, flush the producer and close the pool."""
+        await self.heartbeats.stop()
         await self.producer.stop()
         if self._pool is not None:
             await self._pool.close()
@@ -239,9 +277,21 @@ class CostGuard:
 
         app.agent(topic, name=f"{self.group}.consume")(consume)
 
+        async def heartbeats() -> None:
+            self.heartbeats.start()
+
+        app.task(heartbeats)
+
+        # mode's signals call receivers as receiver(sender, *args, signal=..., **kwargs).
+        async def assigned(sender: Any, *args: Any, **_: Any) -> None:
+            mine = {tp.partition for tp in args[0] if tp.topic == self.topic}
+            self.partitions = {number: _Held() for number in sorted(mine)}
+            self.heartbeats.soon()
+
         async def shutdown(sender: Any, *_: Any, **__: Any) -> None:
             await self.close()
 
+        app.on_partitions_assigned.connect(assigned, weak=False)  # type: ignore[arg-type]
         app.on_before_shutdown.connect(shutdown, weak=False)  # type: ignore[arg-type]
         return app
 

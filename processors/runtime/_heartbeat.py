@@ -20,9 +20,9 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -45,7 +45,34 @@ from wrenchai.errors import WrenchError
 from wrenchai.settings import Settings
 
 if TYPE_CHECKING:
-    from processors.runtime._worker import Worker
+    from events import EventProducer
+
+
+class _Partition(Protocol):
+    @property
+    def tenants(self) -> Mapping[uuid.UUID, str]: ...
+
+
+class _Jobs(Protocol):
+    def jobs_running(self) -> list[tuple[uuid.UUID, str]]: ...
+
+
+class Beating(Protocol):
+    """What heartbeats read of a worker: the agent runtime's ``Worker``, or a processor that
+    holds no task state (the CostGuard), which holds no jobs either."""
+
+    name: str
+    settings: Settings
+    topic: str
+    group: str
+    producer: EventProducer
+    clock: Callable[[], datetime]
+
+    @property
+    def partitions(self) -> Mapping[int, _Partition]: ...
+
+    @property
+    def jobs(self) -> _Jobs: ...
 
 log = structlog.get_logger(__name__)
 
@@ -193,7 +220,7 @@ class LogPositions:
 class Heartbeats:
     """Publishes a worker's heartbeats from a background task and keeps its last error."""
 
-    def __init__(self, worker: Worker[Any, Any]) -> None:
+    def __init__(self, worker: Beating) -> None:
         self.worker = worker
         self.agent_id = worker.name
         self.instance = instance_name()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 
-from events import BudgetSet, EventProducer, create_consumer
+from events import BudgetSet, Codec, EventProducer, create_consumer
 from tests.processors.cost.test_cost_guard import set_budget, usage
 from tests.processors.super.test_super_agent_worker import WorkerProcess
 from wrenchai.settings import Settings
@@ -33,7 +33,11 @@ async def _counted(db: asyncpg.Connection, at_least: int) -> int:
 
 
 async def test_a_cost_guard_killed_mid_stream_resumes_with_the_same_totals(
-    settings: Settings, db: asyncpg.Connection, producer: EventProducer, tmp_path: Path
+    settings: Settings,
+    db: asyncpg.Connection,
+    producer: EventProducer,
+    codec: Codec,
+    tmp_path: Path,
 ) -> None:
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
     await set_budget(
@@ -71,6 +75,20 @@ async def test_a_cost_guard_killed_mid_stream_resumes_with_the_same_totals(
                             verdicts[uuid.UUID(dict(r.headers)["event_id"].decode())] = kind
         finally:
             await consumer.stop()
+        # Its heartbeats say which partitions it reads, as every worker's do.
+        admin = create_consumer(settings, settings.topic("admin"))
+        await admin.start()
+        try:
+            beats = [
+                codec.decode(r.value, tuple(r.headers))
+                for records in (await admin.getmany(timeout_ms=3000)).values()
+                for r in records
+                if dict(r.headers)["type"] == b"agent.heartbeat"
+            ]
+        finally:
+            await admin.stop()
+        assert {b.payload.agent_id for b in beats} == {"cost-guard"}
+        assert sorted({p for b in beats for p in b.payload.partitions}) == [0, 1, 2]
         # 50%, 80%, 95% and the limit, each once whatever was announced twice.
         assert sorted(verdicts.values()) == [
             "budget.exceeded",
