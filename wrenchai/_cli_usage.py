@@ -123,6 +123,48 @@ def reprice(
     _print(rows, columns, as_csv, f"Usage repriced with table {table.version}")
 
 
+@usage.command()
+@click.option("--batch", default=500, show_default=True, help="Usage events per transaction.")
+def rebuild(batch: int) -> None:
+    """Enter in the CostGuard's ledger every usage event of the log it lacks (after its
+    database was restored from an older backup, say), each once; nothing is published."""
+    settings = command_settings("usage")
+    added, seen = run(lambda: rebuild_ledger(settings, batch))
+    click.echo(f"{seen} usage event(s) on the log, {added} added to the ledger")
+
+
+async def rebuild_ledger(settings: Settings, batch: int = 500) -> tuple[int, int]:
+    """(events added, events seen): the log's usage metered into the ledger in log order
+    per partition; events already there are left as they are, so the totals never count one
+    twice. The verdicts of the added events are on the log already: none is published."""
+    from processors.cost import meter
+    from processors.cost.reprice import logged_usage
+    from projections import connect
+
+    conn = await connect(settings)
+    added = seen = 0
+    try:
+        before = int(await conn.fetchval("SELECT count(*) FROM cost_ledger"))
+        pending: list[Any] = []
+
+        async def flush() -> None:
+            async with conn.transaction():
+                await meter(conn, pending)
+            pending.clear()
+
+        async for found in logged_usage(settings):
+            pending.append(found)
+            seen += 1
+            if len(pending) >= batch:
+                await flush()
+        if pending:
+            await flush()
+        added = int(await conn.fetchval("SELECT count(*) FROM cost_ledger")) - before
+    finally:
+        await conn.close()
+    return added, seen
+
+
 async def repriced(
     settings: Settings, table: Any, start: datetime | None, end: datetime | None, tenant: str | None
 ) -> list[dict[str, Any]]:

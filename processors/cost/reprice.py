@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 from events import (
     Event,
     EventDecodeError,
+    Position,
     UsageRecorded,
     codec_from_settings,
     create_consumer,
@@ -89,6 +90,17 @@ async def usage_from_log(
     """Every usage.recorded on wrench.events (up to its end when called) that occurred in
     [start, end), of ``tenant_id`` when given. Records that cannot be decoded are skipped:
     they are on wrench.dlq."""
+    async for event, _ in logged_usage(settings, start, end, tenant_id):
+        yield event
+
+
+async def logged_usage(
+    settings: Settings,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    tenant_id: str | None = None,
+) -> AsyncIterator[tuple[Event, Position]]:
+    """:func:`usage_from_log`, each event with its position on the log."""
     topic = settings.topic("events")
     ends = await log_end_offsets(settings, topic)
     codec = codec_from_settings(settings)
@@ -119,7 +131,7 @@ async def usage_from_log(
                         continue
                     if end is not None and event.occurred_at >= end:
                         continue
-                    yield event
+                    yield event, Position(record.partition, record.offset)
                 if records and records[-1].offset >= left[tp] - 1:
                     del left[tp]
     finally:

@@ -140,3 +140,26 @@ async def test_report_groups_the_ledger_as_asked(
     assert table.returncode == 0 and "TOTAL" in table.stdout
     naive = await _wrenchai(settings, "usage", "report", "--from", "2026-11-03T00:00:00")
     assert naive.returncode == 2 and "time zone" in naive.stderr
+
+
+async def test_rebuild_enters_what_the_ledger_lacks_and_counts_nothing_twice(
+    settings: Settings, db: asyncpg.Connection, producer: EventProducer
+) -> None:
+    """A ledger that lost rows (restored from an older backup) gets them back from the log;
+    the rows it kept stay as they are, and a second rebuild adds nothing."""
+    task = uuid.uuid4()
+    calls = [_call(task, DAY + timedelta(minutes=i), "gpt-4o-mini", 100, 10, cost_usd=0.001)
+             for i in range(5)]  # fmt: skip
+    await producer.publish_many(calls)
+    guard = CostGuard(settings)
+    try:
+        await meter(guard, calls[:2])
+    finally:
+        await guard.close()
+    done = await _wrenchai(settings, "usage", "rebuild")
+    assert done.returncode == 0, done.stderr
+    assert "5 usage event(s) on the log, 3 added to the ledger" in done.stdout
+    row = await db.fetchrow("SELECT count(*) AS n, sum(total_tokens) AS t FROM cost_ledger")
+    assert (row["n"], row["t"]) == (5, 550)
+    again = await _wrenchai(settings, "usage", "rebuild")
+    assert "0 added" in again.stdout
