@@ -29,6 +29,7 @@ from events import (
     Event,
     Position,
 )
+from projections import EVENTS, Stream
 from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -244,9 +245,14 @@ WaitFor = Annotated[
 ]
 
 
-async def wait_for_position(resources: Resources, wait_for: str | None) -> None:
-    """Hold a read until the projector has passed ``wait_for``, if given."""
+async def wait_for_position(
+    resources: Resources, wait_for: str | None, stream: Stream = EVENTS
+) -> None:
+    """Hold a read until the projector has passed ``wait_for`` on ``stream`` (wrench.events
+    unless the write went to wrench.admin), if given."""
     # The pattern already checked the form; a wait that times out is not an error, the read
     # answers from what the read models hold by then.
     if wait_for is not None:
-        await wait_for_projector(resources.database, resources.settings, Position.parse(wait_for))
+        await wait_for_projector(
+            resources.database, resources.settings, Position.parse(wait_for), stream
+        )

@@ -28,6 +28,7 @@ from api.deps import Principal, ResourcesDep, WaitFor, require, wait_for_positio
 from api.errors import BudgetNotFound, Forbidden, InvalidRequest, TaskNotFound
 from api.openapi import responses_for
 from events import BudgetDeleted, BudgetScope, BudgetSet, Event
+from projections import ADMIN
 
 log = structlog.get_logger(__name__)
 
@@ -110,7 +111,7 @@ async def delete_budget(
     wait_for: WaitFor = None,
 ) -> BudgetAccepted:
     """The scope's budget no longer applies (404 when it has none)."""
-    await wait_for_position(resources, wait_for)
+    await wait_for_position(resources, wait_for, ADMIN)
     async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         found = await _cost.budget_exists(conn, principal.tenant_id, scope, scope_id)
     if not found:
@@ -140,7 +141,7 @@ async def list_budgets(
 ) -> BudgetList:
     """Every budget of your tenant with what its current window has spent, what remains and
     when the window ends."""
-    await wait_for_position(resources, wait_for)
+    await wait_for_position(resources, wait_for, ADMIN)
     async with resources.tenant_database.tenant(principal.tenant_id) as conn:
         items = await _cost.list_budgets(conn, principal.tenant_id, datetime.now(UTC))
     return BudgetList(items=items)

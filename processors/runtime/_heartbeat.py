@@ -74,6 +74,7 @@ class Beating(Protocol):
     @property
     def jobs(self) -> _Jobs: ...
 
+
 log = structlog.get_logger(__name__)
 
 LAG_TIMEOUT_S = 5.0

@@ -59,6 +59,7 @@ async def test_history_lists_submitted_then_cancelled_in_log_order(
         "constraints": None,
         "timeout": 3600,
         "grants": ["playbooks:inline", "tools:code"],
+        "key_id": TEST_KEY_ID,
     }
     assert first["actor"] == {"kind": "user", "id": f"apikey:{TEST_KEY_ID}"}
     assert first["tenant_id"] == "default"

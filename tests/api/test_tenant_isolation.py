@@ -5,17 +5,20 @@ query that forgets (or gets wrong) its tenant filter."""
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
 from api._database import Database
 from api._readmodels import fetch_history, fetch_task, list_tasks
-from events import Event, EventProducer, Position
+from events import BudgetSet, Event, EventProducer, Position
+from processors.cost import meter
 from tests.api._support import seed_api_key, serve
 from tests.api.test_access import SCOPE_OF
 from tests.events.execution_samples import executed_task
 from tests.events.inspection_samples import evaluation, raised
+from tests.processors.cost.test_cost_guard import set_budget, usage
 from tests.projections.conftest import eventually, submitted
 from wrenchai.settings import Settings
 
@@ -40,6 +43,8 @@ ISOLATED_TABLES = (
     "auth_sessions",
     "budgets",
     "cost_ledger",
+    "budget_spend",
+    "ledger_spends",
 )
 
 
@@ -94,6 +99,16 @@ async def two_tenants(
         return bool(await db.fetchval("SELECT count(*) FROM alerts") == 2)
 
     await eventually(projected)
+    for tenant_id, ids in seeded.items():
+        # A budget and the CostGuard's ledger of one LLM call, as they would be written.
+        await set_budget(
+            db,
+            BudgetSet(scope="tenant", scope_id=tenant_id, window="month", limit_usd=1.0),
+            tenant_id=tenant_id,
+        )
+        spent = usage(uuid.UUID(ids["task_id"]), datetime.now(UTC), tenant_id=tenant_id)
+        async with db.transaction():
+            await meter(db, [(spent, Position(0, 0))])
     return seeded
 
 

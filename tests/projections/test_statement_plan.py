@@ -20,6 +20,8 @@ from events import (
     ApiKeyIssued,
     ApiKeyRevoked,
     ApiKeyUsed,
+    BudgetDeleted,
+    BudgetSet,
     Event,
     EventPayload,
     KeyUse,
@@ -177,6 +179,8 @@ def _admin_log() -> list[Event]:
         SessionRevoked(session_id="s1", reason="logout"),
         UserDisabled(user_id="u1"),
         AgentHeartbeat(agent_id="journey-agent", instance="host:1", started_at=at, interval_s=10.0),
+        BudgetSet(scope="user", scope_id="u1", window="day", limit_usd=5.0),
+        BudgetDeleted(scope="user", scope_id="u1"),
         TenantShredded(),
     ]
     return [Event.new(p, tenant_id="acme", actor=SYSTEM, occurred_at=at) for p in payloads]
