@@ -22,9 +22,9 @@ from wrenchai.settings import Settings
 async def test_the_projectors_port_has_batch_histograms_consumed_counts_and_lag(
     settings: Settings, producer: EventProducer, tmp_path: Path
 ) -> None:
-    """Five submissions projected: the batch size histogram sums to five records over at
-    least one batch, the latency histogram has as many observations, task.submitted is
-    consumed five times by the projector, and its lag on the partitions written is 0."""
+    """Five submissions projected: task.submitted is consumed five times by the projector,
+    its lag on the partitions written is 0, the batch size histogram holds at least those
+    five records, and the latency histogram has as many observations as it has batches."""
     port = free_port()
     output = tmp_path / "projector.out"
     # The ResourceMonitor runs in the projector's process; its platform alerts would be
@@ -37,18 +37,24 @@ async def test_the_projectors_port_has_batch_histograms_consumed_counts_and_lag(
         group = settings.group("projector")
 
         def projected(text: str) -> bool:
-            size = value(text, "wrench_projector_batch_size_sum", processor="projector")
+            consumed = value(
+                text, "wrench_events_consumed_total", processor="projector", type="task.submitted"
+            )
             lags = {
                 s.labels["partition"]: s.value
                 for s in samples(text, "wrench_consumer_lag")
                 if s.labels["group"] == group
             }
-            return size == 5 and written <= set(lags) and not any(lags.values())
+            return consumed == 5 and written <= set(lags) and not any(lags.values())
 
         url = f"http://127.0.0.1:{port}/metrics"
         text = await scrape_until(url, projected, "five records projected, lag 0")
+        # A batch read again after the group rebalanced under load is work done twice: the
+        # histogram counts it, the consumed counter (after the commit) does not.
+        size = value(text, "wrench_projector_batch_size_sum", processor="projector")
+        assert size is not None and size >= 5
         batches = value(text, "wrench_projector_batch_size_count", processor="projector")
-        assert batches is not None and 1 <= batches <= 5
+        assert batches is not None and 1 <= batches <= size
         timed = value(text, "wrench_projector_batch_seconds_count", processor="projector")
         assert timed == batches
         buckets = [
