@@ -15,6 +15,23 @@ from wrenchai._cli_common import command_settings, run
 from wrenchai.settings import Settings
 
 GROUPS = ("model", "user", "key", "task", "playbook", "day")
+# Short headings, so a report fits a terminal; CSV keeps the full names.
+_TITLES = {
+    "input_tokens": "in",
+    "output_tokens": "out",
+    "cached_tokens": "cached",
+    "reasoning_tokens": "reasoning",
+    "total_tokens": "tokens",
+    "cost_usd": "USD",
+    "unpriced_calls": "unpriced",
+    "estimated_calls": "estimated",
+    "recorded_usd": "USD then",
+    "repriced_usd": "USD now",
+    "difference_usd": "change",
+    "unpriced_recorded": "unpriced then",
+    "unpriced_repriced": "unpriced now",
+    "price_versions": "priced with",
+}
 
 
 def _instant(value: str | None, name: str) -> datetime | None:
@@ -41,7 +58,10 @@ def _print(rows: list[dict[str, Any]], columns: list[str], as_csv: bool, title: 
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column, justify="left" if column in ("key", "model") else "right")
+        table.add_column(
+            _TITLES.get(column, column),
+            justify="left" if column in ("key", "model", "price_versions") else "right",
+        )
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     Console().print(table)
