@@ -80,6 +80,10 @@ LOAD_ATTEMPTS = 5
 RETIRED_KEPT = 20_000
 """How many retired task ids a worker remembers, so a late duplicate of a task's
 task.submitted does not start the task again."""
+ROOM_CHECK_S = 1.0
+PENDING_MAX = 5_000
+"""Records of one partition that may wait to be folded while it catches up: past it the
+stream waits, so a worker's memory does not grow with the length of the log it replays."""
 
 S = TypeVar("S")
 J = TypeVar("J", bound=Job)
@@ -102,6 +106,9 @@ class _Partition(Generic[S]):
     loaded: asyncio.Event = field(default_factory=asyncio.Event)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list[tuple[int, Record]] = field(default_factory=list)
+    room: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set while ``pending`` holds at most PENDING_MAX records (or the partition is given
+    up): the stream waits on it rather than buffer the whole log in memory."""
     tasks: dict[uuid.UUID, S] = field(default_factory=dict)
     tenants: dict[uuid.UUID, str] = field(default_factory=dict)
     records: dict[uuid.UUID, list[tuple[int, Record]]] = field(default_factory=dict)
@@ -191,6 +198,20 @@ class Worker(Generic[S, J]):
             part.pending.extend(records)
             if part.loaded.is_set() and not part.busy:
                 await self._drain(part)
+            elif len(part.pending) > PENDING_MAX:
+                await self._wait_for_room(part)
+
+    async def _wait_for_room(self, part: _Partition[S]) -> None:
+        """Hold the stream while ``part`` catches up (restoring, or folding a gap) with more
+        than PENDING_MAX records waiting, so memory holds a backlog, never the log. Other
+        partitions wait meanwhile, but only while this one is that far behind."""
+        part.room.clear()
+        while len(part.pending) > PENDING_MAX and self.partitions.get(part.number) is part:
+            try:
+                await asyncio.wait_for(part.room.wait(), ROOM_CHECK_S)
+            except TimeoutError:
+                if part.loaded.is_set() and not part.busy:
+                    await self._drain(part)  # its folder stopped: fold here
 
     async def _drain(self, part: _Partition[S]) -> None:
         """Fold the partition's pending records, and those that arrive meanwhile."""
@@ -198,6 +219,7 @@ class Worker(Generic[S, J]):
         try:
             while part.pending:
                 records, part.pending = part.pending, []
+                part.room.set()
                 fresh = [(offset, record) for offset, record in records if offset >= part.position]
                 if not fresh:
                     continue
@@ -390,6 +412,7 @@ class Worker(Generic[S, J]):
                 load.cancel()
             if part is None:
                 continue
+            part.room.set()  # a stream waiting for its backlog goes on
             for task_id in part.tasks:
                 self.jobs.forget(task_id)
                 self._part_of.pop(task_id, None)

@@ -186,3 +186,55 @@ async def test_tasks_that_are_over_leave_memory_while_a_partition_catches_up(
     finally:
         await worker.close()
         await producer.stop()
+
+
+async def test_a_partition_catching_up_holds_the_stream_rather_than_buffer_the_log(
+    settings: Settings,
+    codec: Codec,
+    db: asyncpg.Connection,
+    topics: dict[str, int],
+    monkeypatch: Any,
+) -> None:
+    """While a partition restores, the stream's records wait for it; past PENDING_MAX of
+    them the stream itself waits, so a worker replaying a long log holds a backlog, not the
+    log. Once the partition is restored everything is folded, in order, once."""
+    import processors.runtime._worker as runtime
+
+    monkeypatch.setattr(runtime, "PENDING_MAX", 50)
+    events = [
+        Event.new(TaskSubmitted(description=f"t{n}"), tenant_id="acme", actor=USER,
+                  task_id=uuid.uuid4())
+        for n in range(120)
+    ]  # fmt: skip
+    await codec.prepare_events(events)
+    records = [(0, offset, codec.encode(e)) for offset, e in enumerate(events)]
+    producer = EventProducer(settings, codec)
+    try:
+        await producer.send_records(
+            settings.topic("events"), [r for _, _, r in records], partition=0
+        )
+    finally:
+        await producer.stop()
+    worker = _worker(settings)
+    gate = asyncio.Event()
+    load = worker.snapshots.load
+
+    async def slow_load(partition: int) -> Snapshot | None:
+        await gate.wait()  # the snapshot store answers late
+        return await load(partition)
+
+    worker.snapshots.load = slow_load  # type: ignore[method-assign]
+    try:
+        [part] = worker.assign([0])
+        await worker.handle_batch(records[:40])  # under the bound: handed over at once
+        held = asyncio.create_task(worker.handle_batch(records[40:]))
+        await asyncio.sleep(0.3)
+        assert not held.done(), "the stream went on with 120 records waiting"
+        assert len(part.pending) == 120
+        gate.set()
+        await asyncio.wait_for(held, 30)
+        await asyncio.wait_for(part.ready.wait(), 30)
+        assert part.position == 120 and part.pending == []
+        assert len(part.tasks) == 120
+    finally:
+        await worker.close()
