@@ -505,11 +505,16 @@ class Worker(Generic[S, J]):
                 log.exception("worker timer failed", worker=self.name)
 
     async def snapshot(self, partitions: Iterable[int] | None = None) -> None:
-        """Save the snapshot of each (given) caught-up partition that moved since its last."""
+        """Save the snapshot of each (given) restored partition that moved since its last.
+
+        A partition still catching up is saved too: its state is the fold of the log up to
+        its position whether or not it decides yet, and the stream's events are acked only
+        once a snapshot covers them, so a worker replaying a long log would otherwise hold
+        every one of them until it caught up."""
         numbers = list(self.partitions) if partitions is None else list(partitions)
         for number in numbers:
             part = self.partitions.get(number)
-            if part is None or not part.ready.is_set() or part.position == part.snapshot_at:
+            if part is None or not part.loaded.is_set() or part.position == part.snapshot_at:
                 continue
             records = sorted(
                 (item for task_records in part.records.values() for item in task_records),
