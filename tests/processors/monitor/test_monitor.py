@@ -46,6 +46,8 @@ class Collected:
     """An alert handler that keeps what it is handed."""
 
     events: list[Event] = field(default_factory=list)
+    monitor: ResourceMonitor | None = None
+    """The monitor it listens to, for tests that wait until it has looked."""
 
     def handle(self, event: Event) -> None:
         self.events.append(event)
@@ -72,6 +74,7 @@ async def running(
     ends."""
     handler = Collected()
     monitor = ResourceMonitor(monitored, handlers=[handler])
+    handler.monitor = monitor
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(monitored, stop=stop, companions=[monitor.run]))
     producer = EventProducer(monitored, codec_from_settings(monitored))
@@ -175,7 +178,15 @@ async def test_records_added_to_the_dlq_beyond_the_threshold_raise_dlq_growth(
 ) -> None:
     producer, handler = running
     dlq = monitored.topic("dlq")
-    await asyncio.sleep(1.0)  # the monitor has seen the DLQ empty
+    monitor = handler.monitor
+    assert monitor is not None
+
+    async def looked() -> bool:
+        return bool(monitor.dlq.samples)
+
+    # The monitor has seen the DLQ empty before the records arrive: however slow its first
+    # reading, their arrival is growth, not where it started.
+    await eventually(looked, "a first reading of the DLQ")
     bad = [Record(b"k", b"not json", (("dlq.reason", b"invalid_json"),)) for _ in range(5)]
     await producer.send_records(dlq, bad)
     row = await eventually(lambda: alert_row(monitored, "DLQ_GROWTH", "open"), "DLQ_GROWTH")
