@@ -30,13 +30,26 @@ bubblewrap:
 	  command -v bwrap >/dev/null 2>&1 || echo "bubblewrap (bwrap) is not installed and could not be: code.python will refuse to run (or run without isolation if WRENCH_SANDBOX_ALLOW_WEAK=true); install Debian's bubblewrap package."; \
 	}
 
+# The dashboard's browser tests drive Debian's Chromium (nothing is downloaded at run time):
+# installed with apt-get when missing and we are root; without it those tests fail and say so.
+.PHONY: chromium
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; \
+	  fi; \
+	  command -v chromium >/dev/null 2>&1 || echo "chromium is not installed and could not be: the dashboard's browser tests will fail; install Debian's chromium package."; \
+	}
+
 dev: $(VENV)/.installed bubblewrap
 	$(BIN)/wrenchai dev $(ARGS)
 
 # One pytest worker per core (pytest-xdist), each with its own broker and Postgres; a test
 # file stays on one worker, so its module fixtures are made once. PYTEST_WORKERS=0: serial.
 PYTEST_WORKERS ?= auto
-test: $(VENV)/.installed-test bubblewrap
+test: $(VENV)/.installed-test bubblewrap chromium
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The peers the benchmarks measure WrenchAI against (LangGraph for bench/journey.py).

@@ -27,6 +27,7 @@ from api.routers import (
     tasks,
     tools,
 )
+from api.ui import install_dashboard
 from wrenchai.settings import Settings
 
 
@@ -82,4 +83,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(audit.router, responses=guarded)
     app.include_router(metrics.router, responses=guarded)
     app.include_router(health.router)
+    install_dashboard(app)
     return app

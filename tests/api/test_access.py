@@ -21,7 +21,15 @@ from tests.api._support import seed_api_key, serve
 from tests.projections.conftest import eventually
 from wrenchai.settings import Settings
 
-OPEN = {("POST", "/auth/token"), ("GET", "/health")}
+OPEN = {
+    ("POST", "/auth/token"),
+    ("GET", "/health"),
+    # The dashboard's page: a sign-in form and a script; everything it shows comes from
+    # the API with the credential signed in.
+    ("GET", "/ui"),
+    ("GET", "/ui/"),
+    ("GET", "/ui/{view:path}"),
+}
 """Routes anyone may call (the docs are Starlette routes, not API routes)."""
 
 ANY = "any valid credential"

@@ -1,0 +1,80 @@
+"""The dashboard in a real Chromium against the real API, projector, broker and Postgres:
+signing in with an API key, a refused key, submitting a task and watching its row change
+live, without a reload, when it is cancelled."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from playwright.async_api import Browser, expect
+
+from tests.api._streams_support import live_api
+from tests.api._support import seed_api_key
+from tests.api.ui.browser import browser, screenshot
+from wrenchai.settings import Settings
+
+pytestmark = pytest.mark.usefixtures("topics", "projector")
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Browser]:
+    async for instance in browser():
+        yield instance
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[str]:
+    async with live_api(settings) as base:
+        yield base
+
+
+async def test_sign_in_submit_and_watch_a_task_change_live(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings
+) -> None:
+    key = await seed_api_key(db, settings, key_id="ui-admin")
+    page = await chromium.new_page()
+    await page.goto(f"{served}/ui")
+    await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await screenshot(page, "sign-in")
+
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    assert page.url.endswith("/ui/tasks")
+
+    await page.get_by_label("Description").fill("Watch me from the dashboard")
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    row = page.locator("tr", has_text="Watch me from the dashboard")
+    await expect(row).to_be_visible(timeout=20_000)
+    await expect(row.locator(".badge")).to_have_text("submitted")
+    await screenshot(page, "tasks")
+
+    # Cancelled from its row: the row turns cancelled on the live stream, no reload.
+    await row.get_by_role("button", name="Cancel task Watch me from the dashboard").click()
+    await expect(row.locator(".badge")).to_have_text("cancelled", timeout=20_000)
+    await expect(row.get_by_role("button")).to_have_count(0)
+
+
+async def test_a_refused_key_says_so_and_shows_nothing(chromium: Browser, served: str) -> None:
+    page = await chromium.new_page()
+    await page.goto(f"{served}/ui/tasks")
+    await page.get_by_label("API key").fill("wk_not-a-real-key")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("That credential was not accepted.")
+    await expect(page.get_by_role("heading", name="Tasks")).to_have_count(0)
+
+
+async def test_the_page_loads_nothing_from_elsewhere(chromium: Browser, served: str) -> None:
+    """Offline like the rest: every request the page makes is to its own origin, and its
+    policy forbids any other."""
+    page = await chromium.new_page()
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    response = await page.goto(f"{served}/ui")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    await page.wait_for_load_state("networkidle")
+    assert requested and all(url.startswith(served) for url in requested), requested
