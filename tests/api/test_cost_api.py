@@ -52,7 +52,7 @@ async def test_a_budget_set_through_the_api_reads_back_with_its_spend(
     client: httpx.AsyncClient, settings: Settings, producer: EventProducer
 ) -> None:
     task = submitted("research the costs", tenant_id="default")
-    await producer.publish_many(executed_task(task))
+    story = await producer.publish_many(executed_task(task))
     spends = [_usage(task, "write", 0.25, 300), _usage(task, None, 0.5, 200, model="gpt-4o")]
     await producer.publish_many(spends)
     await _metered(settings, spends)
@@ -86,7 +86,8 @@ async def test_a_budget_set_through_the_api_reads_back_with_its_spend(
     later = await client.get("/usage", params={"from": (now + timedelta(hours=1)).isoformat()})
     assert later.json()["groups"] == []
 
-    cost = await client.get(f"/tasks/{task.task_id}/cost")
+    # The task's read models hold its whole story before its cost is read.
+    cost = await client.get(f"/tasks/{task.task_id}/cost", params={"wait_for": str(story[-1])})
     assert cost.status_code == 200, cost.text
     body = cost.json()
     stages = {s["stage_id"]: s for s in body["stages"]}
