@@ -10,9 +10,13 @@ import asyncpg
 import pytest
 from playwright.async_api import Browser, expect
 
+from events import EventProducer
 from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
 from tests.api.ui.browser import browser, screenshot
+from tests.events.execution_samples import Story, search_retried
+from tests.events.planning_samples import planning_events
+from tests.projections.conftest import submitted
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("topics", "projector")
@@ -78,3 +82,33 @@ async def test_the_page_loads_nothing_from_elsewhere(chromium: Browser, served: 
     assert "default-src 'none'" in policy and "script-src 'self'" in policy
     await page.wait_for_load_state("networkidle")
     assert requested and all(url.startswith(served) for url in requested), requested
+
+
+async def test_a_tasks_plan_is_drawn_and_its_stages_turn_completed_live(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings,
+    producer: EventProducer,
+) -> None:  # fmt: skip
+    """The task page draws the plan's stages as a graph; as the stages run, the graph and
+    the steps change on the task's live events, with no reload."""
+    key = await seed_api_key(db, settings, key_id="ui-admin")
+    task = submitted("Draw my plan", tenant_id="default")
+    await producer.publish_many([task, *planning_events(task)])
+    page = await chromium.new_page()
+    await page.goto(f"{served}/ui")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    await page.goto(f"{served}/ui/tasks/{task.task_id}")
+    search = page.locator('svg.plan rect[data-stage="search"]')
+    await expect(search).to_have_attribute("data-status", "pending", timeout=20_000)
+    await expect(page.locator('svg.plan rect[data-stage="write"]')).to_be_visible()
+    await screenshot(page, "task-planned")
+
+    story = Story(task)
+    search_retried(story)
+    await producer.publish_many(story.events)
+    await expect(search).to_have_attribute("data-status", "completed", timeout=20_000)
+    step = page.locator('tr[data-stage="search"]')
+    await expect(step.locator(".badge")).to_have_text("completed")
+    await expect(step).to_contain_text("TOOL_TIMEOUT")  # the first attempt's failure, kept
+    await screenshot(page, "task-running")
