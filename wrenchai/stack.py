@@ -390,6 +390,7 @@ async def _announce(
         f"\nWrenchAI dev stack {status}\n"
         f"  API          {base}\n"
         f"  API docs     {base}/docs\n"
+        f"  dashboard    {base}/ui (sign in with the admin key or login)\n"
         f"  broker       {settings.kafka_bootstrap}\n"
         f"  Postgres     {postgres}\n"
         f"  state dir    {state_dir}\n"
