@@ -19,7 +19,8 @@ from api.cost_models import (
     UsageGroup,
     UsageReport,
 )
-from processors.cost import budgets_of, spent
+from processors.cost import spent
+from processors.cost.ledger import SCOPE_COLUMN, budget_of
 from processors.cost.ledger import Budget as LedgerBudget
 
 _GROUP_COLUMN: dict[str, str] = {
@@ -30,21 +31,17 @@ _GROUP_COLUMN: dict[str, str] = {
     "playbook": "playbook",
     "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
 }
-_SCOPE_COLUMN = {"user": "user_id", "key": "key_id", "model": "model", "playbook": "playbook"}
 _TERMINAL = ["completed", "failed", "cancelled"]
 
 
 async def list_budgets(conn: asyncpg.Connection, tenant_id: str, now: datetime) -> list[Budget]:
     """Every budget of the tenant with its spend in the window that holds ``now``."""
-    rows = {
-        (r["scope"], r["scope_id"]): r
-        for r in await conn.fetch(
-            "SELECT * FROM budgets WHERE tenant_id = $1 ORDER BY scope, scope_id", tenant_id
-        )
-    }
+    rows = await conn.fetch(
+        "SELECT * FROM budgets WHERE tenant_id = $1 ORDER BY scope, scope_id", tenant_id
+    )
     out = []
-    for budget in await budgets_of(conn, [tenant_id]):
-        row = rows[(budget.scope, budget.scope_id)]
+    for row in rows:
+        budget = budget_of(row)
         task_id: uuid.UUID | None = None
         if budget.window == "task" and budget.scope != "task":
             task_id = await _costliest_running_task(conn, budget)
@@ -98,7 +95,7 @@ async def budget_exists(
 async def _costliest_running_task(
     conn: asyncpg.Connection, budget: LedgerBudget
 ) -> uuid.UUID | None:
-    scope_filter = "TRUE" if budget.scope == "tenant" else f"l.{_SCOPE_COLUMN[budget.scope]} = $2"
+    scope_filter = "TRUE" if budget.scope == "tenant" else f"l.{SCOPE_COLUMN[budget.scope]} = $2"
     args: list[Any] = [budget.tenant_id]
     if budget.scope != "tenant":
         args.append(budget.scope_id)

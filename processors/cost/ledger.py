@@ -21,7 +21,7 @@ import asyncpg
 
 from events import BudgetScope, BudgetWindow, Event, Position, UsageRecorded, window_bounds
 
-_SCOPE_COLUMN: dict[str, str] = {
+SCOPE_COLUMN: dict[str, str] = {  # the ledger's column each budget scope names
     "tenant": "tenant_id",
     "user": "user_id",
     "key": "key_id",
@@ -160,7 +160,7 @@ async def spent(
     window, ``task_id``'s), from rows before ``before_seq`` when given; with the window's
     bounds."""
     start, end = window_bounds(budget.window, at)
-    clauses = ["tenant_id = $1", f"{_SCOPE_COLUMN[budget.scope]} = $2"]
+    clauses = ["tenant_id = $1", f"{SCOPE_COLUMN[budget.scope]} = $2"]
     args: list[Any] = [budget.tenant_id, budget.scope_id]
     if budget.window == "task":
         args.append(task_id)
