@@ -47,3 +47,26 @@ async def screenshot(page: Page, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+AXE = Path(__file__).with_name("vendor") / "axe.min.js"
+SERIOUS = ("serious", "critical")
+
+
+async def accessibility_violations(page: Page) -> list[dict[str, object]]:
+    """axe-core's serious and critical violations on the page as it is now: each with its
+    rule, impact, help text and the elements at fault. axe is loaded through the browser's
+    debugging protocol, which the page's policy does not govern, so the page is checked
+    under its real Content-Security-Policy."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.evaluate(AXE.read_text(encoding="utf-8"))
+    found: list[dict[str, object]] = await page.evaluate(
+        """async () => {
+            const result = await axe.run(document, { resultTypes: ["violations"] });
+            return result.violations.map((v) => ({
+                rule: v.id, impact: v.impact, help: v.help,
+                nodes: v.nodes.map((n) => n.target.join(" ")),
+            }));
+        }"""
+    )
+    return [v for v in found if v["impact"] in SERIOUS]
