@@ -1,11 +1,11 @@
 // The tasks list: search and filter, submit, cancel, followed live.
-import { age, announce, api, badge, go, h, liveEvents, onLeave, onceAfter, show } from "../core.js";
+import { age, announce, api, badge, credential, go, h, liveEvents, onLeave, onceAfter, show } from "../core.js";
 
 export async function tasksView() {
   const params = new URLSearchParams(location.search);
   const rows = h("tbody");
   const table = h("table", { "aria-label": "Tasks" },
-    h("thead", {}, h("tr", {}, ["Task", "Status", "Playbook", "Age", ""].map((c) => h("th", { scope: "col" }, c)))),
+    h("thead", {}, h("tr", {}, ["Task", "Status", "Playbook", "Age", "Cost", "Open alerts", ""].map((c) => h("th", { scope: "col" }, c)))),
     rows);
   const error = h("p", { class: "error", role: "alert" });
   const filters = h("form", { class: "filters", role: "search", "aria-label": "Filter tasks" },
@@ -26,9 +26,10 @@ export async function tasksView() {
     if (position) query.set("wait_for", position);
     for (const name of ["q", "status"]) if (params.get(name)) query.set(name, params.get(name));
     try {
-      const page = await api(`/tasks?${query}`);
-      rows.replaceChildren(...page.tasks.map(taskRow));
-      if (!page.tasks.length) rows.append(h("tr", {}, h("td", { colspan: 5 }, "No task yet.")));
+      const [page, costs, alerts] = await Promise.all([
+        api(`/tasks?${query}`), costsByTask(), openAlertsByTask(position)]);
+      rows.replaceChildren(...page.tasks.map((task) => taskRow(task, costs, alerts)));
+      if (!page.tasks.length) rows.append(h("tr", {}, h("td", { colspan: 7 }, "No task yet.")));
     } catch (exc) {
       error.textContent = exc.message;
     }
@@ -38,7 +39,35 @@ export async function tasksView() {
   onLeave(liveEvents(onceAfter(load)));
 }
 
-function taskRow(task) {
+// What each task has cost (the usage report by task) and how many alerts each has open,
+// when the credential may read them; an empty map otherwise.
+async function costsByTask() {
+  if (!(credential()?.scopes || []).includes("usage:read")) return null;
+  try {
+    const report = await api("/usage?group_by=task");
+    return new Map(report.groups.map((g) => [g.key, g]));
+  } catch {
+    return null;
+  }
+}
+
+async function openAlertsByTask(position) {
+  if (!(credential()?.scopes || []).includes("alerts:read")) return null;
+  const query = new URLSearchParams({ status: "open", limit: "200" });
+  if (position) query.set("wait_for", position);
+  try {
+    const page = await api(`/alerts?${query}`);
+    const counts = new Map();
+    for (const alert of page.alerts) counts.set(alert.task_id, (counts.get(alert.task_id) || 0) + 1);
+    return counts;
+  } catch {
+    return null;
+  }
+}
+
+function taskRow(task, costs, alerts) {
+  const spent = costs?.get(task.task_id);
+  const open = alerts?.get(task.task_id) || 0;
   const cancel = ["submitted", "running"].includes(task.status)
     ? h("button", {
       type: "button", class: "secondary", "aria-label": `Cancel task ${task.description}`,
@@ -57,6 +86,9 @@ function taskRow(task) {
     h("td", { "data-label": "Status" }, badge(task.status)),
     h("td", { "data-label": "Playbook" }, task.playbook || "—"),
     h("td", { "data-label": "Age" }, age(task.created_at)),
+    h("td", { "data-label": "Cost" }, costs ? (spent ? `$${spent.cost_usd.toFixed(4)} · ${spent.total_tokens} tokens` : "$0") : "—"),
+    h("td", { "data-label": "Open alerts", class: open ? "alerts-open" : "" },
+      alerts ? (open ? h("a", { href: `/ui/alerts?task_id=${task.task_id}` }, `${open} open`) : "none") : "—"),
     h("td", {}, cancel));
 }
 
