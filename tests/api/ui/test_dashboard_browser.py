@@ -13,7 +13,7 @@ from playwright.async_api import Browser, expect
 from events import EventProducer
 from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
-from tests.api.ui.browser import browser, screenshot
+from tests.api.ui.browser import accessibility_violations, browser, screenshot
 from tests.events.execution_samples import Story, search_retried
 from tests.events.planning_samples import planning_events
 from tests.projections.conftest import submitted
@@ -42,6 +42,7 @@ async def test_sign_in_submit_and_watch_a_task_change_live(
     await page.goto(f"{served}/ui")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     await screenshot(page, "sign-in")
+    assert await accessibility_violations(page) == []
 
     await page.get_by_label("API key").fill(key)
     await page.get_by_role("button", name="Sign in").click()
@@ -54,6 +55,7 @@ async def test_sign_in_submit_and_watch_a_task_change_live(
     await expect(row).to_be_visible(timeout=20_000)
     await expect(row.locator(".badge")).to_have_text("submitted")
     await screenshot(page, "tasks")
+    assert await accessibility_violations(page) == []
 
     # Cancelled from its row: the row turns cancelled on the live stream, no reload.
     await row.get_by_role("button", name="Cancel task Watch me from the dashboard").click()
@@ -112,3 +114,34 @@ async def test_a_tasks_plan_is_drawn_and_its_stages_turn_completed_live(
     await expect(step.locator(".badge")).to_have_text("completed")
     await expect(step).to_contain_text("TOOL_TIMEOUT")  # the first attempt's failure, kept
     await screenshot(page, "task-running")
+
+
+async def test_a_narrow_screen_folds_the_tables_and_never_scrolls_sideways(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings,
+    producer: EventProducer,
+) -> None:  # fmt: skip
+    """On a phone's width the tables become one block per row, labelled, and the page is no
+    wider than the screen: only the plan's graph scrolls inside its own box."""
+    key = await seed_api_key(db, settings, key_id="ui-narrow")
+    task = submitted("Read me on a phone", tenant_id="default")
+    story = Story(task)
+    search_retried(story)
+    await producer.publish_many([task, *planning_events(task), *story.events])
+    page = await chromium.new_page(viewport={"width": 390, "height": 844})
+    await page.goto(f"{served}/ui")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    row = page.locator("tr", has_text="Read me on a phone")
+    await expect(row).to_be_visible(timeout=20_000)
+    await expect(row.locator('td[data-label="Status"]')).to_have_css("display", "block")
+    await screenshot(page, "tasks-narrow")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+
+    await page.goto(f"{served}/ui/tasks/{task.task_id}")
+    steps = page.get_by_role("table", name="Steps")
+    await expect(steps.locator('tr[data-stage="search"] .badge')).to_have_text(
+        "completed", timeout=20_000
+    )
+    await screenshot(page, "task-narrow")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert await accessibility_violations(page) == []
