@@ -13,10 +13,12 @@ from api.cost_models import (
     Amount,
     Budget,
     GroupBy,
+    Interval,
     LlmCall,
     StageCost,
     TaskCost,
     UsageGroup,
+    UsagePoint,
     UsageReport,
 )
 from processors.cost import spent
@@ -30,6 +32,10 @@ _GROUP_COLUMN: dict[str, str] = {
     "task": "task_id::text",
     "playbook": "playbook",
     "day": "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+}
+_BUCKET: dict[str, str] = {
+    "hour": "date_trunc('hour', occurred_at, 'UTC')",
+    "day": "date_trunc('day', occurred_at, 'UTC')",
 }
 _TERMINAL = ["completed", "failed", "cancelled"]
 
@@ -134,9 +140,11 @@ async def usage_report(
     group_by: GroupBy,
     start: datetime | None,
     end: datetime | None,
+    interval: Interval | None = None,
 ) -> UsageReport:
     """The tenant's usage (every tenant's for None: the platform's report) in [start, end)
-    per ``group_by``, costliest first."""
+    per ``group_by``, costliest first; with ``interval``, each group's and the total's
+    usage per UTC hour or day too."""
     clauses: list[str] = ["TRUE"]
     args: list[Any] = []
     for condition, value in (
@@ -158,15 +166,49 @@ async def usage_report(
         f"SELECT NULL::text AS key, {_SUMS} FROM cost_ledger WHERE {where}", *args
     )
     assert total is not None
+    groups, overall = [_group(r) for r in rows], _group(total)
+    if interval is not None:
+        series, overall_series = await _series(conn, column, where, args, interval)
+        groups = [g.model_copy(update={"series": series.get(g.key, [])}) for g in groups]
+        overall = overall.model_copy(update={"series": overall_series})
     return UsageReport.model_validate(
         {
             "group_by": group_by,
+            "interval": interval,
             "from": start,
             "to": end,
-            "groups": [_group(r) for r in rows],
-            "total": _group(total),
+            "groups": groups,
+            "total": overall,
         }
     )
+
+
+async def _series(
+    conn: asyncpg.Connection, column: str, where: str, args: list[Any], interval: Interval
+) -> tuple[dict[str | None, list[UsagePoint]], list[UsagePoint]]:
+    """Each group's usage per UTC hour or day, and the total's, oldest first: one query,
+    whose grouping sets give the groups' buckets and the total's at once."""
+    bucket = _BUCKET[interval]
+    rows = await conn.fetch(
+        f"""SELECT GROUPING({column}) = 1 AS overall, {column} AS key, {bucket} AS start,
+            count(*) AS calls, COALESCE(sum(total_tokens), 0) AS total_tokens,
+            COALESCE(sum(cost_usd), 0) AS cost_usd
+        FROM cost_ledger WHERE {where}
+        GROUP BY GROUPING SETS (({column}, {bucket}), ({bucket}))
+        ORDER BY start""",
+        *args,
+    )
+    per_group: dict[str | None, list[UsagePoint]] = {}
+    overall: list[UsagePoint] = []
+    for row in rows:
+        point = UsagePoint(
+            start=row["start"],
+            calls=row["calls"],
+            total_tokens=row["total_tokens"],
+            cost_usd=round(float(row["cost_usd"]), 8),
+        )
+        (overall if row["overall"] else per_group.setdefault(row["key"], [])).append(point)
+    return per_group, overall
 
 
 def _group(row: asyncpg.Record) -> UsageGroup:

@@ -14,6 +14,7 @@ from events import DEFAULT_THRESHOLDS, BudgetScope, BudgetWindow, Operation
 
 TASK_ID = "6f1c2a4e-8b0d-4c1e-9a57-3d2b1f0e4c88"
 GroupBy = Literal["model", "user", "key", "task", "playbook", "day"]
+Interval = Literal["hour", "day"]
 
 
 class _Body(BaseModel):
@@ -143,6 +144,19 @@ _GROUP: dict[str, Any] = {
     "unpriced_calls": 0,
     "estimated_calls": 3,
 }
+_SERIES: list[dict[str, Any]] = [
+    {"start": "2026-11-28T00:00:00Z", "calls": 30, "total_tokens": 40_000, "cost_usd": 0.009},
+    {"start": "2026-11-29T00:00:00Z", "calls": 12, "total_tokens": 21_000, "cost_usd": 0.0035},
+]
+
+
+class UsagePoint(_Body):
+    """One UTC hour or day of a group's usage: when it starts, its calls, tokens and dollars."""
+
+    start: datetime = Field(description="The hour's or day's first instant, in UTC.")
+    calls: int
+    total_tokens: int
+    cost_usd: float
 
 
 class UsageGroup(_Body):
@@ -160,10 +174,16 @@ class UsageGroup(_Body):
     cost_usd: float
     unpriced_calls: int
     estimated_calls: int
+    series: list[UsagePoint] | None = Field(
+        None,
+        description="With ?interval=: the group's usage per UTC hour or day, oldest first, "
+        "only the hours or days that have some; null without.",
+    )
 
 
 class UsageReport(_Body):
-    """Usage over [from, to) grouped as asked, largest cost first, with the totals."""
+    """Usage over [from, to) grouped as asked, largest cost first, with the totals; with an
+    interval, each group and the totals also over time."""
 
     model_config = ConfigDict(
         frozen=True,
@@ -171,16 +191,20 @@ class UsageReport(_Body):
         json_schema_extra=examples(
             {
                 "group_by": "model",
-                "from": "2026-11-01T00:00:00+00:00",
-                "to": "2026-12-01T00:00:00+00:00",
-                "groups": [_GROUP],
-                "total": {**_GROUP, "key": None},
+                "interval": "day",
+                "from": "2026-11-28T00:00:00+00:00",
+                "to": "2026-11-30T00:00:00+00:00",
+                "groups": [{**_GROUP, "series": _SERIES}],
+                "total": {**_GROUP, "key": None, "series": _SERIES},
             }
         ),
         populate_by_name=True,
     )
 
     group_by: GroupBy
+    interval: Interval | None = Field(
+        None, description="The width of each group's series (?interval=); null without."
+    )
     from_: datetime | None = Field(alias="from")
     to: datetime | None
     groups: list[UsageGroup]

@@ -9,7 +9,7 @@ counted, a moment behind the log.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 import structlog
@@ -20,6 +20,7 @@ from api.cost_models import (
     BudgetAccepted,
     BudgetList,
     GroupBy,
+    Interval,
     SetBudget,
     TaskCost,
     UsageReport,
@@ -51,6 +52,8 @@ _ERRORS = responses_for(
     },
 )
 ScopeId = Annotated[str, Path(min_length=1, max_length=200)]
+MAX_HOURLY_RANGE = timedelta(days=31)
+"""The longest range /usage splits into hours (744 buckets a group): longer, ask for days."""
 
 
 def _check_scope(principal: Principal, scope: BudgetScope, scope_id: str) -> None:
@@ -165,16 +168,40 @@ async def usage(
     to: Annotated[
         datetime | None, Query(description="Up to this instant (exclusive, with a zone).")
     ] = None,
+    interval: Annotated[
+        Interval | None,
+        Query(
+            description="Also each group's usage per UTC hour or day (its series). hour needs "
+            "from, over at most 31 days."
+        ),
+    ] = None,
 ) -> UsageReport:
     """Your tenant's LLM calls, tokens of each kind and dollars over [from, to), grouped by
-    model, user, API key, task, playbook or UTC day."""
+    model, user, API key, task, playbook or UTC day; with an interval, each group's and the
+    total's usage over time too."""
     for name, value in (("from", from_), ("to", to)):
         if value is not None and value.tzinfo is None:
             raise InvalidRequest(f"query.{name}", "give the instant with its time zone (…Z)")
     if from_ is not None and to is not None and to < from_:
         raise InvalidRequest("query.to", "to is earlier than from: the range [from, to) is empty")
+    if interval == "hour":
+        _check_hourly_range(from_, to)
     async with resources.tenant_database.tenant(principal.tenant_id) as conn:
-        return await _cost.usage_report(conn, principal.tenant_id, group_by, from_, to)
+        return await _cost.usage_report(conn, principal.tenant_id, group_by, from_, to, interval)
+
+
+def _check_hourly_range(from_: datetime | None, to: datetime | None) -> None:
+    """Hours are asked for over a bounded range: from given, and to (or now) at most
+    MAX_HOURLY_RANGE after it."""
+    if from_ is None:
+        raise InvalidRequest(
+            "query.from", "interval=hour needs from (and at most 31 days up to to or now)"
+        )
+    if (to or datetime.now(UTC)) - from_ > MAX_HOURLY_RANGE:
+        raise InvalidRequest(
+            "query.interval",
+            "interval=hour covers at most 31 days: shorten [from, to) or ask for interval=day",
+        )
 
 
 @router.get(

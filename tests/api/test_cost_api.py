@@ -24,19 +24,26 @@ pytestmark = pytest.mark.usefixtures("topics", "projector")
 AGENT_ID = "journey_agent"
 
 
-def _usage(task: Event, stage_id: str | None, cost: float | None, tokens: int, **kw: str) -> Event:
+def _usage(
+    task: Event,
+    stage_id: str | None,
+    cost: float | None,
+    tokens: int,
+    at: datetime | None = None,
+    **kw: str,
+) -> Event:
     from events import Actor
 
     return task.derive(
         UsageRecorded(
             operation="analyse_error" if stage_id else "plan", model=kw.get("model", "gpt-4o-mini"),
             input_tokens=tokens, output_tokens=0, total_tokens=tokens, cost_usd=cost,
-            price_version="2026-11", stage_id=stage_id, user_id="alice", key_id="k1",
-            playbook="research_report",
+            price_version="2026-11", stage_id=stage_id, user_id=kw.get("user", "alice"),
+            key_id="k1", playbook="research_report",
         ),
         step=f"usage/{uuid.uuid4()}",
         actor=Actor(kind="agent", id=AGENT_ID),
-        occurred_at=datetime.now(UTC) - timedelta(minutes=5),
+        occurred_at=at or datetime.now(UTC) - timedelta(minutes=5),
     )  # fmt: skip
 
 
@@ -102,6 +109,98 @@ async def test_a_budget_set_through_the_api_reads_back_with_its_spend(
     assert deleted.status_code == 202 and deleted.json()["status"] == "deleting"
     gone = await client.get("/budgets", params={"wait_for": deleted.json()["position"]})
     assert gone.json()["items"] == []
+
+
+async def test_usage_over_time_is_bucketed_per_utc_hour_or_day(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """With ?interval=, each group and the total carry their usage per UTC hour or day,
+    only the buckets that have some, oldest first; another tenant's usage is in none of
+    them, and without an interval the report has no series, as before."""
+    ours, theirs = submitted("ours", tenant_id="default"), submitted("x", tenant_id="globex")
+
+    def at(day: int, hour: int, minute: int) -> datetime:
+        return datetime(2026, 11, day, hour, minute, tzinfo=UTC)
+
+    await _metered(
+        settings,
+        [
+            _usage(ours, None, 0.25, 300, at(3, 9, 10), model="gpt-4o-mini", user="alice"),
+            _usage(ours, None, 0.5, 200, at(3, 9, 50), model="gpt-4o", user="bob"),
+            _usage(ours, None, 0.125, 100, at(3, 11, 5), model="gpt-4o-mini", user="bob"),
+            _usage(ours, None, None, 50, at(4, 8, 0), model="gpt-4o-mini", user="alice"),
+            _usage(theirs, None, 9.0, 9000, at(3, 9, 20), model="gpt-4o", user="bob"),
+        ],
+    )
+    span = {"from": "2026-11-03T00:00:00Z", "to": "2026-11-05T00:00:00Z"}
+
+    def points(group: dict[str, object]) -> list[tuple[object, ...]]:
+        series = group["series"]
+        assert isinstance(series, list)
+        return [(p["start"], p["calls"], p["total_tokens"], p["cost_usd"]) for p in series]
+
+    hourly = await client.get("/usage", params={**span, "group_by": "model", "interval": "hour"})
+    assert hourly.status_code == 200, hourly.text
+    body = hourly.json()
+    assert body["interval"] == "hour"
+    by_model = {g["key"]: points(g) for g in body["groups"]}
+    assert list(by_model) == ["gpt-4o", "gpt-4o-mini"]
+    assert by_model["gpt-4o"] == [("2026-11-03T09:00:00Z", 1, 200, 0.5)]
+    assert by_model["gpt-4o-mini"] == [
+        ("2026-11-03T09:00:00Z", 1, 300, 0.25),
+        ("2026-11-03T11:00:00Z", 1, 100, 0.125),
+        ("2026-11-04T08:00:00Z", 1, 50, 0.0),  # unpriced: its tokens, no dollars
+    ]
+    assert points(body["total"]) == [
+        ("2026-11-03T09:00:00Z", 2, 500, 0.75),
+        ("2026-11-03T11:00:00Z", 1, 100, 0.125),
+        ("2026-11-04T08:00:00Z", 1, 50, 0.0),
+    ]
+
+    daily = await client.get("/usage", params={**span, "group_by": "user", "interval": "day"})
+    body = daily.json()
+    by_user = {g["key"]: points(g) for g in body["groups"]}
+    assert list(by_user) == ["bob", "alice"]
+    assert by_user["bob"] == [("2026-11-03T00:00:00Z", 2, 300, 0.625)]
+    assert by_user["alice"] == [
+        ("2026-11-03T00:00:00Z", 1, 300, 0.25),
+        ("2026-11-04T00:00:00Z", 1, 50, 0.0),
+    ]
+    assert points(body["total"]) == [
+        ("2026-11-03T00:00:00Z", 3, 600, 0.875),
+        ("2026-11-04T00:00:00Z", 1, 50, 0.0),
+    ]
+    # Days need no from: the whole ledger, still bucketed.
+    unbounded = await client.get("/usage", params={"group_by": "user", "interval": "day"})
+    assert points(unbounded.json()["total"]) == points(body["total"])
+
+    plain = (await client.get("/usage", params={**span, "group_by": "user"})).json()
+    assert plain["interval"] is None and plain["total"]["series"] is None
+    assert all(g["series"] is None for g in plain["groups"])
+
+
+async def test_usage_over_time_refuses_what_it_cannot_bucket(client: httpx.AsyncClient) -> None:
+    """An unknown interval, hours without a start, and hours over more than 31 days are
+    refused with the error body naming the parameter."""
+    long_ago = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    cases = [
+        ({"interval": "week"}, "query.interval"),
+        ({"interval": "hour"}, "query.from"),
+        ({"interval": "hour", "to": "2026-11-05T00:00:00Z"}, "query.from"),
+        (
+            {"interval": "hour", "from": "2026-10-01T00:00:00Z", "to": "2026-11-05T00:00:00Z"},
+            "query.interval",
+        ),
+        ({"interval": "hour", "from": long_ago}, "query.interval"),
+    ]
+    for params, field in cases:
+        response = await client.get("/usage", params=params)
+        assert response.status_code == 422, (params, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "VALIDATION_ERROR", response.text
+        assert [e["field"] for e in error["details"]["errors"]] == [field], response.text
+    month = {"interval": "hour", "from": "2026-10-05T00:00:00Z", "to": "2026-11-05T00:00:00Z"}
+    assert (await client.get("/usage", params=month)).status_code == 200
 
 
 async def test_another_tenant_sees_none_of_it(
