@@ -14,13 +14,18 @@ export default async function qualityView() {
   const body = h("div", { class: "quality" });
   show(h("h1", {}, "Quality"), error, body);
 
+  let shown = null;
   const load = async (position) => {
     const wait = position ? `?wait_for=${encodeURIComponent(position)}` : "";
     try {
       const insights = await api(`/insights/quality${wait}`);
       error.textContent = "";
+      const key = JSON.stringify(insights);
+      if (key === shown) return;  // nothing new: the page stays as it is
+      shown = key;
       body.replaceChildren(...qualitySections(insights));
     } catch (exc) {
+      shown = null;
       error.textContent = exc.status === 403
         ? "This credential cannot read quality insights: it needs the insights:read scope."
         : exc.message;
