@@ -58,7 +58,7 @@ export function h(tag, attrs = {}, ...children) {
 }
 
 export function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.filter((node) => node !== null && node !== undefined && node !== false));
   main.focus();
 }
 
@@ -126,6 +126,8 @@ export function liveStream(path, onEvent, { resumable = false, onControl = () =>
         return;
       }
       if (data.type === "end") closed = true;
+      // The server closes a socket that does not answer its pings.
+      if (data.type === "ping") send({ type: "pong" });
       onControl(data, send);
     });
     socket.addEventListener("close", () => {

@@ -18,7 +18,7 @@ from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
 from tests.api.ui.browser import accessibility_violations, browser, screenshot
 from tests.events.execution_samples import Story, search_retried
-from tests.events.inspection_samples import evaluation
+from tests.events.inspection_samples import cleared, evaluation, raised
 from tests.events.planning_samples import planning_events
 from tests.projections.conftest import eventually, submitted
 from wrenchai.settings import Settings
@@ -200,3 +200,26 @@ async def test_another_tenants_task_is_refused(
     await expect(page.get_by_text("Someone else's secret plan")).to_have_count(0)
     await expect(page.locator("svg.plan")).to_have_count(0)
     await screenshot(page, "task-refused")
+
+
+async def test_the_tasks_list_counts_open_alerts_and_links_to_them(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings,
+    producer: EventProducer,
+) -> None:  # fmt: skip
+    key = await seed_api_key(db, settings, key_id="ui-alerted")
+    alarmed = submitted("Stalled somewhere", tenant_id="default")
+    quiet = submitted("Nothing wrong here", tenant_id="default")
+    stalled, lagging = raised(alarmed, "STALLED"), raised(alarmed, "OVERRUN_TOKENS")
+    await producer.publish_many([alarmed, quiet, stalled, lagging, cleared(lagging)])
+
+    page = await signed_in(chromium, served, key)
+    row = page.locator("tr", has_text="Stalled somewhere")
+    await expect(row.locator('td[data-label="Open alerts"]')).to_have_text("1 open", timeout=20_000)
+    await expect(
+        page.locator("tr", has_text="Nothing wrong here").locator('td[data-label="Open alerts"]')
+    ).to_have_text("none")
+    await row.get_by_role("link", name="1 open").click()
+    await expect(page.get_by_role("heading", name="Alerts")).to_be_visible()
+    alerts = page.get_by_role("table", name="Alerts").locator("tbody tr")
+    await expect(alerts).to_have_count(1, timeout=20_000)
+    await expect(alerts.first).to_contain_text("STALLED")

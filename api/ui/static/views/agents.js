@@ -66,8 +66,6 @@ function agentCard(agentId) {
       send = reply;
       problem.textContent = "";
       ask();
-    } else if (message.type === "ping") {
-      reply({ type: "pong" });
     } else if (message.type === "status") {
       showStatus(message.status);
     } else if (message.type === "error") {

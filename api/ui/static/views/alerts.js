@@ -13,6 +13,8 @@ export default async function alertsView() {
   const status = STATUSES[params.get("status")] || "open";
   const isAdmin = (credential()?.scopes || []).includes("tenants:admin");
   const platform = isAdmin && params.get("platform") === "true";
+  // One task's alerts only (the tasks list links here with ?task_id=).
+  const taskId = /^[0-9a-f-]{36}$/.test(params.get("task_id") || "") ? params.get("task_id") : null;
 
   // Two messages: a read that failed (cleared by the next read that works), and an
   // acknowledgement refused (cleared by the next attempt).
@@ -39,6 +41,7 @@ export default async function alertsView() {
     const q = new URLSearchParams();
     if (status !== "all") q.set("status", status);
     if (platform) q.set("platform", "true");
+    if (taskId) q.set("task_id", taskId);
     for (const [name, value] of Object.entries(extra)) if (value) q.set(name, String(value));
     return q;
   };
@@ -110,6 +113,10 @@ export default async function alertsView() {
 
   show(
     h("h1", {}, platform ? "Platform alerts" : "Alerts"),
+    taskId
+      ? h("p", {}, "Alerts of task ", h("a", { href: `/ui/tasks/${taskId}` }, taskId), " only · ",
+        h("a", { href: "/ui/alerts" }, "every alert"))
+      : null,
     filterForm(status, isAdmin, platform),
     error, refused, table, h("div", { class: "pager" }, counter, more));
   // Only the alert events matter here; each burst reads the list once, waiting for its last.
@@ -137,6 +144,8 @@ function filterForm(status, isAdmin, platform) {
     const query = new URLSearchParams();
     if (data.get("status") !== "open") query.set("status", String(data.get("status")));
     if (data.get("platform")) query.set("platform", "true");
+    const taskId = new URLSearchParams(location.search).get("task_id");
+    if (taskId) query.set("task_id", taskId);
     go(`/ui/alerts${query.toString() ? `?${query}` : ""}`);
   });
   return form;
