@@ -44,7 +44,7 @@ export function planGraph(stages) {
   stages.forEach((s) => depthOf(s.id));
   const columns = {};
   for (const s of stages) (columns[depth[s.id]] ??= []).push(s);
-  const W = 170, H = 54, GX = 50, GY = 18;
+  const W = 210, H = 54, GX = 40, GY = 18;
   const at = {};
   for (const [col, list] of Object.entries(columns)) {
     list.forEach((s, row) => { at[s.id] = { x: 10 + col * (W + GX), y: 10 + row * (H + GY) }; });
