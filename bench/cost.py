@@ -212,6 +212,7 @@ async def main(count: int, tasks: int) -> None:
             assert broker.proc is not None and postgres.proc is not None
             settings = Settings(
                 kafka_bootstrap=broker.bootstrap,
+                kafka_idempotent=False,  # the embedded broker refuses InitProducerId
                 database_url=SecretStr(postgres.url()),
                 partitions=6,
                 kafka_session_timeout_ms=6_000,

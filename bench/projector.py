@@ -321,6 +321,7 @@ async def main(count: int, batch_size: int, kind: str) -> None:
             clock = CpuClock(psutil.Process(postgres.proc.pid), psutil.Process(broker.proc.pid))
             settings = Settings(
                 kafka_bootstrap=broker.bootstrap,
+                kafka_idempotent=False,  # the embedded broker refuses InitProducerId
                 database_url=SecretStr(postgres.url()),
                 partitions=6,
                 kafka_session_timeout_ms=6_000,

@@ -1,8 +1,10 @@
 """Kafka at the edge: topic bootstrap, the producer wrapper and consumer factory.
 
 aiokafka's errors never leave this module as themselves: they become BrokerUnavailable or
-TopicConfigError. The idempotent producer and transactions are deliberately not used (the
-embedded broker lacks them); consumers are idempotent instead.
+TopicConfigError. Consumers are idempotent, so delivery stays effectively-once without Kafka
+transactions (the embedded broker lacks them). The producer is idempotent where the broker
+supports it (WRENCH_KAFKA_IDEMPOTENT, on by default: a retried produce is written once and
+in order); the embedded broker refuses InitProducerId, so dev and the tests turn it off.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from events._codec import Codec, Record
 from events._cost import COST_ADMIN_TYPES
@@ -86,6 +88,34 @@ async def bootstrap_topics(settings: Settings) -> dict[str, int]:
     return counts
 
 
+def producer_config(settings: Settings) -> dict[str, Any]:
+    """The options of every WrenchAI producer (aiokafka's names), from ``settings``."""
+    return {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "enable_idempotence": settings.kafka_idempotent,
+        "linger_ms": settings.producer_linger_ms,
+        "compression_type": None if settings.producer_compression == "none" else "gzip",
+        "request_timeout_ms": settings.kafka_request_timeout_ms,
+        "retry_backoff_ms": 200,
+        "max_batch_size": 256 * 1024,
+    }
+
+
+def _start_failed(settings: Settings, exc: KafkaError) -> BrokerUnavailable:
+    """Why a producer did not start: the broker out of reach, or (an idempotent producer's
+    start asks for a producer id) the broker refusing InitProducerId."""
+    bootstrap = settings.kafka_bootstrap
+    if settings.kafka_idempotent and not isinstance(exc, KafkaConnectionError):
+        return BrokerUnavailable(
+            f"the broker at {bootstrap} refused an idempotent producer (InitProducerId: "
+            f"{exc!r}); the embedded broker does not support it: set "
+            "WRENCH_KAFKA_IDEMPOTENT=false for it",
+            bootstrap=bootstrap,
+        )
+    return BrokerUnavailable(f"cannot reach the broker at {bootstrap}: {exc}", bootstrap=bootstrap)
+
+
 class Delivery:
     """The broker's answer to one record handed to the producer: await it for the
     record's Position (BrokerUnavailable when the broker refused it)."""
@@ -146,24 +176,12 @@ class EventProducer:
         async with self._lock:
             if self._producer is None:
                 s = self.settings
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=s.kafka_bootstrap,
-                    acks="all",
-                    enable_idempotence=False,
-                    linger_ms=s.producer_linger_ms,
-                    compression_type=None if s.producer_compression == "none" else "gzip",
-                    request_timeout_ms=s.kafka_request_timeout_ms,
-                    retry_backoff_ms=200,
-                    max_batch_size=256 * 1024,
-                )
+                producer = AIOKafkaProducer(**producer_config(s))
                 try:
                     await producer.start()
                 except KafkaError as exc:
                     await producer.stop()
-                    raise BrokerUnavailable(
-                        f"cannot reach the broker at {s.kafka_bootstrap}: {exc}",
-                        bootstrap=s.kafka_bootstrap,
-                    ) from exc
+                    raise _start_failed(s, exc) from exc
                 self._producer = producer
             return self._producer
 

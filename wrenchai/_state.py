@@ -29,11 +29,19 @@ SECRETS_DIR = "secrets"
 ADMIN_KEY_FILE = "admin-api-key"
 ADMIN_PASSWORD_FILE = "admin-password"
 
-# What a stack records for the commands beside it: where the log and the database are and
-# how names are spelled there. Secrets are recorded as files, never in stack.json.
+# What a stack records for the commands beside it: where the log and the database are, how
+# names are spelled there and whether its broker takes idempotent producers. Secrets are
+# recorded as files, never in stack.json.
 _RECORDED = tuple(
     name
-    for name in ("kafka_bootstrap", "database_url", "namespace", "partitions", "default_tenant")
+    for name in (
+        "kafka_bootstrap",
+        "kafka_idempotent",
+        "database_url",
+        "namespace",
+        "partitions",
+        "default_tenant",
+    )
     if name not in _SECRET_FIELDS
 )
 

@@ -38,7 +38,10 @@ _FILE_FIELDS = (*_SECRET_FIELDS, "jwt_public_key")
 class Settings(BaseSettings):
     """Configuration of every WrenchAI process (API, projector, workers, CLI)."""
 
-    model_config = SettingsConfigDict(env_prefix="WRENCH_", extra="ignore", frozen=True)
+    # An error names the setting and why, never the values given: they hold secrets.
+    model_config = SettingsConfigDict(
+        env_prefix="WRENCH_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # -- the log -----------------------------------------------------------------------
     kafka_bootstrap: str = Field(
@@ -87,6 +90,13 @@ class Settings(BaseSettings):
     )
     producer_compression: Literal["gzip", "none"] = Field(
         "gzip", description="Compression of produced batches."
+    )
+    kafka_idempotent: bool = Field(
+        True,
+        description="Idempotent producers (a producer id and sequence numbers per partition): a "
+        "produce retried after a lost ack is written once, not twice, and stays in order. "
+        "Apache Kafka supports it; the embedded broker (Tansu) refuses InitProducerId, so "
+        "`wrenchai dev` and the tests turn it off when they run it.",
     )
 
     # -- Postgres ----------------------------------------------------------------------

@@ -53,13 +53,15 @@ READY_TIMEOUT_S = 60.0
 _WATCH_INTERVAL_S = 0.5
 
 # Values for people at a keyboard: the embedded broker holds a group join for half the
-# rebalance timeout, so a restarted projector or worker rejoins in ~3 s instead of 5; and it
+# rebalance timeout, so a restarted projector or worker rejoins in ~3 s instead of 5; it
 # answers a fetch over several partitions only when the fetch's wait is over, so a short
-# wait keeps each hop through the log at a few milliseconds.
+# wait keeps each hop through the log at a few milliseconds; and it refuses InitProducerId,
+# which an idempotent producer asks for at its start.
 DEV_DEFAULTS: dict[str, Any] = {
     "kafka_session_timeout_ms": 6_000,
     "kafka_rebalance_timeout_ms": 6_000,
     "kafka_fetch_max_wait_ms": 20,
+    "kafka_idempotent": False,
     "log_format": "console",
 }
 
@@ -147,6 +149,12 @@ def _start_embedded(
         embedded.broker = EmbeddedBroker(broker_port, logs / "tansu.log")
         embedded.broker.start()
         update["kafka_bootstrap"] = embedded.broker.bootstrap
+        if settings.kafka_idempotent:  # asked for explicitly: DEV_DEFAULTS turn it off
+            log.warning(
+                "WRENCH_KAFKA_IDEMPOTENT=true ignored: the embedded broker does not support "
+                "idempotent producers; point WRENCH_KAFKA_BOOTSTRAP at Apache Kafka for them"
+            )
+        update["kafka_idempotent"] = False
     if "database_url" not in settings.model_fields_set:
         embedded.postgres = EmbeddedPostgres(
             state_dir / "postgres", free_port(), logs / "postgres.log"
