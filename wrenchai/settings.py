@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +31,7 @@ _SECRET_FIELDS = (
     "otlp_headers",
     # Its password, when it has one, is in the URL.
     "database_url",
+    "database_password",
 )
 # Read from ``WRENCH_<NAME>_FILE`` too: every secret, and PEM keys that are not secret.
 _FILE_FIELDS = (*_SECRET_FIELDS, "jwt_public_key")
@@ -104,6 +106,13 @@ class Settings(BaseSettings):
         SecretStr("postgresql://postgres@127.0.0.1:5432/wrenchai"),
         description="Postgres connection URL of the read models and the event archive; it "
         "may carry the password.",
+    )
+    database_password: SecretStr | None = Field(
+        None,
+        description="Password of the database user, for a WRENCH_DATABASE_URL that carries "
+        "none: it is put into the URL (quoted as a URL needs), so it may hold any character. "
+        "With WRENCH_DATABASE_PASSWORD_FILE, WrenchAI and the postgres image "
+        "(POSTGRES_PASSWORD_FILE) read the same secret file.",
     )
     database_pool_size: int = Field(10, ge=1, description="Connections per process pool.")
 
@@ -615,7 +624,7 @@ class Settings(BaseSettings):
             path = os.environ.get(f"{variable}_FILE")
             if path and not data.get(name) and not os.environ.get(variable):
                 data = {**data, name: _read_value_file(variable, Path(path))}
-        return data
+        return _with_database_password(data)
 
     @field_validator("log_level")
     @classmethod
@@ -666,6 +675,33 @@ class Settings(BaseSettings):
                 value = value.get_secret_value()
             env[f"WRENCH_{name.upper()}"] = str(value)
         return env
+
+
+def _with_database_password(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with WRENCH_DATABASE_PASSWORD put into a database URL that carries none, so
+    every connection (whoever asks for ``database_url``) has it."""
+    password = _plain(data.get("database_password"))
+    if not password:
+        return data
+    url = _plain(data.get("database_url")) or _plain(Settings.model_fields["database_url"].default)
+    parts = urlsplit(url or "")
+    if parts.password is not None:
+        if unquote(parts.password) == password:
+            return data  # the URL already holds it (settings handed on to a child process)
+        raise ValueError(
+            "WRENCH_DATABASE_URL carries a password and WRENCH_DATABASE_PASSWORD another; "
+            "keep the password in one of them"
+        )
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return {**data, "database_url": urlunsplit(parts._replace(netloc=netloc))}
+
+
+def _plain(value: Any) -> str | None:
+    """A setting's value as given (a string, or a SecretStr from code), in clear."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return None if value is None else str(value)
 
 
 def _read_value_file(variable: str, path: Path) -> str:
