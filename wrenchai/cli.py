@@ -12,6 +12,7 @@ import click
 from wrenchai._cli_audit import audit
 from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
+from wrenchai._cli_health import health
 from wrenchai._cli_identity import keys, tenants, users
 from wrenchai._cli_replay import replay
 from wrenchai._cli_usage import usage
@@ -47,6 +48,7 @@ main.add_command(submit)
 main.add_command(watch)
 main.add_command(replay)
 main.add_command(usage)
+main.add_command(health)
 
 
 @main.command()
@@ -121,6 +123,7 @@ def projector() -> None:
     ResourceMonitor beside it, unless WRENCH_MONITOR_ENABLED=false."""
     from processors.monitor import ResourceMonitor
     from projections import run_projector
+    from wrenchai.health import keep_ticking
     from wrenchai.metrics import serve_metrics
 
     settings = command_settings("projector")
@@ -132,7 +135,8 @@ def projector() -> None:
 
     async def projector_and_monitor() -> None:
         monitors = [ResourceMonitor(settings)] if settings.monitor_enabled else []
-        await run_projector(settings, companions=[m.run for m in monitors])
+        # keep_ticking: the loop's liveness, read by `wrenchai health projector`.
+        await run_projector(settings, companions=[keep_ticking, *(m.run for m in monitors)])
 
     run(projector_and_monitor)
 

@@ -65,7 +65,7 @@ from events import (
 from processors.runtime._heartbeat import Heartbeats
 from processors.runtime._scheduler import ALERT_AFTER, Emit, Job, Jobs
 from processors.runtime._snapshots import Snapshot, SnapshotStore
-from wrenchai import metrics
+from wrenchai import health, metrics
 from wrenchai.settings import Settings
 
 __all__ = ["Emit", "Job", "Worker"]
@@ -718,11 +718,18 @@ def dead_letter(
 
 def faust_app(s: Settings, group: str) -> faust.App:
     """A faust app in consumer group ``group``, configured from the settings as every
-    WrenchAI worker runs one: raw bytes, no web server, no topic declared, no table."""
+    WrenchAI worker runs one: raw bytes, no web server, no topic declared, no table; its loop
+    stamps its liveness for `wrenchai health worker`.
+
+    faust's own producer carries none of WrenchAI's records (no table, no changelog, no
+    faust topic): every event goes through EventProducer, idempotent per
+    WRENCH_KAFKA_IDEMPOTENT. faust
+    makes its producer idempotent only with processing_guarantee="exactly_once", which needs
+    transactions; WrenchAI stays at-least-once with idempotent consumers."""
     _faust_fetch_wait(s.kafka_fetch_max_wait_ms)
     datadir = s.data_dir or Path(tempfile.gettempdir()) / "wrenchai"
     (datadir / "faust").mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         group,
         broker=[f"kafka://{host.strip()}" for host in s.kafka_bootstrap.split(",")],
         value_serializer="raw",
@@ -745,6 +752,12 @@ def faust_app(s: Settings, group: str) -> faust.App:
         stream_wait_empty=False,
         producer_acks=-1,
     )
+
+    async def alive() -> None:
+        health.tick()
+
+    app.timer(health.TICK_S, name=f"{group}.alive", traced=False)(alive)
+    return app
 
 
 def _faust_fetch_wait(milliseconds: int) -> None:
