@@ -66,6 +66,9 @@ function signIn() {
       mode = name;
       keyFields.hidden = name !== "key";
       userFields.hidden = name !== "user";
+      // Only the shown fields are required: a hidden required field blocks the form.
+      keyFields.querySelector("input").required = name === "key";
+      for (const input of userFields.querySelectorAll("input")) input.required = name === "user";
       for (const b of tabs.querySelectorAll("button")) b.setAttribute("aria-selected", String(b.id === `tab-${name}`));
     },
   }, label);

@@ -4,9 +4,12 @@ live, without a reload, when it is cancelled."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
+import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
@@ -16,10 +19,14 @@ from tests.api._support import seed_api_key
 from tests.api.ui.browser import accessibility_violations, browser, screenshot
 from tests.events.execution_samples import Story, search_retried
 from tests.events.planning_samples import planning_events
+from tests.processors.super.test_super_agent_worker import WorkerProcess
 from tests.projections.conftest import submitted
 from wrenchai.settings import Settings
 
 pytestmark = pytest.mark.usefixtures("topics", "projector")
+
+PASSWORD = "correct horse battery staple"
+RESEARCH = "Research how WrenchAI recovers from errors and write a short report"
 
 
 @pytest.fixture
@@ -145,3 +152,73 @@ async def test_a_narrow_screen_folds_the_tables_and_never_scrolls_sideways(
     await screenshot(page, "task-narrow")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     assert await accessibility_violations(page) == []
+
+
+async def test_the_offline_research_task_submitted_from_the_page_completes_live(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    """The real agents run the offline research task submitted from the page. They start
+    only once the task's page is open, so the page sees the task planned and its stages
+    complete on its live stream alone: the page is never reloaded."""
+    key = await seed_api_key(db, settings, key_id="ui-research")
+    page = await chromium.new_page()
+    await page.goto(f"{served}/ui")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_label("Description").fill(RESEARCH)
+    await page.get_by_label("Playbook (optional)").fill("research_report")
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    await page.get_by_role("link", name=RESEARCH).click()
+    await expect(page.get_by_role("heading", name=RESEARCH)).to_be_visible()
+    await expect(page.get_by_text("Not planned yet.")).to_be_visible()
+    await page.evaluate("window.sameDocument = true")
+
+    agents = [
+        WorkerProcess(settings, tmp_path / f"{name}.out", name=name)
+        for name in ("super-agent", "journey-agent", "inspector-agent")
+    ]
+    try:
+        stages = page.locator(".task-plan svg.plan rect")
+        await expect(stages).to_have_count(3, timeout=90_000)
+        for stage in ("search", "summarize", "report"):
+            rect = page.locator(f'.task-plan svg.plan rect[data-stage="{stage}"]')
+            await expect(rect).to_have_attribute("data-status", "completed", timeout=90_000)
+        await expect(page.locator("h1 + p .badge")).to_have_text("completed", timeout=30_000)
+        await expect(page.locator("details.evaluation")).to_have_count(3, timeout=30_000)
+        await expect(page.locator(".report h1")).to_be_visible()
+        assert await page.evaluate("window.sameDocument") is True
+        await screenshot(page, "task-completed")
+    finally:
+        for agent in agents:
+            agent.stop(signal.SIGKILL)
+
+
+async def test_a_user_signs_in_with_a_password_and_a_viewer_may_not_submit(
+    chromium: Browser, served: str, db: asyncpg.Connection, settings: Settings
+) -> None:
+    key = await seed_api_key(db, settings, key_id="ui-users")
+    async with httpx.AsyncClient(base_url=served, headers={"X-API-Key": key}) as client:
+        created = await client.post(
+            "/users",
+            json={"username": "viewer@example.com", "password": PASSWORD, "role": "viewer"},
+        )
+        assert created.status_code == 201, created.text
+    page = await chromium.new_page()
+    await page.goto(f"{served}/ui")
+    # Signed out, the page offers nothing but signing in.
+    await expect(page.get_by_role("navigation", name="Sections")).to_be_hidden()
+    await expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+    await page.get_by_role("tab", name="User and password").click()
+    await page.get_by_label("User name").fill("viewer@example.com")
+    await page.get_by_label("Password").fill("not the password")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_have_text("That credential was not accepted.")
+
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Tasks")).to_be_visible()
+    await expect(page.locator("#principal")).to_have_text("default · viewer")
+    await page.get_by_label("Description").fill("A viewer's attempt")
+    await page.get_by_role("button", name="Submit", exact=True).click()
+    refusal = page.get_by_role("form", name="Submit a task").get_by_role("alert")
+    await expect(refusal).to_contain_text("tasks:write")
