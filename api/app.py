@@ -8,10 +8,12 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from api._hardening import install_hardening
 from api._resources import Resources
 from api.errors import install_error_handlers
+from api.mcp import McpEndpoint
 from api.middleware import RequestContextMiddleware
 from api.openapi import keep_null_examples, responses_for
 from api.routers import (
@@ -48,7 +50,8 @@ def create_app(settings: Settings) -> FastAPI:
         await resources.start()
         app.state.resources = resources
         try:
-            yield
+            async with mcp.running():
+                yield
         finally:
             await resources.close()
 
@@ -84,4 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics.router, responses=guarded)
     app.include_router(health.router)
     install_dashboard(app)
+    # MCP over streamable HTTP; the endpoint checks each request's credential itself.
+    mcp = McpEndpoint(app, settings, _version())
+    app.router.routes.append(Route("/mcp", mcp, methods=["GET", "POST", "DELETE"]))
     return app
