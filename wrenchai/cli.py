@@ -14,6 +14,7 @@ from wrenchai._cli_common import command_settings, run
 from wrenchai._cli_crypto import rotate, shred
 from wrenchai._cli_health import health
 from wrenchai._cli_identity import keys, tenants, users
+from wrenchai._cli_mcp import mcp
 from wrenchai._cli_replay import replay
 from wrenchai._cli_usage import usage
 from wrenchai._cli_watch import submit, watch
@@ -48,6 +49,7 @@ main.add_command(submit)
 main.add_command(watch)
 main.add_command(replay)
 main.add_command(usage)
+main.add_command(mcp)
 main.add_command(health)
 
 
