@@ -19,6 +19,8 @@ DSN = "postgresql://wrenchai:pg-canary-password@db.internal:5432/wrenchai"
 
 SECRETS = {
     "database_url": DSN,
+    # The same password as the URL's: WrenchAI refuses two different ones.
+    "database_password": "pg-canary-password",
     "encryption_keys": "ek-canary-7f3a",
     "master_keys": "mk-canary-91bc",
     "jwt_secret": "jwt-canary-secret-that-is-long-enough-0123456789",
