@@ -9,12 +9,23 @@ code asks for the value only at the edge that needs it (``database_dsn()``, a si
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _SECRET_FIELDS = (
@@ -33,8 +44,9 @@ _SECRET_FIELDS = (
     "database_url",
     "database_password",
 )
-# Read from ``WRENCH_<NAME>_FILE`` too: every secret, and PEM keys that are not secret.
-_FILE_FIELDS = (*_SECRET_FIELDS, "jwt_public_key")
+# Read from ``WRENCH_<NAME>_FILE`` too: every secret, PEM keys that are not secret, and the
+# list of MCP servers (a JSON or YAML file is easier to keep than a variable).
+_FILE_FIELDS = (*_SECRET_FIELDS, "jwt_public_key", "mcp_servers")
 
 
 class Settings(BaseSettings):
@@ -401,6 +413,30 @@ class Settings(BaseSettings):
         "(see docs/tools.md).",
     )
 
+    # -- MCP servers, whose tools the agents call like their own --------------------------
+    mcp_servers: str = Field(
+        "",
+        description="The MCP servers whose tools the agents may call, each as "
+        "mcp.<server>.<tool>: a JSON list (a JSON or YAML file through "
+        "WRENCH_MCP_SERVERS_FILE) of objects with a name and either command, args, env and "
+        "cwd (stdio) or url and headers (streamable HTTP); env and header values may be "
+        '{"file": path, "prefix": text} to read a secret. See docs/mcp-tools.md.',
+    )
+    mcp_connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Longest connecting to an MCP server may take (starting its command, the "
+        "initialize handshake, listing its tools), and longest a ping may wait.",
+    )
+    mcp_probe_interval_s: float = Field(
+        15.0,
+        gt=0,
+        le=3_600,
+        description="How often an agent worker tries again to list the tools of an MCP server "
+        "it could not reach, and how long the API reuses a server's ping for /health.",
+    )
+
     # -- built-in tools -----------------------------------------------------------------
     search_url: str | None = Field(
         None,
@@ -626,6 +662,12 @@ class Settings(BaseSettings):
                 data = {**data, name: _read_value_file(variable, Path(path))}
         return _with_database_password(data)
 
+    @field_validator("mcp_servers")
+    @classmethod
+    def _valid_mcp_servers(cls, value: str) -> str:
+        parse_mcp_servers(value)  # refuse a bad list at start, not at the first call
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -660,6 +702,10 @@ class Settings(BaseSettings):
             if name.strip() and name.strip() not in models:
                 models.append(name.strip())
         return models
+
+    def mcp_server_list(self) -> list[McpServerConfig]:
+        """The configured MCP servers (WRENCH_MCP_SERVERS), in their order."""
+        return parse_mcp_servers(self.mcp_servers)
 
     def to_env(self) -> dict[str, str]:
         """These settings as ``WRENCH_*`` variables, for a child process to read back.
@@ -730,3 +776,154 @@ def settings_markdown() -> str:
             meaning += f" `WRENCH_{name.upper()}_FILE` may name a file holding it."
         lines.append(f"| `WRENCH_{name.upper()}` | {shown} | {meaning} |")
     return "\n".join(lines) + "\n"
+
+
+# -- MCP servers ---------------------------------------------------------------------------
+_MCP_SERVER_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+class McpSecretFile(BaseModel):
+    """A value kept in a file, such as a token mounted as a secret:
+    ``{"file": "/run/secrets/mcp-token", "prefix": "Bearer "}``. The file must be readable
+    when the settings load; it is read again at every connection, so a rotated token is used
+    from the next reconnection on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: Path
+    prefix: str = ""
+
+    def read(self) -> str:
+        """The prefix and the file's content, without the trailing newline editors add."""
+        try:
+            return self.prefix + self.file.read_text().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"{self.file} cannot be read ({exc.strerror}); point the MCP server's value "
+                "at a readable file that holds it"
+            ) from exc
+
+
+McpValue = str | McpSecretFile
+"""An environment variable's or a header's value: as given, or read from a file."""
+
+
+class McpServerConfig(BaseModel):
+    """One MCP server of WRENCH_MCP_SERVERS: how to reach it (``command`` for stdio, ``url``
+    for streamable HTTP) and how its tools are described to planning (docs/mcp-tools.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="Lower-case letters, digits, _ and -; tools are mcp.<name>.*")
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, McpValue] = Field(default_factory=dict)
+    cwd: Path | None = None
+    url: str | None = None
+    headers: dict[str, McpValue] = Field(default_factory=dict)
+    timeout_s: float = Field(60.0, gt=0, le=3_600, description="Longest one tool call may take.")
+    tools: list[str] | None = Field(None, description="Only these tools; unset: every one.")
+    capabilities: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Capabilities of each tool (by the server's name for it), put first.",
+    )
+    offline: bool = False
+    trust_annotations: bool = False
+    usd_per_call: float = Field(0.0, ge=0)
+    seconds: float = Field(5.0, ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _MCP_SERVER_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a server name: use lower-case letters, digits, _ and -, "
+                "starting with a letter (it becomes part of the tools' names, mcp.<name>.<tool>)"
+            )
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"url {value!r} must be an http:// or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if (self.command is None) == (self.url is None):
+            raise ValueError(
+                "give either command (a server started over stdio) or url (streamable HTTP)"
+            )
+        if self.url is not None and (self.args or self.env or self.cwd):
+            raise ValueError("args, env and cwd are for a command; a url server takes headers")
+        if self.command is not None and self.headers:
+            raise ValueError("headers are for a url; a command server takes env")
+        for value in (*self.env.values(), *self.headers.values()):
+            if isinstance(value, McpSecretFile):
+                value.read()
+        return self
+
+    @property
+    def transport(self) -> Literal["stdio", "http"]:
+        """How the server is reached."""
+        return "stdio" if self.command is not None else "http"
+
+    @property
+    def tool_prefix(self) -> str:
+        """``mcp.<name>.``, with a hyphen of the name as an underscore (tool names are dotted
+        lower-case words)."""
+        return f"mcp.{self.name.replace('-', '_')}."
+
+    def resolved_env(self) -> dict[str, str]:
+        """The environment variables the command gets, secret files read."""
+        return {key: _mcp_value(value) for key, value in self.env.items()}
+
+    def resolved_headers(self) -> dict[str, str]:
+        """The headers every request carries, secret files read."""
+        return {key: _mcp_value(value) for key, value in self.headers.items()}
+
+
+def _mcp_value(value: McpValue) -> str:
+    return value.read() if isinstance(value, McpSecretFile) else value
+
+
+def parse_mcp_servers(text: str) -> list[McpServerConfig]:
+    """The servers of WRENCH_MCP_SERVERS: a JSON list, or YAML (the usual format of
+    WRENCH_MCP_SERVERS_FILE). Raises ValueError naming the server and the field at fault."""
+    if not text.strip():
+        return []
+    try:
+        data = json.loads(text)
+    except ValueError:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"WRENCH_MCP_SERVERS is neither JSON nor YAML: {exc}") from None
+    if not isinstance(data, list):
+        raise ValueError(
+            "WRENCH_MCP_SERVERS must be a list of servers, such as "
+            '[{"name": "files", "command": "mcp-files", "args": ["/data"]}]'
+        )
+    servers: list[McpServerConfig] = []
+    for number, item in enumerate(data, start=1):
+        label = f"server {number}"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label += f" ({item['name']})"
+        try:
+            server = McpServerConfig.model_validate(item)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(str(part) for part in error["loc"])
+            message = str(error["msg"]).removeprefix("Value error, ")
+            raise ValueError(
+                f"WRENCH_MCP_SERVERS, {label}{f', {where}' if where else ''}: {message}"
+            ) from None
+        twin = next((seen for seen in servers if seen.tool_prefix == server.tool_prefix), None)
+        if twin is not None:
+            raise ValueError(
+                f"WRENCH_MCP_SERVERS, {label}: its tools would share the names of server "
+                f"{twin.name!r} ({server.tool_prefix}*); give each server a name of its own"
+            )
+        servers.append(server)
+    return servers
