@@ -88,13 +88,14 @@ from processors.shared.pricing import DEFAULT_PRICES, PriceTable, price_table
 from processors.shared.statistics import Statistics, StatisticsReader, keep_fresh
 from processors.shared.tokens import count_prompt_tokens
 from processors.shared.tool_usage import CircuitBreaker, ToolStats, input_hash, optimize_tool_usage
-from processors.tools import ToolRegistry, ToolSpec
+from processors.tools import PlanningError, ToolRegistry, ToolSpec
 from processors.tools.allocation import TOOL_SCOPES, forbidden_message
 from processors.tools.builtin import Tool, ToolError
 from wrenchai import metrics
 
 if TYPE_CHECKING:
     from processors.runtime import Worker
+    from processors.tools.mcp import McpToolset
     from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -163,18 +164,21 @@ class JourneyAgent:
         self.rng = rng or random.Random()
         self.stats = ToolStats()
         self.breaker = CircuitBreaker()
+        self.mcp: McpToolset | None = None
+        """The tools of WRENCH_MCP_SERVERS, listed into ``registry`` and ``tools``."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> JourneyAgent:
         """As configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set, the rule reasoner
-        otherwise; the built-in tools and those of WRENCH_TOOL_MODULES."""
+        otherwise; the built-in tools, those of WRENCH_TOOL_MODULES and those of the MCP
+        servers of WRENCH_MCP_SERVERS (listed before the first job)."""
         from processors.shared.toolbox import toolbox
 
         registry, tools = toolbox(settings)
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(LLMClient(settings)) if llm else RuleReasoner()
         prices = price_table(settings.price_table)
-        return cls(
+        agent = cls(
             reasoner,
             registry,
             tools,
@@ -182,6 +186,11 @@ class JourneyAgent:
             max_event_bytes=settings.max_event_bytes,
             preflight=Preflight(settings),
         )
+        if settings.mcp_server_list():
+            from processors.tools.mcp import McpToolset
+
+            agent.mcp = McpToolset.from_settings(settings, agent.registry, agent.tools)
+        return agent
 
     def observe(self, event: Event) -> None:
         """Record a tool.returned in the circuit breaker at once. The statistics wait for
@@ -198,8 +207,18 @@ class JourneyAgent:
         reader = StatisticsReader(settings, tools=True, outcomes=True)
         await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
 
+    async def keep_up(self, settings: Settings) -> None:
+        """A worker's background: the statistics, and the MCP servers' tools (servers that
+        could not be listed are tried again; their connections close when it is cancelled)."""
+        if self.mcp is None:
+            await self.keep_statistics(settings)
+            return
+        await asyncio.gather(self.keep_statistics(settings), self.mcp.keep_up())
+
     async def run(self, job: Job, emit: Emit) -> None:
         """Carry out ``job``, emitting its events in log order."""
+        if self.mcp is not None:
+            await self.mcp.ready()  # a plan may name the MCP servers' tools
         derive = _Derive(job.journey, emit, self.clock)
         if isinstance(job, RunStage):
             await self._run_stage(job, derive)
@@ -227,6 +246,19 @@ class JourneyAgent:
             return self.registry.get(tool, f"=={version}")
         return self.registry.get(tool)
 
+    async def _stage_spec(self, stage_tools: list[str], version: str, tool: str) -> ToolSpec:
+        """The descriptor to run ``tool`` with. For an MCP server's tool this worker could not
+        list (or whose server changed its version) the MCP toolset gives one, whose call
+        fails transiently when the server is down, so recovery moves on to the fallback."""
+        try:
+            return self._spec(stage_tools, version, tool)
+        except PlanningError:
+            planned = version if tool == stage_tools[0] else None
+            spec = None if self.mcp is None else await self.mcp.stand_in(tool, planned)
+            if spec is None:
+                raise
+            return spec
+
     async def _run_stage(self, job: RunStage, derive: _Derive) -> None:
         journey, sid, attempt = job.journey, job.stage_id, job.attempt
         run = journey.stages[sid]
@@ -245,7 +277,7 @@ class JourneyAgent:
             tool = optimize_tool_usage(
                 run.stage.tools, plan.playbook, self.stats, self.breaker, self.clock()
             )[0]
-        spec = self._spec(run.stage.tools, run.stage.tool_version, tool)
+        spec = await self._stage_spec(run.stage.tools, run.stage.tool_version, tool)
         key = f"{job.journey.plan.task_id if job.journey.plan else ''}:{sid}:{attempt}"
         started = time.monotonic()
         try:
@@ -664,7 +696,7 @@ def worker(settings: Settings) -> Worker[Journey, Job]:
         suppress=lambda journey, event: journey.closed is not None and event.type in CLOSING_TYPES,
         observe=agent.observe,
         deadline=deadline,
-        background=lambda _: agent.keep_statistics(settings),
+        background=lambda _: agent.keep_up(settings),
         closed=lambda journey: journey.closed is not None,
     )
 

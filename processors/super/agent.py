@@ -30,6 +30,7 @@ The faust worker around this core is :func:`worker`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -96,6 +97,7 @@ from processors.tools.allocation import forbidden_tools
 
 if TYPE_CHECKING:
     from processors.runtime import Worker
+    from processors.tools.mcp import McpToolset
     from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -278,6 +280,8 @@ class SuperAgent:
         self.breaker = CircuitBreaker()
         self.priors = Priors()
         self.newest_fit = NewestFit()
+        self.mcp: McpToolset | None = None
+        """The tools of WRENCH_MCP_SERVERS, listed into ``registry``."""
 
     def observe(self, event: Event) -> None:
         """Record tool.returned in the circuit breaker and take a newer quality.fitted as
@@ -297,6 +301,14 @@ class SuperAgent:
         """Load the statistics now and every WRENCH_STATS_REFRESH_S (a worker's background)."""
         reader = StatisticsReader(settings, outcomes=True, fits=True)
         await keep_fresh(reader, self.use_statistics, settings.stats_refresh_s)
+
+    async def keep_up(self, settings: Settings) -> None:
+        """A worker's background: the statistics, and the MCP servers' tools (servers that
+        could not be listed are tried again)."""
+        if self.mcp is None:
+            await self.keep_statistics(settings)
+            return
+        await asyncio.gather(self.keep_statistics(settings), self.mcp.keep_up())
 
     def _use_fit(self, fitted: QualityFitted, fitted_at: datetime) -> None:
         if self.newest_fit.offer(fitted, fitted_at):
@@ -320,13 +332,14 @@ class SuperAgent:
         """The SuperAgent as configured: the LLM reasoner when WRENCH_LLM_BASE_URL is set
         (through ``client``, or a new LLMClient), the rule reasoner otherwise; the user's
         roles file, playbooks folder, price table and tool modules on top of the shipped
-        ones."""
+        ones, and the tools of the MCP servers of WRENCH_MCP_SERVERS (listed before the first
+        planning)."""
         from processors.shared.toolbox import toolbox
 
         llm = settings.llm_base_url is not None
         reasoner: Reasoner = LLMReasoner(client or LLMClient(settings)) if llm else RuleReasoner()
         models = settings.llm_models()
-        return cls(
+        agent = cls(
             reasoner,
             load_role_catalog(settings.roles_file),
             toolbox(settings)[0],
@@ -337,9 +350,16 @@ class SuperAgent:
             model=models[0] if llm else None,
             fallback_models=models[1:] if llm else (),
         )
+        if settings.mcp_server_list():
+            from processors.tools.mcp import McpToolset
+
+            agent.mcp = McpToolset.from_settings(settings, agent.registry)
+        return agent
 
     async def run(self, job: PlanTask, emit: Emit) -> None:
         """Plan the task of ``job``, emitting every event through ``emit`` in log order."""
+        if self.mcp is not None:
+            await self.mcp.ready()  # the playbook may name the MCP servers' tools
         cause = job.submitted
         submitted = cause.payload
         assert isinstance(submitted, TaskSubmitted)
@@ -516,6 +536,6 @@ def worker(settings: Settings) -> Worker[TaskState, PlanTask]:
         run=agent.run,
         observe=agent.observe,
         suppress=lambda state, event: event.type in PLAN_TYPES and state.closed is not None,
-        background=lambda _: agent.keep_statistics(settings),
+        background=lambda _: agent.keep_up(settings),
         closed=lambda state: state.settled,
     )
