@@ -1,21 +1,37 @@
-"""The built-in tools' health, probed concurrently with a deadline and remembered a while.
+"""The tools' health, probed concurrently with a deadline and remembered a while.
 
 A probe can be slow (code.python starts an interpreter, llm.complete asks the LLM server):
 GET /tools must not wait on it, and a client polling /tools must not start a probe per
 request. A probe that misses the deadline is reported as not ok and keeps running; the next
 refresh takes its answer instead of starting another.
+
+The MCP servers of WRENCH_MCP_SERVERS are probed the same way, by their ping, for /health:
+this API connects to each itself (a stdio server's command runs here too), as it probes the
+built-in tools itself, and keeps the answers WRENCH_MCP_PROBE_INTERVAL_S.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
-from processors.tools.builtin import Tool, ToolHealth
+from processors.tools.builtin import ToolHealth
+
+if TYPE_CHECKING:
+    from processors.tools.mcp import McpServers
+    from wrenchai.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+
+class Probed(Protocol):
+    """Anything with a health probe: a tool, an MCP server's connection."""
+
+    async def health(self) -> ToolHealth: ...
+
 
 PROBE_TIMEOUT_S = 2.0
 HEALTH_TTL_S = 30.0
@@ -27,7 +43,7 @@ class ToolHealthBoard:
 
     def __init__(
         self,
-        tools: Mapping[str, Tool],
+        tools: Mapping[str, Probed],
         *,
         timeout_s: float = PROBE_TIMEOUT_S,
         ttl_s: float = HEALTH_TTL_S,
@@ -39,6 +55,20 @@ class ToolHealthBoard:
         self._checked = float("-inf")
         self._inflight: dict[str, asyncio.Task[ToolHealth]] = {}
         self._lock = asyncio.Lock()
+        self._mcp: tuple[McpServers, ToolHealthBoard] | None = None
+
+    def mcp_servers(self, settings: Settings) -> tuple[McpServers, ToolHealthBoard] | None:
+        """The MCP servers of ``settings`` and the board of their pings (by server name),
+        made on first use and closed with this board; None when none is configured."""
+        if self._mcp is None and settings.mcp_server_list():
+            from processors.tools.mcp import McpServers
+
+            servers = McpServers.from_settings(settings)
+            board = ToolHealthBoard(
+                servers.connections, timeout_s=self.timeout_s, ttl_s=settings.mcp_probe_interval_s
+            )
+            self._mcp = servers, board
+        return self._mcp
 
     async def current(self) -> dict[str, ToolHealth]:
         """Every tool's health, probing again when the last answers are older than the TTL."""
@@ -80,9 +110,11 @@ class ToolHealthBoard:
             aclose = getattr(tool, "aclose", None)  # not part of the Tool protocol
             if aclose is not None:
                 await aclose()
+        if self._mcp is not None:
+            await self._mcp[1].close()
 
 
-async def _probe(name: str, tool: Tool) -> ToolHealth:
+async def _probe(name: str, tool: Probed) -> ToolHealth:
     # Built-in probes report their own failures; a tool of another make might raise.
     try:
         return await tool.health()

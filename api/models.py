@@ -437,15 +437,31 @@ class SandboxHealth(_Body):
     detail: str
 
 
+class McpServerHealth(_Body):
+    """One MCP server of WRENCH_MCP_SERVERS, as this API's ping found it at ``checked_at``
+    (docs/mcp-tools.md)."""
+
+    name: str
+    transport: Literal["stdio", "http"]
+    ok: bool
+    detail: str
+    checked_at: datetime
+
+
 class Health(_Body):
-    """``healthy`` when the database and the broker both answer; ``sandbox`` is
-    informational."""
+    """``healthy`` when the database and the broker both answer; ``sandbox`` and
+    ``mcp_servers`` are informational."""
 
     model_config = ConfigDict(json_schema_extra=ex.examples(ex.HEALTHY))
 
     status: Literal["healthy", "unhealthy"]
     checks: HealthChecks
     sandbox: SandboxHealth
+    mcp_servers: list[McpServerHealth] | None = Field(
+        None,
+        description="Each configured MCP server, in the order of WRENCH_MCP_SERVERS; absent "
+        "when none is configured.",
+    )
 
 
 class ErrorDetail(_Body):

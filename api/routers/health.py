@@ -12,7 +12,7 @@ from api import _examples as ex
 from api._readmodels import projector_lag
 from api._resources import Resources
 from api.deps import ResourcesDep
-from api.models import Health, HealthChecks, SandboxHealth
+from api.models import Health, HealthChecks, McpServerHealth, SandboxHealth
 from processors.tools.builtin import CodePython
 from processors.tools.descriptors import CODE_PYTHON
 from wrenchai.errors import WrenchError
@@ -55,6 +55,26 @@ async def sandbox_health(resources: Resources) -> SandboxHealth:
     return SandboxHealth(mode=status.mode, detail=status.detail)
 
 
+async def mcp_health(resources: Resources) -> list[McpServerHealth] | None:
+    """Each configured MCP server's ping (this API's own connection to it), in the order of
+    WRENCH_MCP_SERVERS; None when none is configured."""
+    found = resources.tools.mcp_servers(resources.settings)
+    if found is None:
+        return None
+    servers, board = found
+    answers = await board.current()
+    return [
+        McpServerHealth(
+            name=name,
+            transport=connection.config.transport,
+            ok=answers[name].ok,
+            detail=answers[name].detail,
+            checked_at=answers[name].checked_at,
+        )
+        for name, connection in servers.connections.items()
+    ]
+
+
 @router.get(
     "/health",
     response_model=Health,
@@ -71,12 +91,15 @@ async def health(resources: ResourcesDep) -> JSONResponse:
     """``healthy`` (200) when both the database and the broker answer, else 503.
 
     The projector's lag is informational: a lagging projector makes reads stale, not wrong.
-    So is ``sandbox``: the mode code.python runs in on this machine (docs/tools.md).
+    So is ``sandbox``: the mode code.python runs in on this machine (docs/tools.md), and so
+    is ``mcp_servers``: whether each configured MCP server answers a ping, present only when
+    some are configured (docs/mcp-tools.md).
     """
-    database, broker, sandbox = await asyncio.gather(
+    database, broker, sandbox, mcp = await asyncio.gather(
         database_ok(resources),
         resources.broker.reachable(BROKER_TIMEOUT_S),
         sandbox_health(resources),
+        mcp_health(resources),
     )
     lag = await lag_or_none(resources) if database and broker else None
     healthy = database and broker
@@ -84,5 +107,7 @@ async def health(resources: ResourcesDep) -> JSONResponse:
         status="healthy" if healthy else "unhealthy",
         checks=HealthChecks(database=database, broker=broker, projector_lag=lag),
         sandbox=sandbox,
+        mcp_servers=mcp,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if healthy else 503)
+    shown = body.model_dump(mode="json", exclude={"mcp_servers"} if mcp is None else None)
+    return JSONResponse(shown, status_code=200 if healthy else 503)
