@@ -43,6 +43,17 @@ def test_to_env_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings() == original
 
 
-def test_operations_doc_lists_every_setting(repo_root: Path) -> None:
-    """docs/operations.md carries the current settings table (regenerate: wrenchai settings)."""
-    assert settings_markdown() in (repo_root / "docs" / "operations.md").read_text()
+def test_setup_doc_lists_every_setting(repo_root: Path) -> None:
+    """docs/setup.md carries the current settings table, under "Every setting"."""
+    assert settings_markdown() in (repo_root / "docs" / "setup.md").read_text(), (
+        "docs/setup.md's settings table is stale: replace it with the output of "
+        "`.venv/bin/wrenchai settings`"
+    )
+
+
+def test_settings_table_is_kept_in_one_place(repo_root: Path) -> None:
+    """No other page keeps a copy of the table to go stale: they link to docs/setup.md."""
+    row = "| `WRENCH_KAFKA_BOOTSTRAP` |"
+    pages = [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]
+    copies = [page.name for page in pages if page.name != "setup.md" and row in page.read_text()]
+    assert copies == [], f"a copy of the settings table in {copies}; link to docs/setup.md"
