@@ -225,11 +225,17 @@ def as_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def fit_to_schema(value: Any, schema: Mapping[str, Any]) -> Any:
+def fit_to_schema(value: Any, schema: Mapping[str, Any] | bool) -> Any:
     """``value`` shaped for ``schema`` where a resolved reference gave another shape: text
     where a string is wanted (:func:`as_text`), a link (an object's ``url``) or text where
     a list of strings is wanted, a number from numeric text. Anything else is left for the
-    tool's own validation to judge."""
+    tool's own validation to judge.
+
+    A schema may be a boolean (``true`` accepts anything, ``false`` nothing), as ``items``
+    or a property may be in an MCP server's input schema: there is no shape to fit, so
+    the value is left as it is."""
+    if not isinstance(schema, Mapping):
+        return value
     kind = schema.get("type")
     if kind == "string" and not isinstance(value, str):
         return as_text(value)
@@ -240,7 +246,9 @@ def fit_to_schema(value: Any, schema: Mapping[str, Any]) -> Any:
             return value
         return int(number) if kind == "integer" and number.is_integer() else number
     if kind == "array" and isinstance(value, list):
-        items = schema.get("items") or {}
+        items = schema.get("items", True)
+        if not isinstance(items, Mapping):
+            return value
         if items.get("type") == "string":
             return [
                 item

@@ -1172,6 +1172,29 @@ def test_search_results_become_text_where_a_string_is_wanted_and_links_where_url
     assert fit_to_schema("3", {"type": "integer"}) == 3
 
 
+def test_boolean_schemas_leave_the_value_as_it_is() -> None:
+    """JSON Schema allows ``true`` and ``false`` as schemas, for ``items`` and for a
+    property alike (an MCP server's input schema may have them): the values under them are
+    kept as they are, while the fields beside them are still fitted."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "anything": {"type": "array", "items": True},
+            "nothing": {"type": "array", "items": False},
+            "free": True,
+            "count": {"type": "integer"},
+        },
+    }
+    value = {"anything": [{"url": "u"}, 1], "nothing": [2], "free": {"a": 1}, "count": "3"}
+    assert fit_to_schema(value, schema) == {
+        "anything": [{"url": "u"}, 1],
+        "nothing": [2],
+        "free": {"a": 1},
+        "count": 3,
+    }
+    assert fit_to_schema([1, "x"], True) == [1, "x"]
+
+
 @pytest.mark.parametrize(
     "reference",
     [
