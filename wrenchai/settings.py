@@ -762,7 +762,7 @@ def _read_value_file(variable: str, path: Path) -> str:
 
 
 def settings_markdown() -> str:
-    """Every setting as a markdown table: variable, default, meaning (docs/operations.md)."""
+    """Every setting as a markdown table: variable, default, meaning (docs/setup.md)."""
     lines = ["| variable | default | meaning |", "|---|---|---|"]
     for name, info in Settings.model_fields.items():
         default = info.default

@@ -90,7 +90,7 @@ def test_the_schema_check_catches_a_misspelt_key() -> None:
 
 
 def settings_table_variables() -> set[str]:
-    """Every variable the settings table (docs/operations.md, `wrenchai settings`) names,
+    """Every variable the settings table (docs/setup.md, `wrenchai settings`) names,
     each `WRENCH_X_FILE` variant included."""
     return set(re.findall(r"`(WRENCH_[A-Z0-9_]+)`", settings_markdown()))
 

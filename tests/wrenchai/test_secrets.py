@@ -101,7 +101,7 @@ def test_an_unreadable_secret_file_is_an_error_that_names_the_variable_and_the_f
 
 
 def test_the_settings_table_names_the_file_variants() -> None:
-    """`wrenchai settings` (and so docs/operations.md) tells the reader every secret and the
+    """`wrenchai settings` (and so docs/setup.md) tells the reader every secret and the
     public key can come from a _FILE, and shows the database URL's default in clear."""
     table = settings_markdown()
     for name in (*_SECRET_FIELDS, "jwt_public_key"):
