@@ -104,11 +104,39 @@ async def restore_log(settings: Settings, stream: Stream = EVENTS) -> RestoreRep
             log.info("restore skipped", topic=topic, outcome=outcome)
             return report
         restored = await _republish(settings, conn, topic)
+        if stream is EVENTS:
+            await _forget_snapshots_past(conn, archived, partitions)
     finally:
         await conn.close()
     report = RestoreReport(topic, "restored", archived, restored)
     log.info("log restored", topic=topic, records=report.total, partitions=restored)
     return report
+
+
+async def _forget_snapshots_past(
+    conn: asyncpg.Connection, archived: dict[int, int], partitions: int
+) -> None:
+    """Delete the workers' snapshots that cover offsets the restored log does not hold.
+
+    A worker may have folded records the projector never archived before the broker lost
+    them. Restored, the log ends where the archive ends, and the next records take those
+    offsets again: a snapshot past them would make its worker skip them. Without its
+    snapshot, the worker folds its partition from the start instead."""
+    for partition in range(partitions):
+        forgotten = await conn.fetch(
+            """DELETE FROM worker_snapshots WHERE partition = $1 AND log_offset > $2
+               RETURNING consumer_group, log_offset""",
+            partition,
+            archived.get(partition, 0),
+        )
+        for row in forgotten:
+            log.warning(
+                "snapshot past the restored log forgotten",
+                consumer_group=row["consumer_group"],
+                partition=partition,
+                snapshot_offset=row["log_offset"],
+                log_end=archived.get(partition, 0),
+            )
 
 
 async def _archive_extent(conn: asyncpg.Connection, topic: str) -> dict[int, int]:

@@ -228,3 +228,30 @@ async def test_a_record_landing_at_another_offset_is_an_error_naming_both(
 
     with pytest.raises(RestoreOffsetMismatch, match=r"partition 1.*offset 0.*offset 1"):
         await _send_chunk(producer, topic, 1, 0, [record])
+
+
+async def test_restore_forgets_the_snapshots_past_the_restored_log(
+    settings: Settings, codec: Codec, db: asyncpg.Connection, topics: dict[str, int]
+) -> None:
+    """A worker's snapshot covering records the archive never got would make the worker skip
+    the records that take those offsets after the restore: it is deleted, and a snapshot
+    within the restored log is kept."""
+    topic = settings.topic("events")
+    await _archive(db, topic, _sample_logs(codec))
+    group = settings.group("journey-agent")
+    for partition, offset in ((0, 9), (2, 1)):
+        await db.execute(
+            """INSERT INTO worker_snapshots
+               (consumer_group, partition, log_offset, tasks, records, taken_at)
+               VALUES ($1, $2, $3, 0, ''::bytea, now())""",
+            group,
+            partition,
+            offset,
+        )
+
+    await restore_log(settings)
+
+    kept = await db.fetch(
+        "SELECT partition, log_offset FROM worker_snapshots WHERE consumer_group = $1", group
+    )
+    assert [(r["partition"], r["log_offset"]) for r in kept] == [(2, 1)]
