@@ -147,11 +147,28 @@ export function onceAfter(load) {
   let pending = null;
   let last = null;
   return (event, position) => {
-    last = position;
-    pending ??= setTimeout(() => { pending = null; load(last); }, 200);
+    last = position ?? last;
+    pending ??= setTimeout(() => { const at = last; pending = null; last = null; load(at); }, 200);
   };
 }
 
+// How often a page following the tenant's events reads again with no event: the stream
+// carries what happens from its start on, so what was published just before it started,
+// or while it was reconnecting, and projected only later, shows within this time.
+const QUIET_READ_MS = 10000;
+
+// The tenant's events, live (GET /ws/events with the query's filters). onEvent(event,
+// position) is also called with no event once the stream is live, and every QUIET_READ_MS
+// while the page is visible.
 export function liveEvents(onEvent, query = "") {
-  return liveStream(`/ws/events${query}`, onEvent);
+  const stop = liveStream(`/ws/events${query}`, onEvent, {
+    onControl: (message) => { if (message.type === "live") onEvent(null, null); },
+  });
+  const timer = setInterval(() => {
+    if (document.visibilityState === "visible") onEvent(null, null);
+  }, QUIET_READ_MS);
+  return () => {
+    clearInterval(timer);
+    stop();
+  };
 }
