@@ -6,7 +6,6 @@ the events it emits, live."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -26,9 +25,8 @@ from events import (
     role_scopes,
 )
 from processors.monitor import MonitorState, Reading, alert_events, decide, limits_from_settings
-from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
-from tests.api.ui.browser import accessibility_violations, browser, screenshot
+from tests.api.ui.browser import accessibility_violations, screenshot
 from tests.events.inspection_samples import cleared, raised
 from tests.projections.conftest import eventually, submitted
 from wrenchai.settings import Settings
@@ -38,18 +36,6 @@ pytestmark = pytest.mark.usefixtures("topics", "projector")
 TENANT = "default"
 LIVE = 20_000  # ms: how long a page may take to show what the projector has just applied
 NARROW: ViewportSize = {"width": 400, "height": 900}
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async for instance in browser():
-        yield instance
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[str]:
-    async with live_api(settings) as base:
-        yield base
 
 
 async def signed_in(chromium: Browser, served: str, key: str, path: str) -> Page:

@@ -5,7 +5,6 @@ live, without a reload, when it is cancelled."""
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
@@ -14,9 +13,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from events import EventProducer
-from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
-from tests.api.ui.browser import accessibility_violations, browser, screenshot
+from tests.api.ui.browser import accessibility_violations, screenshot
 from tests.events.execution_samples import Story, search_retried
 from tests.events.planning_samples import planning_events
 from tests.processors.super.test_super_agent_worker import WorkerProcess
@@ -27,18 +25,6 @@ pytestmark = pytest.mark.usefixtures("topics", "projector")
 
 PASSWORD = "correct horse battery staple"
 RESEARCH = "Research how WrenchAI recovers from errors and write a short report"
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async for instance in browser():
-        yield instance
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[str]:
-    async with live_api(settings) as base:
-        yield base
 
 
 async def test_sign_in_submit_and_watch_a_task_change_live(

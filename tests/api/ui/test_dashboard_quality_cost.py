@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -18,9 +17,8 @@ from playwright.async_api import Browser, Locator, Page, ViewportSize, expect
 
 from events import Actor, Event, EventProducer, Position, UsageRecorded
 from processors.cost import CostGuard
-from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
-from tests.api.ui.browser import accessibility_violations, browser, screenshot
+from tests.api.ui.browser import accessibility_violations, screenshot
 from tests.events.inspection_samples import evaluation, fitted, group
 from tests.projections.conftest import submitted
 from wrenchai.settings import Settings
@@ -29,18 +27,6 @@ pytestmark = pytest.mark.usefixtures("topics", "projector")
 
 NARROW: ViewportSize = {"width": 400, "height": 900}
 """A phone's width: the tables fold into a block per row and nothing scrolls sideways."""
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async for instance in browser():
-        yield instance
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[str]:
-    async with live_api(settings) as base:
-        yield base
 
 
 async def _signed_in(page: Page, served: str, key: str, path: str) -> Page:

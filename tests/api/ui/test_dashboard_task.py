@@ -5,7 +5,6 @@ tenant's task refused."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -14,9 +13,8 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from events import EvaluationRecorded, EventProducer, TaskCompleted
-from tests.api._streams_support import live_api
 from tests.api._support import seed_api_key
-from tests.api.ui.browser import accessibility_violations, browser, screenshot
+from tests.api.ui.browser import accessibility_violations, screenshot
 from tests.events.execution_samples import Story, search_retried
 from tests.events.inspection_samples import cleared, evaluation, raised
 from tests.events.planning_samples import planning_events
@@ -36,18 +34,6 @@ Churn **doubled** to 7.4% in Q3.
 
 1. board minutes
 """
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Browser]:
-    async for instance in browser():
-        yield instance
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[str]:
-    async with live_api(settings) as base:
-        yield base
 
 
 async def signed_in(chromium: Browser, served: str, key: str) -> Page:
